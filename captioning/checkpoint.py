@@ -1,0 +1,182 @@
+"""Checkpoints: plain data only, written atomically, read without unpickling arbitrary objects.
+
+A checkpoint is one ``torch.save`` of a dict with ``format_version``, ``model`` (state dict),
+``config`` (resolved, plain dict), ``vocab`` (list of tokens), ``epoch``, ``step``, ``metrics``,
+``optimizer``, ``scheduler`` and ``rng``. It is written to a temporary file in the same folder
+and renamed into place, so a crash never leaves a half-written checkpoint under the final name.
+Loading uses ``torch.load(weights_only=True)``: a file that carries pickled objects (which could
+run code when unpickled) is refused before any of it is executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from captioning.errors import CaptioningError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "get_rng_state",
+    "load_checkpoint",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "model", "config", "vocab", "epoch", "step")
+
+
+class CheckpointError(CaptioningError):
+    """A checkpoint that cannot or must not be loaded."""
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    vocab: list[str],
+    epoch: int,
+    step: int,
+    metrics: dict[str, float] | None = None,
+    optimizer: dict[str, Any] | None = None,
+    scheduler: dict[str, Any] | None = None,
+    rng: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically.
+
+    Args:
+        path: destination file.
+        model: the model's state dict.
+        config: the resolved run config as plain containers.
+        vocab: the vocabulary's tokens (index = id).
+        epoch: epochs completed.
+        step: optimizer steps taken.
+        metrics: latest validation metrics (and e.g. the best so far).
+        optimizer: the optimizer's state dict.
+        scheduler: the LR scheduler's state dict.
+        rng: random generator states, from :func:`get_rng_state`.
+        extra: more plain data (e.g. trainer counters).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model": {k: v.detach().cpu() for k, v in model.items()},
+        "config": config,
+        "vocab": list(vocab),
+        "epoch": int(epoch),
+        "step": int(step),
+        "metrics": dict(metrics or {}),
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "rng": rng,
+        **(extra or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
+    """Read and check a checkpoint without unpickling arbitrary objects.
+
+    Args:
+        path: a file written by :func:`save_checkpoint`.
+        map_location: where tensors go.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        CheckpointError: missing, unreadable, carrying pickled objects, or of another format.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / "checkpoints" / name).is_file():
+                path = path / "checkpoints" / name
+                break
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found is None:
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint (corrupt, or not a torch file)"
+            ) from None
+        raise CheckpointError(
+            f"refused to load {path}: it holds a pickled Python object ({found.group(1)}), not "
+            "plain data, and unpickling it could run code; nothing of it was executed"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or not a torch file): "
+            f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"
+        ) from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+        raise CheckpointError(f"{path} is not a captioning checkpoint (missing {missing})")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format_version {ckpt['format_version']!r}; this version of "
+            f"captioning reads format_version {FORMAT_VERSION}"
+        )
+    return ckpt
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) generator states, as plain data."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    random.setstate(_tuples(state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(x: Any) -> Any:
+    """Lists back to the tuples `random.setstate` wants."""
+    return tuple(_tuples(i) for i in x) if isinstance(x, list | tuple) else x

@@ -1,0 +1,186 @@
+"""Opening image files: the one place every image in the project is read.
+
+:func:`load_image` turns any file Pillow can decode into a fully loaded 8-bit RGB image with
+EXIF orientation applied, and turns every way that can fail (missing, not an image, truncated,
+empty, too large) into one :class:`ImageLoadError` whose message names the file.
+:func:`to_rgb` applies the same mode conversion to images that are already in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from captioning.errors import CaptioningError
+
+__all__ = ["MAX_PIXELS", "ImageLoadError", "load_image", "to_rgb"]
+
+logger = logging.getLogger(__name__)
+
+#: Default upper bound on ``width * height`` accepted by :func:`load_image` (checked before
+#: decoding, so a decompression bomb never allocates its pixels).
+MAX_PIXELS: int = 100_000_000
+
+_WHITE = (255, 255, 255)
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+
+
+class ImageLoadError(CaptioningError):
+    """An image file (or in-memory image) that cannot be turned into an RGB image."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (Pillow messages sometimes span several)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """Scale a single-channel integer/float array to uint8 without clipping.
+
+    ``I;16*`` data is scaled from 0..65535. ``I`` and ``F`` carry no bit depth, so the range
+    is inferred: values already in 0..255 are kept (``F`` in 0..1 is scaled by 255), values in
+    0..65535 are treated as 16-bit, anything else is min-max normalised.
+    """
+    data = values.astype(np.float64)
+    if mode in _SIXTEEN_BIT_MODES:
+        scaled = data / 257.0
+    else:
+        lo = float(np.nanmin(data)) if data.size else 0.0
+        hi = float(np.nanmax(data)) if data.size else 0.0
+        if mode == "F" and lo >= 0.0 and hi <= 1.0:
+            scaled = data * 255.0
+        elif lo >= 0.0 and hi <= 255.0:
+            scaled = data
+        elif lo >= 0.0 and hi <= 65535.0:
+            scaled = data / 257.0
+        else:
+            scaled = (data - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(data)
+    return np.nan_to_num(np.rint(scaled), nan=0.0).clip(0, 255).astype(np.uint8)
+
+
+def _over_white(image: PIL.Image.Image) -> PIL.Image.Image:
+    """Composite an image with transparency onto a white background -> RGB."""
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (*_WHITE, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
+    """Convert a PIL image of any mode to 8-bit RGB.
+
+    Rules (shared with :func:`load_image`):
+
+    * ``RGB`` without transparency is returned unchanged (same object).
+    * ``1``/``L``/``P``/``YCbCr``/``CMYK``/... are converted with Pillow (CMYK without colour
+      management; embedded ICC profiles are ignored).
+    * 16-bit (``I;16*``), 32-bit integer (``I``) and float (``F``) grayscale are scaled to
+      0..255, not clipped (see the range rules in ``_to_uint8``), then replicated to RGB.
+    * Anything with transparency (``RGBA``, ``LA``, ``PA``, ``P``/``L``/``RGB`` with a
+      ``transparency`` entry) is composited on a white background.
+
+    Args:
+        image: A PIL image, e.g. passed directly by a user instead of a path.
+
+    Returns:
+        An RGB image of the same size.
+
+    Raises:
+        ImageLoadError: The mode cannot be converted to RGB.
+    """
+    mode = image.mode
+    if mode == "RGB" and "transparency" not in image.info:
+        return image
+    try:
+        if mode in _ALPHA_MODES or "transparency" in image.info:
+            return _over_white(image)
+        if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+            gray = Image.fromarray(_to_uint8(np.asarray(image), mode), mode="L")
+            return gray.convert("RGB")
+        return image.convert("RGB")
+    except (ValueError, OSError, TypeError) as exc:
+        raise ImageLoadError(
+            f"cannot convert a {mode} image of size {image.size} to RGB ({_one_line(exc)}); "
+            "convert it to RGB before passing it in"
+        ) from exc
+
+
+def load_image(
+    path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIXELS
+) -> PIL.Image.Image:
+    """Open an image file as a fully decoded 8-bit RGB image.
+
+    Applies the EXIF orientation tag, converts every mode with :func:`to_rgb` and decodes all
+    pixel data here (``load()``), so a truncated or corrupt file fails now rather than inside
+    a data loader worker later. Multi-frame files (GIF, TIFF) give their first frame.
+
+    Args:
+        path: The image file.
+        max_pixels: Largest ``width * height`` accepted, checked from the header before any
+            decoding; ``None`` disables this check (Pillow's own decompression-bomb limit,
+            ``PIL.Image.MAX_IMAGE_PIXELS``, still applies to images more than twice that size).
+
+    Returns:
+        The image in RGB mode, upright.
+
+    Raises:
+        ImageLoadError: The file is missing, empty, not an image, truncated or corrupt, has a
+            zero width or height, or is larger than ``max_pixels``. The message names the file.
+    """
+    where = os.fspath(path)
+
+    def fail(problem: str, hint: str = "fix or remove the file") -> ImageLoadError:
+        return ImageLoadError(f"cannot load image {where}: {problem}; {hint}")
+
+    file = Path(where)
+    if not file.exists():
+        raise fail("no such file", "check the path and the image directory in the config")
+    if not file.is_file():
+        raise fail("not a regular file", "pass the path of an image file")
+    if file.stat().st_size == 0:
+        raise fail("the file is empty (0 bytes)")
+
+    with warnings.catch_warnings():
+        # Our max_pixels check below is the limit; Pillow's warning (at MAX_IMAGE_PIXELS) would
+        # only be noise, and its error (at twice that) is converted below.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(file)
+        except UnidentifiedImageError:
+            raise fail("not a recognised image format") from None
+        except Image.DecompressionBombError as exc:
+            raise fail(_one_line(exc), "resize the image") from exc
+        except OSError as exc:
+            raise fail(_one_line(exc)) from exc
+
+    with image:
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise fail(f"zero-size image ({width}x{height})")
+        if max_pixels is not None and width * height > max_pixels:
+            raise fail(
+                f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}",
+                "resize the image or pass a larger max_pixels",
+            )
+        try:
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+        except Exception as exc:  # Pillow decoders raise OSError, SyntaxError, ValueError, ...
+            raise fail(f"truncated or corrupt image data ({_one_line(exc)})") from exc
+        if upright is None:  # pragma: no cover - only with in_place=True
+            upright = image
+        try:
+            rgb = to_rgb(upright)
+        except ImageLoadError as exc:
+            raise fail(str(exc).split(";")[0]) from exc
+        if rgb is image:  # detach from the file handle closed by ``with``
+            rgb = rgb.copy()
+    logger.debug("loaded %s: %dx%d (%s)", where, rgb.width, rgb.height, image.mode)
+    return rgb

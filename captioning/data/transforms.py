@@ -1,0 +1,167 @@
+"""Image preprocessing: the encoder's input contract and the PIL -> tensor pipelines.
+
+An encoder carries a :class:`Preprocess` (sizes and normalisation, read from its weights'
+metadata when it has pretrained weights) and the data pipeline builds its transforms from it
+with :func:`eval_transform` / :func:`train_transform`, so the two can never disagree.
+
+Augmentation is deliberately conservative: captions describe positions ("a red square left of
+a blue circle") and colours, so there is no horizontal flip and no hue jitter by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import PIL.Image
+import torch
+from torch import Tensor
+from torchvision.transforms import InterpolationMode, v2
+
+from captioning.data.images import to_rgb
+from captioning.errors import CaptioningError
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Preprocess",
+    "eval_transform",
+    "train_transform",
+]
+
+#: ImageNet channel statistics: the project's single copy, used only when no weights metadata
+#: supplies them (random init, local state-dict files, ``vgg_tiny``).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What an encoder expects from its input images.
+
+    Attributes:
+        resize_size: Shorter side is resized to this before the center crop (``crop=True``).
+            Ignored when ``crop=False``.
+        crop_size: Side of the square image the network sees.
+        mean: Per-channel mean subtracted after scaling pixels to ``[0, 1]``.
+        std: Per-channel standard deviation divided by after subtracting ``mean``.
+        crop: ``True``: resize the shorter side to ``resize_size`` and center-crop
+            ``crop_size`` (the torchvision classification recipe). ``False``: resize the whole
+            image to ``crop_size x crop_size`` (aspect ratio not kept, nothing cut off).
+    """
+
+    resize_size: int
+    crop_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop: bool = True
+
+    def __post_init__(self) -> None:
+        if self.crop_size < 1 or self.resize_size < 1:
+            raise CaptioningError(
+                f"Preprocess sizes must be positive, got resize_size={self.resize_size}, "
+                f"crop_size={self.crop_size}; fix the image size in the config"
+            )
+        if self.crop and self.resize_size < self.crop_size:
+            raise CaptioningError(
+                f"Preprocess resize_size={self.resize_size} is smaller than "
+                f"crop_size={self.crop_size}; use resize_size >= crop_size or crop=False"
+            )
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise CaptioningError(
+                f"Preprocess needs 3 means and 3 positive stds, got mean={self.mean}, "
+                f"std={self.std}; fix the normalisation settings"
+            )
+
+
+class _ToRGB:
+    """Transform step: any PIL mode -> RGB (grayscale, alpha over white, CMYK, 16-bit)."""
+
+    def __call__(self, image: PIL.Image.Image) -> PIL.Image.Image:
+        return image if image.mode == "RGB" else to_rgb(image)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _resize(pre: Preprocess) -> list[Callable]:
+    """The deterministic geometry shared by eval and un-augmented training."""
+    bilinear = InterpolationMode.BILINEAR
+    if pre.crop:
+        return [
+            v2.Resize(pre.resize_size, interpolation=bilinear, antialias=True),
+            v2.CenterCrop(pre.crop_size),
+        ]
+    return [v2.Resize((pre.crop_size, pre.crop_size), interpolation=bilinear, antialias=True)]
+
+
+def _to_tensor(pre: Preprocess) -> list[Callable]:
+    """PIL RGB -> float tensor (3, H, W) in [0, 1] -> normalised."""
+    return [
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
+    ]
+
+
+def eval_transform(pre: Preprocess) -> Callable[[PIL.Image.Image], Tensor]:
+    """Deterministic PIL image -> normalised tensor transform for evaluation and inference.
+
+    Converts the image to RGB first (see :func:`captioning.data.images.to_rgb`), then either
+    resizes the shorter side to ``pre.resize_size`` and center-crops ``pre.crop_size``
+    (``pre.crop=True``) or resizes the whole image to ``pre.crop_size`` square
+    (``pre.crop=False``), then scales to ``[0, 1]`` and normalises with ``pre.mean``/``pre.std``.
+
+    Args:
+        pre: The encoder's preprocessing contract (``encoder.preprocess``).
+
+    Returns:
+        A callable mapping a PIL image to a float tensor of shape ``(3, crop_size, crop_size)``.
+    """
+    return v2.Compose([_ToRGB(), *_resize(pre), *_to_tensor(pre)])
+
+
+def train_transform(
+    pre: Preprocess, *, augment: bool = False, hflip: bool = False
+) -> Callable[[PIL.Image.Image], Tensor]:
+    """PIL image -> normalised tensor transform for training.
+
+    With ``augment=False`` this is exactly :func:`eval_transform`. With ``augment=True``:
+
+    * ``pre.crop=True``: resize the shorter side to ``resize_size`` and take a *random*
+      ``crop_size`` crop instead of the center one (the classic Show-and-Tell recipe; the crop
+      stays at the evaluation scale).
+    * ``pre.crop=False``: no geometric augmentation at all - the whole image is the input
+      because objects near the borders are mentioned in captions.
+    * both: mild brightness/contrast/saturation jitter. No hue jitter: captions name colours.
+
+    There is **no horizontal flip** unless ``hflip=True``: flipping turns "left of" into
+    "right of", and this transform cannot rewrite the caption. Only enable it for data whose
+    captions have no left/right words (or whose pipeline swaps them).
+
+    Args:
+        pre: The encoder's preprocessing contract (``encoder.preprocess``).
+        augment: Add the random crop / colour jitter described above.
+        hflip: Randomly flip horizontally with probability 0.5 (only with ``augment=True``).
+
+    Returns:
+        A callable mapping a PIL image to a float tensor of shape ``(3, crop_size, crop_size)``.
+    """
+    if not augment:
+        if hflip:
+            raise CaptioningError("train_transform(hflip=True) needs augment=True; set both")
+        return eval_transform(pre)
+    steps: list[Callable] = [_ToRGB()]
+    if pre.crop:
+        bilinear = InterpolationMode.BILINEAR
+        steps += [
+            v2.Resize(pre.resize_size, interpolation=bilinear, antialias=True),
+            v2.RandomCrop(pre.crop_size),
+        ]
+    else:
+        steps += _resize(pre)
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip(p=0.5))
+    steps.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1, hue=0.0))
+    steps += _to_tensor(pre)
+    return v2.Compose(steps)

@@ -1,0 +1,89 @@
+"""CaptionModel = encoder + decoder, and building one from a plain config.
+
+Configs name their classes with hydra's ``_target_`` key. The library resolves them itself (no
+hydra at run time) and only ever imports callables from ``captioning.models``: a config read from
+a checkpoint someone sent you cannot make this code import or call anything else.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor, nn
+
+from captioning.errors import CaptioningError
+from captioning.models.encoder import EncoderOutput
+
+__all__ = ["ALLOWED_TARGET_PREFIX", "CaptionModel", "build_model", "instantiate"]
+
+ALLOWED_TARGET_PREFIX = "captioning.models."
+
+
+def instantiate(node: Mapping[str, Any], **kwargs: Any) -> Any:
+    """Call the ``_target_`` of a config node with its other keys plus `kwargs`.
+
+    Args:
+        node: a mapping with ``_target_`` (a dotted name under ``captioning.models``).
+        **kwargs: run-time arguments (vocabulary size, feature sizes), added to the node's.
+
+    Returns:
+        What the target returns.
+    """
+    target = node.get("_target_") if isinstance(node, Mapping) else None
+    if not isinstance(target, str) or not target.startswith(ALLOWED_TARGET_PREFIX):
+        raise CaptioningError(
+            f"config _target_ {target!r} is not allowed: model parts must come from "
+            f"{ALLOWED_TARGET_PREFIX}* (e.g. captioning.models.encoder.vgg16)"
+        )
+    module_name, _, attr = target.rpartition(".")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        raise CaptioningError(f"config _target_ {target!r} does not exist in captioning") from None
+    args = {k: v for k, v in node.items() if not k.startswith("_")}
+    try:
+        return factory(**args, **kwargs)
+    except TypeError as exc:
+        raise CaptioningError(f"config for {target} does not fit its arguments: {exc}") from None
+
+
+class CaptionModel(nn.Module):
+    """An image encoder followed by a caption decoder."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, images: Tensor) -> EncoderOutput:
+        """images (B, 3, H, W) -> EncoderOutput(vector (B, D_v), grid (B, L, D_g))."""
+        return self.encoder(images)
+
+    def forward(self, images: Tensor, inputs: Tensor, lengths: Tensor) -> Tensor:
+        """Teacher-forced logits (B, T, V) for input words (B, T); see the decoder's forward."""
+        return self.decoder(self.encode(images), inputs, lengths)
+
+
+def build_model(config: Mapping[str, Any], *, vocab_size: int) -> CaptionModel:
+    """Build the model a run config describes.
+
+    Args:
+        config: a plain mapping with ``encoder`` and ``decoder`` nodes (``_target_`` + kwargs).
+        vocab_size: size of the vocabulary the decoder predicts.
+
+    Returns:
+        The (randomly initialised, or encoder-pretrained) model.
+    """
+    for key in ("encoder", "decoder"):
+        if not isinstance(config.get(key), Mapping):
+            raise CaptioningError(f"config has no '{key}' section with a _target_")
+    encoder = instantiate(config["encoder"])
+    decoder = instantiate(
+        config["decoder"],
+        vocab_size=vocab_size,
+        vector_dim=encoder.vector_dim,
+        grid_dim=encoder.grid_dim,
+    )
+    return CaptionModel(encoder, decoder)

@@ -1,0 +1,206 @@
+"""Recurrent caption decoder: vanilla RNN, LSTM or GRU with the image injected into the recurrence.
+
+Image injection (`image_injection`):
+
+* ``every_step`` (neuraltalk / the lectures): the image vector ``v`` is part of every step's input,
+  so the first layer computes ``h_t = tanh(W_xh x_t + W_hh h_{t-1} + W_ih v + b)`` for the vanilla
+  RNN, and adds the same ``W_ih v`` term to every gate pre-activation for LSTM / GRU. It is
+  implemented by feeding ``[x_t; v]`` to the cell, whose input weight is ``[W_xh | W_ih]``.
+* ``init_state``: ``v`` is projected into the initial hidden (and cell) state of every layer.
+* ``first_input`` (Show and Tell): ``v``, projected to the embedding size, is the input at step 0,
+  before ``<start>``.
+* ``none``: no image; the decoder is a plain (unconditional) language model.
+
+The teacher-forced pass runs the whole sequence through ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` on a
+packed batch (fused cuDNN / oneDNN kernels); :meth:`RNNDecoder.step` runs the same modules one step
+at a time for decoding, so both paths compute the same function.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from captioning.errors import CaptioningError
+from captioning.models.encoder import EncoderOutput
+
+__all__ = ["CELLS", "INJECTIONS", "RNNDecoder", "State", "reorder_state"]
+
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+INJECTIONS = ("every_step", "init_state", "first_input", "none")
+
+State = Any  # a tensor, or a tuple of tensors, with the batch on dim 1 (num_layers, N, H)
+
+
+def reorder_state(state: State, index: Tensor) -> State:
+    """Gather batch rows `index` of every tensor in `state` (batch on dim 1)."""
+    if isinstance(state, Tensor):
+        return state.index_select(1, index)
+    return type(state)(reorder_state(s, index) for s in state)
+
+
+class RNNDecoder(nn.Module):
+    """Word decoder over an image vector, with the step contract of DESIGN.md.
+
+    Args:
+        vocab_size: output vocabulary size V.
+        vector_dim: size D_v of the encoder's image vector (0 with ``image_injection="none"``).
+        grid_dim: accepted for a uniform builder signature; unused (no attention).
+        cell: ``"rnn"`` (tanh), ``"lstm"`` or ``"gru"``.
+        embed_dim: word embedding size E.
+        hidden_dim: hidden size H.
+        num_layers: stacked recurrent layers.
+        dropout: dropout between recurrent layers and before the output layer.
+        image_injection: ``every_step`` | ``init_state`` | ``first_input`` | ``none``.
+        tie_weights: share the embedding matrix with the output layer (needs E == H).
+        pad_id: id of ``<pad>`` (its embedding is kept at zero).
+    """
+
+    has_attention = False
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        vector_dim: int,
+        grid_dim: int | None = None,
+        cell: str = "lstm",
+        embed_dim: int = 256,
+        hidden_dim: int = 512,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        image_injection: str = "every_step",
+        tie_weights: bool = False,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        if cell not in CELLS:
+            raise CaptioningError(f"unknown decoder cell {cell!r}; choose one of {sorted(CELLS)}")
+        if image_injection not in INJECTIONS:
+            raise CaptioningError(
+                f"unknown image_injection {image_injection!r}; choose one of {list(INJECTIONS)}"
+            )
+        if num_layers < 1:
+            raise CaptioningError(f"num_layers must be >= 1, got {num_layers}")
+        if tie_weights and embed_dim != hidden_dim:
+            raise CaptioningError(
+                f"tie_weights needs embed_dim == hidden_dim (got {embed_dim} and {hidden_dim})"
+            )
+        self.vocab_size, self.cell, self.image_injection = vocab_size, cell, image_injection
+        self.hidden_dim, self.num_layers = hidden_dim, num_layers
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        input_dim = embed_dim + (vector_dim if image_injection == "every_step" else 0)
+        kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
+        self.rnn = CELLS[cell](input_dim, hidden_dim, num_layers=num_layers, batch_first=True,
+                               dropout=dropout if num_layers > 1 else 0.0, **kwargs)
+        if image_injection == "init_state":
+            n_states = 2 if cell == "lstm" else 1
+            self.init_proj = nn.Linear(vector_dim, n_states * num_layers * hidden_dim)
+        elif image_injection == "first_input":
+            self.image_embed = nn.Linear(vector_dim, embed_dim)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_dim, vocab_size)
+        if tie_weights:
+            self.out.weight = self.embed.weight
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _zeros(self, n: int, ref: Tensor) -> State:
+        h = ref.new_zeros(self.num_layers, n, self.hidden_dim)
+        return (h, torch.zeros_like(h)) if self.cell == "lstm" else h
+
+    def _initial(self, features: EncoderOutput | None, n: int, ref: Tensor) -> State:
+        """State before the first word (and before the image step of ``first_input``)."""
+        if self.image_injection != "init_state":
+            return self._zeros(n, ref)
+        proj = torch.tanh(self.init_proj(features.vector))  # (N, S * layers * H)
+        proj = proj.view(n, -1, self.num_layers, self.hidden_dim).permute(1, 2, 0, 3)
+        proj = proj.contiguous()  # (S, layers, N, H)
+        return (proj[0], proj[1]) if self.cell == "lstm" else proj[0]
+
+    def _inputs(self, embedded: Tensor, features: EncoderOutput | None) -> Tensor:
+        """Append the image vector to each step's input for ``every_step``."""
+        if self.image_injection != "every_step":
+            return embedded
+        v = features.vector.unsqueeze(1).expand(-1, embedded.size(1), -1)  # (N, T, D_v)
+        return torch.cat([embedded, v.to(embedded.dtype)], dim=-1)  # (N, T, E + D_v)
+
+    def _batch_ref(self, features: EncoderOutput | None, batch_size: int | None) -> tuple[int, Tensor]:
+        if features is not None:
+            return features.vector.size(0), features.vector
+        if batch_size is None:
+            raise CaptioningError("an image-free decoder needs batch_size to start a sequence")
+        return batch_size, self.out.weight
+
+    def init_state(self, features: EncoderOutput | None, *, batch_size: int | None = None) -> State:
+        """The recurrent state before `<start>` is fed.
+
+        Args:
+            features: the encoder output for N images (None for ``image_injection="none"``).
+            batch_size: N when there are no features.
+
+        Returns:
+            State with the batch on dim 1.
+        """
+        n, ref = self._batch_ref(features, batch_size)
+        state = self._initial(features, n, ref)
+        if self.image_injection == "first_input":
+            x0 = self.image_embed(features.vector).unsqueeze(1)  # (N, 1, E)
+            _, state = self.rnn(x0, state)
+        return state
+
+    def reorder_state(self, state: State, index: Tensor) -> State:
+        """Gather rows of the state (beam search)."""
+        return reorder_state(state, index)
+
+    # -- one step and the fused pass ----------------------------------------------------------
+
+    def step(
+        self, tokens: Tensor, state: State, features: EncoderOutput | None
+    ) -> tuple[Tensor, State, dict[str, Tensor]]:
+        """Feed one word per row.
+
+        Args:
+            tokens: (N,) previous words.
+            state: the state from :meth:`init_state` or the previous step.
+            features: the encoder output for the same N rows.
+
+        Returns:
+            log-probabilities (N, V), the new state, and extras (none for this decoder).
+        """
+        x = self._inputs(self.embed(tokens).unsqueeze(1), features)  # (N, 1, E [+ D_v])
+        out, state = self.rnn(x, state)  # (N, 1, H)
+        logits = self.out(self.drop(out.squeeze(1)))  # (N, V)
+        return logits.log_softmax(dim=-1), state, {}
+
+    def forward(
+        self, features: EncoderOutput | None, inputs: Tensor, lengths: Tensor
+    ) -> Tensor:
+        """Teacher-forced pass over whole sequences, fused over time.
+
+        Args:
+            features: the encoder output for B images (None for an image-free decoder).
+            inputs: (B, T) input words `<start> w1 ... wn`, right-padded.
+            lengths: (B,) number of real input words per row.
+
+        Returns:
+            logits (B, T, V); `logits[:, t]` predicts word t + 1. Padded positions are zero.
+        """
+        b = inputs.size(0)
+        _, ref = self._batch_ref(features, b)
+        x = self._inputs(self.embed(inputs), features)  # (B, T, E [+ D_v])
+        state = self._initial(features, b, ref)
+        steps = lengths.cpu()
+        if self.image_injection == "first_input":
+            x0 = self.image_embed(features.vector).unsqueeze(1)  # (B, 1, E)
+            x = torch.cat([x0, x], dim=1)  # (B, T + 1, E)
+            steps = steps + 1
+        packed = pack_padded_sequence(x, steps, batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed, state)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))  # (B, T', H)
+        if self.image_injection == "first_input":
+            out = out[:, 1:]  # (B, T, H): drop the image step's output
+        return self.out(self.drop(out))  # (B, T, V)

@@ -1,0 +1,58 @@
+"""Shared fixtures: small COCO-format data written in the test, tiny configs, tool imports."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))  # tools/*.py import each other as plain modules
+
+torch.set_num_threads(2)
+
+
+def write_coco(folder: Path, name: str, captions: dict[str, list[str]], *, size: int = 32,
+               start_id: int = 1) -> Path:
+    """Write JPEG images and a COCO caption file; returns the annotation file path."""
+    rng = np.random.default_rng(start_id)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for k, (file_name, caps) in enumerate(captions.items()):
+        image_id = start_id + k
+        pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / "images" / file_name)
+        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+        annotations += [{"id": image_id * 10 + j, "image_id": image_id, "caption": c}
+                        for j, c in enumerate(caps)]
+    path = folder / "annotations" / f"captions_{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"images": images, "annotations": annotations}))
+    return path
+
+
+@pytest.fixture
+def tiny_coco(tmp_path: Path) -> Path:
+    """A 4-image train and 2-image val split in COCO format."""
+    write_coco(tmp_path, "train", {
+        "a.jpg": ["A red circle.", "a red ball"],
+        "b.jpg": ["A blue square", "blue box on gray"],
+        "c.jpg": ["a green triangle", "the green triangle"],
+        "d.jpg": ["A red square!", "red box"],
+    })
+    write_coco(tmp_path, "val", {"e.jpg": ["a blue circle"], "f.jpg": ["a red triangle"]},
+               start_id=100)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small shapes data set, generated once per test session."""
+    from captioning.data.shapes import generate_shapes
+
+    return generate_shapes(tmp_path_factory.mktemp("shapes"), train=120, val=20, test=20, seed=3)

@@ -1,0 +1,118 @@
+import itertools
+
+import pytest
+import torch
+
+from captioning.decoding import greedy
+from captioning.engine import caption_loss
+from captioning.models.decoder import RNNDecoder
+from captioning.models.encoder import EncoderOutput
+
+V, E, H, D = 23, 8, 12, 10
+COMBOS = list(itertools.product(["rnn", "lstm", "gru"],
+                                ["every_step", "init_state", "first_input"], [1, 2]))
+
+
+def features(b: int = 3, seed: int = 0) -> EncoderOutput:
+    g = torch.Generator().manual_seed(seed)
+    return EncoderOutput(torch.randn(b, D, generator=g), torch.randn(b, 4, 6, generator=g))
+
+
+def batch(b: int = 3, t: int = 7, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randint(4, V, (b, t), generator=g)
+    inputs[:, 0] = 1
+    lengths = torch.tensor([t, t - 2, 3][:b])
+    for i, n in enumerate(lengths):
+        inputs[i, n:] = 0
+    return inputs, lengths
+
+
+def make(cell, injection, layers=1, **kw) -> RNNDecoder:
+    torch.manual_seed(0)
+    return RNNDecoder(vocab_size=V, vector_dim=D, cell=cell, embed_dim=E, hidden_dim=H,
+                      num_layers=layers, image_injection=injection, **kw).eval()
+
+
+@pytest.mark.parametrize(("cell", "injection", "layers"), COMBOS)
+def test_step_equals_fused(cell, injection, layers):
+    dec, feats = make(cell, injection, layers), features()
+    inputs, lengths = batch()
+    fused = dec(feats, inputs, lengths).log_softmax(-1)  # (B, T, V)
+    state = dec.init_state(feats)
+    for t in range(inputs.size(1)):
+        logprobs, state, _ = dec.step(inputs[:, t], state, feats)
+        for i, n in enumerate(lengths.tolist()):
+            if t < n:  # padded positions of the fused pass are not defined outputs
+                torch.testing.assert_close(logprobs[i], fused[i, t], atol=1e-5, rtol=1e-5)
+
+
+def test_vanilla_rnn_matches_formula():
+    """h_t = tanh(W_xh x_t + W_hh h_{t-1} + W_ih v + b), y_t = W_hy h_t + b_y."""
+    dec, feats = make("rnn", "every_step"), features()
+    inputs, lengths = batch()
+    w_in, w_hh = dec.rnn.weight_ih_l0, dec.rnn.weight_hh_l0  # (H, E + D), (H, H)
+    w_xh, w_ih = w_in[:, :E], w_in[:, E:]
+    b = dec.rnn.bias_ih_l0 + dec.rnn.bias_hh_l0
+    h = torch.zeros(inputs.size(0), H)
+    fused = dec(feats, inputs, lengths)
+    for t in range(inputs.size(1)):
+        x = dec.embed.weight[inputs[:, t]]  # (B, E)
+        h = torch.tanh(x @ w_xh.T + h @ w_hh.T + feats.vector @ w_ih.T + b)
+        y = h @ dec.out.weight.T + dec.out.bias  # (B, V)
+        for i, n in enumerate(lengths.tolist()):
+            if t < n:
+                torch.testing.assert_close(y[i], fused[i, t], atol=1e-6, rtol=1e-6)
+
+
+def test_recurrent_parameter_ratio():
+    counts = {}
+    for cell in ("rnn", "lstm", "gru"):
+        dec = make(cell, "every_step")
+        counts[cell] = sum(p.numel() for n, p in dec.rnn.named_parameters())
+    assert counts["lstm"] == 4 * counts["rnn"] and counts["gru"] == 3 * counts["rnn"]
+
+
+@pytest.mark.parametrize(("cell", "injection"), [("lstm", "every_step"), ("rnn", "init_state"),
+                                                 ("gru", "first_input")])
+def test_overfits_a_small_batch_and_decodes_it(cell, injection):
+    torch.manual_seed(0)
+    dec = RNNDecoder(vocab_size=V, vector_dim=D, cell=cell, embed_dim=16, hidden_dim=32,
+                     image_injection=injection)
+    feats = features(4, seed=1)
+    g = torch.Generator().manual_seed(5)
+    captions = torch.cat([torch.ones(4, 1, dtype=torch.long),
+                          torch.randint(4, V, (4, 5), generator=g),
+                          torch.full((4, 1), 2)], dim=1)  # <start> w1..w5 <end>
+    lengths = torch.full((4,), 6)
+    opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = caption_loss(dec(feats, captions[:, :-1], lengths), captions[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.02
+    out = greedy(dec.eval(), feats, max_len=10)
+    assert out.sequences[:, :6].tolist() == captions[:, 1:].tolist()
+
+
+def test_bad_arguments():
+    from captioning.errors import CaptioningError
+
+    with pytest.raises(CaptioningError, match="unknown decoder cell"):
+        make("transformer", "every_step")
+    with pytest.raises(CaptioningError, match="image_injection"):
+        make("lstm", "sideways")
+    with pytest.raises(CaptioningError, match="tie_weights"):
+        make("lstm", "every_step", tie_weights=True)
+
+
+def test_weight_tying_and_language_model_mode():
+    dec = RNNDecoder(vocab_size=V, vector_dim=0, embed_dim=H, hidden_dim=H, tie_weights=True,
+                     image_injection="none")
+    assert dec.out.weight is dec.embed.weight
+    inputs, lengths = batch()
+    logits = dec(None, inputs, lengths)
+    assert logits.shape == (3, 7, V)
+    out = greedy(dec.eval(), None, max_len=5, batch_size=2)
+    assert out.sequences.shape[0] == 2
