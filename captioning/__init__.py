@@ -1,3 +1,33 @@
-"""captioning: CNN-encoder / RNN-decoder image captioning in PyTorch."""
+"""captioning: CNN-encoder / RNN-decoder image captioning in PyTorch.
+
+The public API, re-exported here::
+
+    from captioning import Captioner, Vocabulary, greedy, build_model
+"""
 
 __version__ = "0.1.0"
+
+from captioning.checkpoint import load_checkpoint, save_checkpoint
+from captioning.decoding import Generation, generate, greedy
+from captioning.errors import CaptioningError
+from captioning.inference import Captioner
+from captioning.models.captioner import CaptionModel, build_model
+from captioning.models.decoder import RNNDecoder
+from captioning.models.encoder import EncoderOutput
+from captioning.vocab import Vocabulary
+
+__all__ = [
+    "CaptionModel",
+    "CaptioningError",
+    "Captioner",
+    "EncoderOutput",
+    "Generation",
+    "RNNDecoder",
+    "Vocabulary",
+    "__version__",
+    "build_model",
+    "generate",
+    "greedy",
+    "load_checkpoint",
+    "save_checkpoint",
+]

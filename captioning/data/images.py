@@ -99,7 +99,8 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     if mode == "RGB" and "transparency" not in image.info:
         return image
     try:
-        if mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba_palette = mode == "P" and image.palette is not None and image.palette.mode == "RGBA"
+        if mode in _ALPHA_MODES or rgba_palette or "transparency" in image.info:
             return _over_white(image)
         if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
             gray = Image.fromarray(_to_uint8(np.asarray(image), mode), mode="L")
@@ -171,10 +172,12 @@ def load_image(
             )
         try:
             image.load()
-            upright = ImageOps.exif_transpose(image)
         except Exception as exc:  # Pillow decoders raise OSError, SyntaxError, ValueError, ...
             raise fail(f"truncated or corrupt image data ({_one_line(exc)})") from exc
-        if upright is None:  # pragma: no cover - only with in_place=True
+        try:
+            upright = ImageOps.exif_transpose(image) or image
+        except Exception as exc:  # broken EXIF is common in the wild: keep the pixels as stored
+            logger.warning("%s: unreadable EXIF orientation (%s), not rotated", where, exc)
             upright = image
         try:
             rgb = to_rgb(upright)

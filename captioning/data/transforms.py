@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import PIL.Image
 import torch
 from torch import Tensor
+from torchvision.models import WeightsEnum
 from torchvision.transforms import InterpolationMode, v2
 
 from captioning.data.images import to_rgb
@@ -26,6 +27,8 @@ __all__ = [
     "IMAGENET_STD",
     "Preprocess",
     "eval_transform",
+    "imagenet_preprocess",
+    "preprocess_from_weights",
     "train_transform",
 ]
 
@@ -33,6 +36,7 @@ __all__ = [
 #: supplies them (random init, local state-dict files, ``vgg_tiny``).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+_RESIZE_RATIO = 256 / 224  # torchvision recipe: shorter side to 256, center crop 224
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class Preprocess:
     crop: bool = True
 
     def __post_init__(self) -> None:
+        # lists (from YAML / JSON checkpoints) become tuples so instances stay hashable
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
         if self.crop_size < 1 or self.resize_size < 1:
             raise CaptioningError(
                 f"Preprocess sizes must be positive, got resize_size={self.resize_size}, "
@@ -72,6 +79,39 @@ class Preprocess:
                 f"Preprocess needs 3 means and 3 positive stds, got mean={self.mean}, "
                 f"std={self.std}; fix the normalisation settings"
             )
+
+
+def preprocess_from_weights(weights: WeightsEnum, image_size: int | None = None) -> Preprocess:
+    """Read sizes and mean/std from torchvision weights' ``transforms()`` (no download).
+
+    Args:
+        weights: A torchvision weights enum member, e.g. ``VGG16_Weights.IMAGENET1K_V1``.
+        image_size: Crop size to use instead of the weights' one; the resize size is scaled
+            by the same factor (448 -> 512). ``None`` keeps the weights' sizes.
+
+    Returns:
+        The :class:`Preprocess` matching those weights.
+    """
+    tf = weights.transforms()
+    crop, resize = int(tf.crop_size[0]), int(tf.resize_size[0])
+    if image_size is not None and image_size != crop:
+        resize, crop = round(image_size * resize / crop), image_size
+    return Preprocess(resize_size=resize, crop_size=crop, mean=tf.mean, std=tf.std)
+
+
+def imagenet_preprocess(image_size: int, *, crop: bool = True) -> Preprocess:
+    """ImageNet mean/std at ``image_size``: the default when no weights metadata exists.
+
+    Args:
+        image_size: Side of the square network input.
+        crop: ``True``: resize the shorter side to ``image_size * 256 / 224`` and center-crop
+            (torchvision recipe); ``False``: resize the whole image to ``image_size`` square.
+
+    Returns:
+        The :class:`Preprocess`.
+    """
+    resize = round(image_size * _RESIZE_RATIO) if crop else image_size
+    return Preprocess(resize, image_size, IMAGENET_MEAN, IMAGENET_STD, crop=crop)
 
 
 class _ToRGB:

@@ -1,9 +1,8 @@
 """VGG image encoders: a global ``vector`` (fc7) and a spatial ``grid`` (last conv block).
 
 Show-and-Tell / neuraltalk2 decoders use ``vector``; Show-Attend-and-Tell attends over
-``grid``. Torchvision VGGs are built with torchvision itself and then split, so torchvision
-state dicts (downloaded or local) load unchanged; ``vgg_tiny`` is a narrow VGG-style stack for
-CPU experiments.
+``grid``. Torchvision VGGs are built by torchvision and then split, so torchvision state dicts
+(downloaded or local) load unchanged; ``vgg_tiny`` is a narrow VGG-style stack for CPU work.
 """
 
 from __future__ import annotations
@@ -12,21 +11,20 @@ import itertools
 import logging
 import os
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
-from captioning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from captioning.data.transforms import Preprocess, imagenet_preprocess, preprocess_from_weights
 from captioning.errors import CaptioningError
 
 __all__ = [
     "EncoderOutput",
-    "VGGBuilder",
     "VGGEncoder",
-    "preprocess_from_weights",
+    "preprocess_from_weights",  # re-exported from captioning.data.transforms
     "vgg11",
     "vgg13",
     "vgg16",
@@ -36,23 +34,24 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_PATH_SUFFIXES = (".pt", ".pth")
-# torchvision recipe: resize the shorter side to 256, center-crop 224.
-_RESIZE_RATIO = 256 / 224
+Weights = str | os.PathLike[str] | WeightsEnum | None
 
 
 class EncoderOutput(NamedTuple):
     """What an encoder returns for a batch of images.
 
     Attributes:
-        vector: ``(B, D_v)`` global feature: fc7 after its ReLU (dropout applied only in train
-            mode, and not at all while the encoder is frozen).
-        grid: ``(B, L, D_g)`` output of the last conv block before its final max-pool,
-            flattened row-major (VGG-16 at 224 px: 14x14x512 -> ``L=196``, ``D_g=512``).
+        vector: ``(B, D_v)`` fc7 after its ReLU (dropout only in train mode, never when frozen).
+        grid: ``(B, L, D_g)`` last conv block before its final max-pool, flattened row-major
+            (VGG-16 at 224 px: 14x14x512 -> ``L=196``, ``D_g=512``).
     """
 
     vector: Tensor
     grid: Tensor
+
+    def select(self, index: Tensor) -> EncoderOutput:
+        """Rows `index` of both tensors: one row per caption, or per beam hypothesis."""
+        return EncoderOutput(self.vector.index_select(0, index), self.grid.index_select(0, index))
 
 
 def _out_side(side: int, layer: nn.Module) -> int:
@@ -67,15 +66,14 @@ def _out_side(side: int, layer: nn.Module) -> int:
 class VGGEncoder(nn.Module):
     """A VGG split into ``features`` (conv blocks), ``avgpool`` and ``classifier`` (fc6, fc7).
 
-    Module names follow torchvision (``features.0.weight``, ``classifier.3.bias``, ...), so the
-    encoder's state dict is a torchvision VGG state dict without the fc8 head
-    (``classifier.6``).
+    Module names follow torchvision (``features.0.weight``, ``classifier.3.bias``), so the
+    state dict is a torchvision VGG's without the fc8 head (``classifier.6``).
 
     Args:
         features: Conv blocks separated by ``MaxPool2d``; must end with a ``MaxPool2d``.
         avgpool: Pooling between the last max-pool and the classifier.
         classifier: ``fc6, ReLU, Dropout, fc7, ReLU`` (torchvision ``classifier[:5]``).
-        preprocess: The input contract (sizes, mean, std) for :mod:`captioning.data.transforms`.
+        preprocess: Input contract (sizes, mean, std) for :mod:`captioning.data.transforms`.
         image_size: The configured input side; sets :attr:`grid_size`.
     """
 
@@ -93,17 +91,14 @@ class VGGEncoder(nn.Module):
         pools = [i for i, layer in enumerate(layers) if isinstance(layer, nn.MaxPool2d)]
         if not pools or pools[-1] != len(layers) - 1:
             raise CaptioningError("VGGEncoder features must end with a MaxPool2d; fix the cfg")
-        convs = [layer for layer in layers if isinstance(layer, nn.Conv2d)]
-        linears = [layer for layer in classifier if isinstance(layer, nn.Linear)]
         self.features = features
         self.avgpool = avgpool
         self.classifier = classifier
         self.preprocess = preprocess
         self.image_size = image_size
-        self.grid_dim: int = convs[-1].out_channels
-        self.vector_dim: int = linears[-1].out_features
-        # block k (1-based) = layers after pool k-1 up to and including pool k
-        starts = [0, *(p + 1 for p in pools[:-1])]
+        self.grid_dim: int = [m for m in layers if isinstance(m, nn.Conv2d)][-1].out_channels
+        self.vector_dim: int = [m for m in classifier if isinstance(m, nn.Linear)][-1].out_features
+        starts = [0, *(p + 1 for p in pools[:-1])]  # block k = after pool k-1 .. pool k
         self._blocks = [layers[a : b + 1] for a, b in zip(starts, pools, strict=True)]
         side = image_size
         for layer in layers[:-1]:
@@ -117,7 +112,7 @@ class VGGEncoder(nn.Module):
 
     @property
     def num_blocks(self) -> int:
-        """Number of conv blocks (max-pool separated), e.g. 5 for torchvision VGGs."""
+        """Number of conv blocks (separated by max-pools): 5 for torchvision VGGs."""
         return len(self._blocks)
 
     @property
@@ -128,32 +123,30 @@ class VGGEncoder(nn.Module):
     def set_trainable(self, trainable: bool, fine_tune_from: int | None = None) -> None:
         """Choose which parameters learn.
 
-        * ``trainable=False``: everything is frozen (``requires_grad=False``); the encoder is
-          a fixed feature extractor and :meth:`train` keeps all its layers in eval mode
-          (no dropout, BatchNorm running statistics), so its outputs are deterministic.
-        * ``trainable=True, fine_tune_from=None``: everything learns.
-        * ``trainable=True, fine_tune_from=k``: conv blocks ``k..num_blocks`` (1-based,
-          blocks separated by max-pools: 1..5 for torchvision VGGs) and the fc layers learn;
-          blocks ``1..k-1`` are frozen and their BatchNorm layers stay in eval mode.
+        * ``trainable=False``: everything is frozen (``requires_grad=False``). The encoder is
+          a fixed feature extractor: :meth:`train` keeps all its layers in eval mode (no
+          dropout, BatchNorm running statistics), so its outputs are deterministic/cacheable.
+        * ``trainable=True``: everything learns.
+        * ``trainable=True, fine_tune_from=k``: conv blocks ``k..num_blocks`` (1-based, blocks
+          separated by max-pools: 1..5 for torchvision VGGs) and the fc layers learn; blocks
+          ``1..k-1`` are frozen and their BatchNorm layers stay in eval mode.
 
         Args:
             trainable: Whether any parameter learns.
             fine_tune_from: First conv block that learns (only with ``trainable=True``).
 
         Raises:
-            CaptioningError: ``fine_tune_from`` is out of range or given with
-                ``trainable=False``.
+            CaptioningError: ``fine_tune_from`` is out of range or given without ``trainable``.
         """
-        if fine_tune_from is not None:
-            if not trainable:
-                raise CaptioningError(
-                    f"fine_tune_from={fine_tune_from} needs trainable=True; set both or neither"
-                )
-            if not 1 <= fine_tune_from <= self.num_blocks:
-                raise CaptioningError(
-                    f"fine_tune_from={fine_tune_from} is out of range; use a conv block "
-                    f"index from 1 to {self.num_blocks}"
-                )
+        if fine_tune_from is not None and not trainable:
+            raise CaptioningError(
+                f"fine_tune_from={fine_tune_from} needs trainable=True; set both or neither"
+            )
+        if fine_tune_from is not None and not 1 <= fine_tune_from <= self.num_blocks:
+            raise CaptioningError(
+                f"fine_tune_from={fine_tune_from} is out of range; use a conv block index "
+                f"from 1 to {self.num_blocks}"
+            )
         self.requires_grad_(trainable)
         for block in self._blocks[: (fine_tune_from or 1) - 1]:
             for layer in block:
@@ -187,84 +180,49 @@ class VGGEncoder(nn.Module):
             images: ``(B, 3, H, W)`` float tensor, preprocessed as :attr:`preprocess` says.
 
         Returns:
-            :class:`EncoderOutput` with ``vector (B, vector_dim)`` and ``grid (B, L, grid_dim)``
-            where ``L = grid_size`` at ``H = W = image_size``.
+            ``vector (B, vector_dim)`` and ``grid (B, L, grid_dim)``; ``L = grid_size`` when
+            ``H = W = image_size``.
         """
         if images.dim() != 4 or images.shape[1] != 3:
             raise CaptioningError(
                 f"encoder expects images of shape (B, 3, H, W), got {tuple(images.shape)}; "
-                "batch RGB images with the encoder's transform"
+                "batch RGB images made with the encoder's transform"
             )
         fmap = images
         for layer in itertools.islice(self.features, len(self.features) - 1):
-            fmap = layer(fmap)  # (B, D_g, h, w): last conv block before its final max-pool
+            fmap = layer(fmap)  # ends as (B, D_g, h, w): last block before its max-pool
         grid = fmap.flatten(2).transpose(1, 2).contiguous()  # (B, D_g, h*w) -> (B, L, D_g)
         pooled = self.avgpool(self.features[-1](fmap))  # (B, D_g, s, s)
         vector = self.classifier(pooled.flatten(1))  # (B, D_g*s*s) -> (B, D_v)
         return EncoderOutput(vector=vector, grid=grid)
 
 
-def preprocess_from_weights(weights: WeightsEnum, image_size: int | None = None) -> Preprocess:
-    """Read resize/crop sizes and mean/std from a torchvision weights entry's ``transforms()``.
-
-    Nothing is downloaded: only the transform metadata is read.
-
-    Args:
-        weights: A torchvision weights enum member, e.g. ``VGG16_Weights.IMAGENET1K_V1``.
-        image_size: Crop size to use instead of the weights' (the resize size is scaled by
-            the same factor, e.g. 448 -> resize 512); ``None`` keeps the weights' sizes.
-
-    Returns:
-        The :class:`Preprocess` matching those weights.
-    """
-    tf = weights.transforms()
-    crop, resize = int(tf.crop_size[0]), int(tf.resize_size[0])
-    if image_size is not None and image_size != crop:
-        resize, crop = round(image_size * resize / crop), image_size
-    mean = tuple(float(m) for m in tf.mean)
-    std = tuple(float(s) for s in tf.std)
-    return Preprocess(resize_size=resize, crop_size=crop, mean=mean, std=std)  # type: ignore[arg-type]
-
-
-def _default_preprocess(image_size: int, *, crop: bool = True) -> Preprocess:
-    """ImageNet statistics at ``image_size`` when no weights metadata is available."""
-    resize = round(image_size * _RESIZE_RATIO) if crop else image_size
-    return Preprocess(resize, image_size, IMAGENET_MEAN, IMAGENET_STD, crop=crop)
-
-
 def _is_path(weights: str | os.PathLike[str]) -> bool:
     """A local file rather than a torchvision weights name."""
-    if isinstance(weights, os.PathLike):
+    if isinstance(weights, os.PathLike) or Path(weights).is_file():
         return True
-    return (
-        Path(weights).is_file()
-        or "/" in weights
-        or os.sep in weights
-        or weights.lower().endswith(_PATH_SUFFIXES)
-    )
+    return "/" in weights or os.sep in weights or weights.lower().endswith((".pt", ".pth"))
 
 
-def _resolve_enum(model_name: str, weights: str | WeightsEnum) -> WeightsEnum:
+def _resolve_enum(name: str, weights: str | WeightsEnum) -> WeightsEnum:
     """``"DEFAULT"``, ``"IMAGENET1K_V1"``, ``"VGG16_Weights.IMAGENET1K_V1"`` or a member."""
-    enum_cls = torchvision.models.get_model_weights(model_name)
+    enum_cls = torchvision.models.get_model_weights(name)
     if isinstance(weights, WeightsEnum):
         if not isinstance(weights, enum_cls):
-            raise CaptioningError(
-                f"weights {weights} do not fit {model_name}; use a {enum_cls.__name__} member"
-            )
+            raise CaptioningError(f"weights {weights} do not fit {name}; use {enum_cls.__name__}")
         return weights
     prefix, _, member = weights.rpartition(".")
-    names = ", ".join(enum_cls.__members__)
     if (prefix and prefix != enum_cls.__name__) or member not in enum_cls.__members__:
         raise CaptioningError(
-            f"unknown weights {weights!r} for {model_name}; use None, a local .pt/.pth "
-            f"state-dict path or one of: {names}"
+            f"unknown weights {weights!r} for {name}; use None, a local .pt/.pth state-dict "
+            f"path or one of: {', '.join(enum_cls.__members__)}"
         )
     return enum_cls[member]
 
 
-def _load_state_dict(model: nn.Module, path: Path, *, optional_prefix: str | None) -> None:
-    """Load a local state-dict file into ``model`` strictly (``optional_prefix`` may be missing)."""
+def _load_state_dict(model: nn.Module, path: Path, label: str, optional: str | None) -> None:
+    """Load a state-dict file; keys and shapes must match ``model``'s exactly, except that keys
+    starting with ``optional`` and BatchNorm ``num_batches_tracked`` may be missing."""
     if not path.is_file():
         raise CaptioningError(f"weights file {path} does not exist; check the path")
     try:
@@ -280,27 +238,28 @@ def _load_state_dict(model: nn.Module, path: Path, *, optional_prefix: str | Non
             "save it with torch.save(model.state_dict(), path)"
         )
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    missing = [k for k in missing if not (optional_prefix and k.startswith(optional_prefix))]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in state if k in expected and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        details = "; ".join(
-            f"{what} {len(keys)} (e.g. {keys[0]})"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
-            if keys
-        )
+
+    def may_miss(key: str) -> bool:
+        return key.endswith("num_batches_tracked") or bool(optional and key.startswith(optional))
+
+    problems = {
+        "missing": [k for k in expected if k not in state and not may_miss(k)],
+        "unexpected": [k for k in state if k not in expected],
+        "wrong shape": [k for k in state if k in expected and state[k].shape != expected[k].shape],
+    }
+    if any(problems.values()):
+        details = "; ".join(f"{n} {len(ks)} (e.g. {ks[0]})" for n, ks in problems.items() if ks)
         raise CaptioningError(
-            f"weights file {path} does not match {type(model).__name__} keys: {details}; "
+            f"weights file {path} does not match {label}: {details}; "
             "use a state dict saved from the same architecture"
         )
     model.load_state_dict(state, strict=False)
-    logger.info("loaded encoder weights from %s", path)
+    logger.info("loaded %s weights from %s", label, path)
 
 
 def _torchvision_vgg(
     arch: str,
-    weights: str | os.PathLike[str] | WeightsEnum | None,
+    weights: Weights,
     batch_norm: bool,
     trainable: bool,
     fine_tune_from: int | None,
@@ -309,112 +268,137 @@ def _torchvision_vgg(
     """Build a torchvision VGG (optionally pretrained), then split it into a VGGEncoder."""
     name = f"{arch}_bn" if batch_norm else arch
     enum: WeightsEnum | None = None
-    path: Path | None = None
     if isinstance(weights, WeightsEnum) or (weights is not None and not _is_path(weights)):
         enum = _resolve_enum(name, weights)
         logger.info("building %s with torchvision weights %s (may download)", name, enum)
         if enum.name.endswith("FEATURES"):
             logger.warning("%s has no valid classifier: `vector` is meaningless, use `grid`", enum)
-    elif weights is not None:
-        path = Path(weights)
-    elif not trainable:
+    elif weights is None and not trainable:
         logger.warning("%s has random weights and is frozen: its features are noise", name)
     model = getattr(torchvision.models, name)(weights=enum)
-    if path is not None:
-        _load_state_dict(model, path, optional_prefix="classifier.6.")
-    preprocess = (
-        preprocess_from_weights(enum, image_size) if enum else _default_preprocess(image_size)
-    )
+    if weights is not None and enum is None:
+        _load_state_dict(model, Path(weights), name, optional="classifier.6.")
+    preprocess = preprocess_from_weights(enum, image_size) if enum is not None else None
     encoder = VGGEncoder(
         model.features,
         model.avgpool,
         model.classifier[:5],  # fc6, ReLU, Dropout, fc7, ReLU (keys 0..4 kept)
-        preprocess=preprocess,
+        preprocess=preprocess or imagenet_preprocess(image_size),
         image_size=image_size,
     )
     encoder.set_trainable(trainable, fine_tune_from)
     return encoder
 
 
-_Weights = str | os.PathLike[str] | WeightsEnum | None
-
-
-class VGGBuilder(Protocol):
-    """Signature shared by :func:`vgg11`, :func:`vgg13`, :func:`vgg16` and :func:`vgg19`."""
-
-    def __call__(
-        self,
-        *,
-        weights: _Weights = None,
-        batch_norm: bool = False,
-        trainable: bool = False,
-        fine_tune_from: int | None = None,
-        image_size: int = 224,
-    ) -> VGGEncoder: ...
-
-
-_BUILDER_DOC = """{title} encoder (torchvision ``{arch}``/``{arch}_bn``): fc7 ``vector`` (4096), conv5 ``grid`` (512).
-
-    At 224 px the grid is 14x14 (``L=196``); at 448 px 28x28 (``L=784``).
+def vgg11(
+    *,
+    weights: Weights = None,
+    batch_norm: bool = False,
+    trainable: bool = False,
+    fine_tune_from: int | None = None,
+    image_size: int = 224,
+) -> VGGEncoder:
+    """VGG-11 encoder (torchvision ``vgg11``/``vgg11_bn``): ``vector`` fc7 4096, ``grid`` 512.
 
     Args:
         weights: ``None`` (random init); a torchvision weights name for this architecture
-            (``"DEFAULT"``, ``"IMAGENET1K_V1"``, ``"{title_enum}_Weights.IMAGENET1K_V1"`` or the
-            enum member - downloads unless cached; preprocessing is read from its
-            ``transforms()``); or a local state-dict file (an existing file, or a string
-            containing ``/`` or ending in ``.pt``/``.pth``) saved from
-            ``torchvision.models.{arch}[_bn]().state_dict()`` (``classifier.6`` may be absent;
-            ImageNet mean/std are assumed).
-        batch_norm: Use the ``{arch}_bn`` variant.
+            (``"DEFAULT"``, ``"IMAGENET1K_V1"``, ``"VGG11_Weights.IMAGENET1K_V1"`` or the enum
+            member: downloads unless cached, preprocessing is read from its ``transforms()``);
+            or a local state-dict file (an existing file, or a string containing ``/`` or
+            ending in ``.pt``/``.pth``) saved from ``torchvision.models.vgg11[_bn]()``
+            (``classifier.6`` may be absent; ImageNet mean/std are assumed).
+        batch_norm: Use the ``_bn`` variant.
         trainable: Whether the encoder learns (see :meth:`VGGEncoder.set_trainable`).
         fine_tune_from: First conv block (1..5) that learns; earlier blocks stay frozen.
-        image_size: Input crop side; the grid is ``(image_size // 16) ** 2``.
+        image_size: Input crop side; grid ``L = (image_size // 16) ** 2`` (224: 196, 448: 784).
 
     Returns:
         The :class:`VGGEncoder`.
     """
+    return _torchvision_vgg("vgg11", weights, batch_norm, trainable, fine_tune_from, image_size)
 
 
-def _vgg_builder(arch: str) -> VGGBuilder:
-    """Make the public keyword-only builder for one torchvision VGG depth."""
+def vgg13(
+    *,
+    weights: Weights = None,
+    batch_norm: bool = False,
+    trainable: bool = False,
+    fine_tune_from: int | None = None,
+    image_size: int = 224,
+) -> VGGEncoder:
+    """VGG-13 encoder (torchvision ``vgg13``/``vgg13_bn``); see :func:`vgg11`.
 
-    def build(
-        *,
-        weights: _Weights = None,
-        batch_norm: bool = False,
-        trainable: bool = False,
-        fine_tune_from: int | None = None,
-        image_size: int = 224,
-    ) -> VGGEncoder:
-        return _torchvision_vgg(arch, weights, batch_norm, trainable, fine_tune_from, image_size)
+    Args:
+        weights: ``None``, a ``VGG13[_BN]_Weights`` name or member, or a local state-dict path.
+        batch_norm: Use the ``_bn`` variant.
+        trainable: Whether the encoder learns.
+        fine_tune_from: First conv block (1..5) that learns.
+        image_size: Input crop side.
 
-    build.__name__ = build.__qualname__ = arch
-    build.__module__ = __name__
-    title = arch.upper().replace("VGG", "VGG-")
-    build.__doc__ = _BUILDER_DOC.format(title=title, arch=arch, title_enum=arch.upper())
-    return build
-
-
-vgg11 = _vgg_builder("vgg11")
-vgg13 = _vgg_builder("vgg13")
-vgg16 = _vgg_builder("vgg16")
-vgg19 = _vgg_builder("vgg19")
+    Returns:
+        The :class:`VGGEncoder`.
+    """
+    return _torchvision_vgg("vgg13", weights, batch_norm, trainable, fine_tune_from, image_size)
 
 
-def _make_layers(cfg: list[int | str], *, batch_norm: bool = True) -> nn.Sequential:
-    """torchvision-style ``make_layers``: ints are conv3x3(+BN)+ReLU widths, ``"M"`` max-pools."""
+def vgg16(
+    *,
+    weights: Weights = None,
+    batch_norm: bool = False,
+    trainable: bool = False,
+    fine_tune_from: int | None = None,
+    image_size: int = 224,
+) -> VGGEncoder:
+    """VGG-16 encoder (torchvision ``vgg16``/``vgg16_bn``); see :func:`vgg11`.
+
+    Args:
+        weights: ``None``, a ``VGG16[_BN]_Weights`` name or member, or a local state-dict path.
+        batch_norm: Use the ``_bn`` variant.
+        trainable: Whether the encoder learns.
+        fine_tune_from: First conv block (1..5) that learns.
+        image_size: Input crop side.
+
+    Returns:
+        The :class:`VGGEncoder`.
+    """
+    return _torchvision_vgg("vgg16", weights, batch_norm, trainable, fine_tune_from, image_size)
+
+
+def vgg19(
+    *,
+    weights: Weights = None,
+    batch_norm: bool = False,
+    trainable: bool = False,
+    fine_tune_from: int | None = None,
+    image_size: int = 224,
+) -> VGGEncoder:
+    """VGG-19 encoder (torchvision ``vgg19``/``vgg19_bn``); see :func:`vgg11`.
+
+    Args:
+        weights: ``None``, a ``VGG19[_BN]_Weights`` name or member, or a local state-dict path.
+        batch_norm: Use the ``_bn`` variant.
+        trainable: Whether the encoder learns.
+        fine_tune_from: First conv block (1..5) that learns.
+        image_size: Input crop side.
+
+    Returns:
+        The :class:`VGGEncoder`.
+    """
+    return _torchvision_vgg("vgg19", weights, batch_norm, trainable, fine_tune_from, image_size)
+
+
+def _make_layers(cfg: list[int | str]) -> nn.Sequential:
+    """torchvision-style ``make_layers`` with BN: ints are conv3x3+BN+ReLU, ``"M"`` max-pools."""
     layers: list[nn.Module] = []
     in_channels = 3
     for v in cfg:
         if v == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             continue
-        out = int(v)
-        layers.append(nn.Conv2d(in_channels, out, kernel_size=3, padding=1, bias=not batch_norm))
-        if batch_norm:
-            layers.append(nn.BatchNorm2d(out))
-        layers.append(nn.ReLU(inplace=True))
-        in_channels = out
+        conv = nn.Conv2d(in_channels, int(v), kernel_size=3, padding=1, bias=False)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        layers += [conv, nn.BatchNorm2d(int(v)), nn.ReLU(inplace=True)]
+        in_channels = int(v)
     return nn.Sequential(*layers)
 
 
@@ -431,11 +415,11 @@ def vgg_tiny(
     """A narrow 4-block VGG (conv3x3+BN+ReLU) for CPU experiments on small images.
 
     ``cfg = [w, "M", 2w, "M", 4w, "M", 4w, "M"]``; ``grid`` is block 4 before its max-pool
-    (64 px: 8x8 -> ``L=64``, ``D_g=4w``). ``vector`` keeps spatial layout: max-pool ->
-    ``AdaptiveAvgPool2d(4)`` -> flatten (``4w*16``) -> fc6 -> ReLU -> Dropout -> fc7 -> ReLU,
-    with no global average pool, so left/right/above/below survive into it. Preprocessing:
-    the whole image resized to ``image_size`` square (no crop: objects near the borders
-    matter), ImageNet mean/std.
+    (64 px: 8x8 -> ``L=64``, ``D_g=4w``). ``vector`` keeps the spatial layout (no global
+    pooling): max-pool -> ``AdaptiveAvgPool2d(4)`` -> flatten ``(4w*16)`` -> fc6 -> ReLU ->
+    Dropout -> fc7 -> ReLU, so left/right/above/below survive into it. Preprocessing: the whole
+    image resized to ``image_size`` square (no crop: objects near borders matter), ImageNet
+    mean/std.
 
     Args:
         weights: ``None`` (random init) or a local state-dict file saved from a ``vgg_tiny``
@@ -444,7 +428,7 @@ def vgg_tiny(
         image_size: Input side (at least 16 px); ``grid_size = (image_size // 8) ** 2``.
         vector_dim: Width of fc6 and fc7 (``D_v``).
         trainable: Whether the encoder learns (see :meth:`VGGEncoder.set_trainable`).
-        fine_tune_from: First conv block (1..4) that learns; earlier ones stay frozen.
+        fine_tune_from: First conv block (1..4) that learns; earlier blocks stay frozen.
         dropout: Dropout probability between fc6 and fc7 (train mode only).
 
     Returns:
@@ -456,33 +440,24 @@ def vgg_tiny(
             ".pt/.pth state-dict path"
         )
     if width < 1 or vector_dim < 1:
-        raise CaptioningError(
-            f"vgg_tiny needs width >= 1 and vector_dim >= 1, got {width}, {vector_dim}"
-        )
-    cfg: list[int | str] = [width, "M", 2 * width, "M", 4 * width, "M", 4 * width, "M"]
-    features = _make_layers(cfg, batch_norm=True)
-    pooled = 4
+        raise CaptioningError(f"vgg_tiny needs width, vector_dim >= 1, got {width}, {vector_dim}")
+    features = _make_layers([width, "M", 2 * width, "M", 4 * width, "M", 4 * width, "M"])
     classifier = nn.Sequential(
-        nn.Linear(4 * width * pooled * pooled, vector_dim),  # fc6
+        nn.Linear(4 * width * 4 * 4, vector_dim),  # fc6 on the (4w, 4, 4) map
         nn.ReLU(inplace=True),
         nn.Dropout(p=dropout),
         nn.Linear(vector_dim, vector_dim),  # fc7
         nn.ReLU(inplace=True),
     )
-    for module in features.modules():  # torchvision VGG init for conv/BN; nn.Linear default
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
     encoder = VGGEncoder(
         features,
-        nn.AdaptiveAvgPool2d((pooled, pooled)),
+        nn.AdaptiveAvgPool2d((4, 4)),
         classifier,
-        preprocess=_default_preprocess(image_size, crop=False),
+        preprocess=imagenet_preprocess(image_size, crop=False),
         image_size=image_size,
     )
     if weights is not None:
-        _load_state_dict(encoder, Path(weights), optional_prefix=None)
+        label = f"vgg_tiny(width={width}, vector_dim={vector_dim})"
+        _load_state_dict(encoder, Path(weights), label, optional=None)
     encoder.set_trainable(trainable, fine_tune_from)
     return encoder
