@@ -1,0 +1,226 @@
+"""Attention maps: the Show-Attend-and-Tell figure of where a model looked for each word.
+
+:func:`save_attention_map` draws the image, then one panel per generated word with that step's
+attention weights upsampled smoothly to the image and laid over it. Figures are drawn with
+matplotlib's object-oriented API on its Agg canvas: no display is needed and pyplot's global
+backend (e.g. a notebook's inline one) is left alone.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from captioning.data.images import load_image, to_rgb
+from captioning.data.transforms import Preprocess, eval_transform
+from captioning.decoding import Generation
+from captioning.errors import CaptioningError
+from captioning.vocab import Vocabulary
+
+__all__ = ["ImageSource", "attention_grids", "attention_steps", "model_view", "save_attention_map"]
+__all__ += ["upsample_attention"]
+
+ImageSource = str | os.PathLike | Image.Image
+
+
+def _as_rgb(image: ImageSource) -> Image.Image:
+    return to_rgb(image) if isinstance(image, Image.Image) else load_image(image)
+
+
+def attention_grids(
+    alphas: Tensor | np.ndarray, grid_shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Reshapes attention weights over the flattened encoder grid back into the grid.
+
+    Args:
+        alphas: (T, L) weights of T decoding steps over L = h * w regions, row-major (the
+            encoder flattens its (h, w) map that way).
+        grid_shape: (h, w); None infers a square grid (L must be a perfect square).
+
+    Returns:
+        float32 maps (T, h, w).
+
+    Raises:
+        CaptioningError: weights that are not 2-D, or a grid that does not hold L cells.
+    """
+    a = (
+        alphas.detach().float().cpu().numpy()
+        if isinstance(alphas, Tensor)
+        else np.asarray(alphas, dtype=np.float32)
+    )
+    if a.ndim != 2:
+        raise CaptioningError(
+            f"attention weights must be (T, L) for one image, got shape "
+            f"{tuple(a.shape)}; select one image (and one beam) first"
+        )
+    steps, regions = a.shape
+    if grid_shape is None:
+        side = math.isqrt(regions)
+        if side * side != regions:
+            raise CaptioningError(
+                f"{regions} attention regions do not form a square grid; pass grid_shape=(h, w)"
+            )
+        grid_shape = (side, side)
+    h, w = grid_shape
+    if h * w != regions:
+        raise CaptioningError(
+            f"grid_shape {grid_shape} has {h * w} cells but the attention "
+            f"has {regions} regions; pass the encoder's grid size"
+        )
+    return a.reshape(steps, h, w)  # (T, h, w)
+
+
+def upsample_attention(
+    alphas: Tensor | np.ndarray, size: tuple[int, int], *, grid_shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Attention weights (T, L) or maps (T, h, w) -> smooth maps (T, H, W) over the image.
+
+    Bicubic interpolation (pixel centres aligned, ``align_corners=False``), clipped at 0, so
+    each map keeps its mass where the grid cell lies on the image.
+
+    Args:
+        alphas: (T, L) weights over a row-major h x w grid, or maps (T, h, w).
+        size: (H, W) of the image.
+        grid_shape: (h, w) for (T, L) weights; None infers a square grid.
+
+    Returns:
+        float32 maps (T, H, W).
+    """
+    grids = alphas if np.ndim(alphas) == 3 else attention_grids(alphas, grid_shape)
+    maps = torch.as_tensor(np.asarray(grids, dtype=np.float32)).unsqueeze(1)  # (T, 1, h, w)
+    maps = F.interpolate(maps, size=tuple(size), mode="bicubic", align_corners=False)
+    return maps.clamp_(min=0).squeeze(1).numpy()  # (T, H, W)
+
+
+def save_attention_map(
+    image: ImageSource,
+    words: Sequence[str],
+    alphas: Tensor | np.ndarray,
+    path: str | os.PathLike,
+    *,
+    grid_shape: tuple[int, int] | None = None,
+    columns: int = 5,
+    panel_size: int = 224,
+) -> Path:
+    """Draws the image and one panel per word with its attention overlaid; saves it (PNG, ...).
+
+    Each panel's weights are upsampled bicubically to the image and scaled to that panel's
+    maximum (as matplotlib's ``imshow`` scales them in the Show-Attend-and-Tell figures).
+
+    Args:
+        image: the image as the encoder saw it (see :func:`model_view`), or a path.
+        words: the generated words, one per decoding step (``<end>`` included when emitted).
+        alphas: (T, L) attention weights, T = ``len(words)``, L = h * w regions (row-major).
+        path: where to write the figure; the suffix picks the format.
+        grid_shape: (h, w) of the encoder grid; None infers a square one.
+        columns: panels per row.
+        panel_size: longer side of each panel in pixels.
+
+    Returns:
+        The path written.
+
+    Raises:
+        CaptioningError: weights that are not (T, L), a grid that does not fit L, or a word
+            count different from T.
+    """
+    from matplotlib.figure import Figure
+
+    grids = attention_grids(alphas, grid_shape)  # (T, h, w)
+    if len(words) != grids.shape[0]:
+        raise CaptioningError(
+            f"{len(words)} words but {grids.shape[0]} attention steps; pass "
+            "one word per decoding step (with <end> when it was generated)"
+        )
+    picture = _as_rgb(image)
+    scale = panel_size / max(picture.size)
+    picture = picture.resize(
+        (max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
+        Image.Resampling.BICUBIC,
+    )
+    maps = upsample_attention(grids, (picture.height, picture.width))  # (T, H, W)
+    panels = 1 + len(words)
+    cols = max(1, min(columns, panels))
+    rows = math.ceil(panels / cols)
+    aspect = picture.height / picture.width
+    fig = Figure(figsize=(2.2 * cols, 2.2 * aspect * rows + 0.35 * rows), dpi=100)
+    for k in range(rows * cols):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        ax.set_axis_off()
+        if k >= panels:
+            continue
+        ax.imshow(picture)
+        if k == 0:
+            ax.set_title("image", fontsize=10, color="0.4")
+            continue
+        heat = maps[k - 1]
+        ax.imshow(
+            heat,
+            cmap="inferno",
+            alpha=0.6,
+            vmin=0.0,
+            vmax=max(float(heat.max()), 1e-12),
+            interpolation="bilinear",
+        )
+        ax.set_title(words[k - 1], fontsize=12)
+    fig.tight_layout(pad=0.4)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
+
+
+def attention_steps(
+    generation: Generation, vocab: Vocabulary, index: int = 0
+) -> tuple[list[str], Tensor]:
+    """The words and attention weights of one image of a :class:`Generation` (best beam).
+
+    Args:
+        generation: from ``Captioner.generate`` or :func:`captioning.decoding.generate`.
+        vocab: the model's vocabulary.
+        index: which image of the batch.
+
+    Returns:
+        (words, alphas (T, L)): words up to and including ``<end>`` (when emitted).
+
+    Raises:
+        CaptioningError: the decoder gave no attention weights.
+    """
+    if generation.attention is None:
+        raise CaptioningError(
+            "this model has no attention weights to draw; use a checkpoint "
+            "trained with decoder=attention"
+        )
+    ids, alphas = generation.sequences[index], generation.attention[index]
+    if ids.dim() == 2:  # beam search: (K, T) and (K, T, L) -> the best hypothesis
+        ids, alphas = ids[0], alphas[0]  # (T,), (T, L)
+    tokens = ids.tolist()
+    if vocab.eos_id in tokens:
+        n = tokens.index(vocab.eos_id) + 1
+    else:
+        n = next((k for k, t in enumerate(tokens) if t == vocab.pad_id), len(tokens))
+    return [vocab.id_to_token(t) for t in tokens[:n]], alphas[:n].cpu()
+
+
+def model_view(image: ImageSource, preprocess: Preprocess) -> Image.Image:
+    """The part of an image the encoder sees, at its input size (resize/crop, not normalised).
+
+    Args:
+        image: a PIL image or a path.
+        preprocess: the encoder's preprocessing (``model.encoder.preprocess``).
+
+    Returns:
+        An RGB image of ``crop_size x crop_size`` pixels, aligned with the attention grid.
+    """
+    tensor = eval_transform(preprocess)(_as_rgb(image))  # (3, H, W), normalised
+    mean = torch.tensor(preprocess.mean).view(3, 1, 1)  # (3, 1, 1)
+    std = torch.tensor(preprocess.std).view(3, 1, 1)  # (3, 1, 1)
+    pixels = (tensor * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)  # (3, H, W)
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy())  # (H, W, 3)

@@ -1,0 +1,443 @@
+"""tools/evaluate.py end to end: official numbers, agreement with pycocoevalcap, errors, modes."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import evaluate
+import pytest
+from hydra import compose, initialize_config_dir
+
+from captioning import engine, metrics
+from captioning.errors import CaptioningError
+from captioning.inference import Captioner
+from captioning.metrics import METRIC_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data" / "coco-karpathy-test"
+REFS_FILE = DATA / "captions_karpathy_test_refs.json"
+TOOL = [sys.executable, str(ROOT / "tools" / "evaluate.py")]
+HAS_JAVA = shutil.which("java") is not None
+needs_java = pytest.mark.skipif(not HAS_JAVA, reason="java not found (PTB tokenizer, METEOR)")
+NLTK_KEYS = [f"nltk_Bleu_{n}" for n in range(1, 5)]
+
+
+@pytest.fixture
+def no_java(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring without java: the project tokenizer, no METEOR (fast; the plumbing is the same)."""
+    real_which = shutil.which
+    monkeypatch.setattr(
+        metrics.shutil, "which", lambda cmd, *a, **k: None if cmd == "java" else real_which(cmd)
+    )
+
+
+def _write(path: Path, data: object) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _html_scores(page: str) -> dict[int, list[float]]:
+    """image id -> the numbers of its row (id, then the metric columns)."""
+    rows = re.findall(r'<tr data-image-id="(\d+)">(.*?)</tr>', page, flags=re.S)
+    return {int(i): [float(v) for v in re.findall(r'data-value="([^"]*)"', row)] for i, row in rows}
+
+
+# --------------------------------------------------------------------------- official numbers
+
+
+@pytest.mark.slow
+@needs_java
+def test_cli_reproduces_official_scores(tmp_path: Path) -> None:
+    out = tmp_path / "scores.json"
+    done = subprocess.run(
+        [
+            *TOOL,
+            "--references",
+            str(REFS_FILE),
+            "--results",
+            str(DATA / "results_human_heldout.json"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    scores = json.loads(out.read_text())
+    expected = json.loads((DATA / "expected_scores.json").read_text())
+    assert list(scores) == [*METRIC_KEYS, *NLTK_KEYS, "num_images"]
+    for key, value in expected.items():
+        assert round(scores[key], 6) == round(value, 6), key
+        assert abs(scores[key] - value) < 5e-7, key
+    assert scores["num_images"] == 4982
+    assert "images scored: 4982" in done.stdout and "tokenizer: PTB" in done.stdout
+    assert "0.8922" in done.stdout and "note:" not in done.stdout
+
+
+def _perturbed(n: int = 200) -> list[dict]:
+    """The first n held-out human captions, each changed differently (drop, swap, replace)."""
+    results = json.loads((DATA / "results_human_heldout.json").read_text())[:n]
+    for k, entry in enumerate(results):
+        words = entry["caption"].split()
+        if k % 4 == 0:
+            words = words[:-2]
+        elif k % 4 == 1:
+            words[0], words[-1] = words[-1], words[0]
+        elif k % 4 == 2:
+            words[len(words) // 2] = "thing"
+        entry["caption"] = " ".join(words) if k % 5 else " ".join(words).upper() + "!"
+    return results
+
+
+@pytest.mark.slow
+@needs_java
+def test_cli_agrees_with_cocoevalcap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pycocoevalcap import eval as coco_eval
+    from pycocotools.coco import COCO
+
+    results = _write(tmp_path / "perturbed.json", _perturbed())
+    out, page = tmp_path / "scores.json", tmp_path / "report.html"
+    subprocess.run(
+        [
+            *TOOL,
+            "--references",
+            str(REFS_FILE),
+            "--results",
+            str(results),
+            "--out",
+            str(out),
+            "--html",
+            str(page),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    ours = json.loads(out.read_text())
+
+    class NoSpice:  # SPICE would download Stanford CoreNLP
+        def method(self) -> str:
+            return "SPICE"
+
+        def compute_score(self, gts: dict, res: dict) -> tuple[float, list[float]]:
+            return 0.0, [0.0] * len(gts)
+
+    monkeypatch.setattr(coco_eval, "Spice", NoSpice)
+    coco = COCO(str(REFS_FILE))
+    official = coco_eval.COCOEvalCap(coco, coco.loadRes(str(results)))
+    official.params["image_id"] = official.cocoRes.getImgIds()
+    official.evaluate()
+    assert ours["num_images"] == 200
+    for key in METRIC_KEYS:
+        assert ours[key] == pytest.approx(official.eval[key], abs=1e-12), key
+    rows = _html_scores(page.read_text())  # id, CIDEr, BLEU-4, METEOR, ROUGE-L per image
+    assert len(rows) == 200
+    for image_id, values in rows.items():
+        want = official.imgToEval[image_id]
+        got = dict(zip(["id", "CIDEr", "Bleu_4", "METEOR", "ROUGE_L"], values, strict=True))
+        for key in ("CIDEr", "Bleu_4", "METEOR", "ROUGE_L"):
+            assert got[key] == pytest.approx(want[key], abs=1e-12), (image_id, key)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def small_refs(tmp_path: Path) -> Path:
+    ann = {
+        "images": [{"id": i, "file_name": f"{i}.jpg"} for i in (1, 2, 3)],
+        "annotations": [
+            {"id": 10 * i + j, "image_id": i, "caption": f"a cat number {i}"}
+            for i in (1, 2, 3)
+            for j in range(2)
+        ],
+    }
+    return _write(tmp_path / "refs.json", ann)
+
+
+BAD_RESULTS = {
+    "unknown ids": (
+        [
+            {"image_id": 1, "caption": "a cat"},
+            {"image_id": 777, "caption": "x"},
+            {"image_id": 888, "caption": "y"},
+        ],
+        ["not in the references", "777, 888"],
+    ),
+    "duplicates": (
+        [{"image_id": 2, "caption": "a cat"}, {"image_id": 2, "caption": "a dog"}],
+        ["duplicate image ids 2"],
+    ),
+    "empty": (
+        [{"image_id": 1, "caption": "a cat"}, {"image_id": 3, "caption": "  "}],
+        ["empty captions for image ids 3"],
+    ),
+    "not a list": ({"image_id": 1}, ["JSON list"]),
+}
+
+
+def test_bad_results_file_exits_2_with_the_ids_on_stderr(tmp_path: Path, small_refs: Path):
+    entries, expected = BAD_RESULTS["unknown ids"]
+    results = _write(tmp_path / "res.json", entries)
+    done = subprocess.run(
+        [*TOOL, "--references", str(small_refs), "--results", str(results)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert "Traceback" not in done.stderr and done.stderr.startswith("error: ")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert all(text in done.stderr for text in expected)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RESULTS))
+def test_bad_results_files_are_one_line_errors(
+    tmp_path: Path, small_refs: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    entries, expected = BAD_RESULTS[case]
+    results = _write(tmp_path / "res.json", entries)
+    assert evaluate.main(["--references", str(small_refs), "--results", str(results)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: ")
+    assert len(captured.err.strip().splitlines()) == 1
+    assert all(text in captured.err for text in expected)
+    assert not (tmp_path / "res_scores.json").exists()
+
+
+def test_usage_errors(tmp_path: Path, small_refs: Path, capsys: pytest.CaptureFixture[str]):
+    res = str(_write(tmp_path / "res.json", [{"image_id": 1, "caption": "a cat"}]))
+    for argv in (
+        ["--references", str(small_refs), "--results", res, "--beam-size", "3"],
+        ["--references", str(small_refs)],
+        ["--checkpoint", "x", "--images", "d"],
+        ["--checkpoint", "x", "--beam-size", "0"],
+        [],
+    ):
+        with pytest.raises(SystemExit) as info:
+            evaluate.main(argv)
+        assert info.value.code == 2, argv
+    err = capsys.readouterr().err
+    assert "--beam-size only apply with --checkpoint" in err and "must be at least 1" in err
+
+
+def test_decoding_overrides_are_only_the_given_options() -> None:
+    assert evaluate.decoding_overrides(evaluate.parse_args(["-c", "run"])) == {}
+    args = evaluate.parse_args(["-c", "run", "--beam-size", "3", "--no-repeat-ngram-size", "2"])
+    assert evaluate.decoding_overrides(args) == {"beam_size": 3, "no_repeat_ngram_size": 2}
+    args = evaluate.parse_args(["-c", "run", "--max-len", "9", "--length-penalty", "0.7"])
+    assert evaluate.decoding_overrides(args) == {"max_len": 9, "length_penalty": 0.7}
+
+
+# --------------------------------------------------------------------------- notices, SPICE
+
+
+def test_without_java_notices_are_printed(
+    tmp_path: Path, small_refs: Path, no_java: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    res = _write(tmp_path / "res.json", [{"image_id": i, "caption": "a cat"} for i in (1, 2)])
+    assert evaluate.main(["--references", str(small_refs), "--results", str(res), "--spice"]) == 0
+    out = capsys.readouterr().out
+    assert "note: METEOR skipped: java not found" in out
+    assert "note: SPICE skipped: java not found" in out and "tokenizer: project" in out
+    assert "images scored: 2" in out
+    scores = json.loads((tmp_path / "res_scores.json").read_text())
+    assert "METEOR" not in scores and "SPICE" not in scores and scores["num_images"] == 2
+
+
+@needs_java
+def test_spice_without_jars_is_skipped_with_a_notice(
+    tmp_path: Path,
+    small_refs: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(metrics, "_spice_jar_paths", lambda: [tmp_path / "lib" / "corenlp.jar"])
+    monkeypatch.setattr(metrics, "_run_meteor", lambda gts, res: (0.5, [0.5] * len(gts)))  # fast
+    res = _write(tmp_path / "res.json", [{"image_id": 3, "caption": "a cat number 3"}])
+    out = tmp_path / "s" / "scores.json"
+    assert (
+        evaluate.main(
+            ["--references", str(small_refs), "--results", str(res), "--spice", "--out", str(out)]
+        )
+        == 0
+    )
+    assert "note: SPICE skipped: Stanford CoreNLP jars missing" in capsys.readouterr().out
+    scores = json.loads(out.read_text())
+    assert "SPICE" not in scores and scores["CIDEr"] == 0.0 and scores["Bleu_4"] > 0.99
+
+
+# --------------------------------------------------------------------------- HTML, results mode
+
+
+def test_results_mode_html_thumbnails_from_images_dir(
+    tiny_coco: Path, tmp_path: Path, no_java: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refs = tiny_coco / "annotations" / "captions_val.json"
+    res = _write(
+        tmp_path / "res.json",
+        [
+            {"image_id": 100, "caption": "a blue circle"},
+            {"image_id": 101, "caption": "a blue square"},
+        ],
+    )
+    base = ["--references", str(refs), "--results", str(res)]
+    assert (
+        evaluate.main(
+            [*base, "--html", str(tmp_path / "a.html"), "--images", str(tiny_coco / "images")]
+        )
+        == 0
+    )
+    page = (tmp_path / "a.html").read_text()
+    assert page.count("<img") == 2 and sorted(_html_scores(page)) == [100, 101]
+    assert evaluate.main([*base, "--html", str(tmp_path / "b.html")]) == 0
+    assert "<img" not in (tmp_path / "b.html").read_text()
+    (tiny_coco / "images" / "e.jpg").unlink()
+    assert (
+        evaluate.main(
+            [*base, "--html", str(tmp_path / "c.html"), "--images", str(tiny_coco / "images")]
+        )
+        == 0
+    )
+    assert (tmp_path / "c.html").read_text().count("<img") == 1
+    assert "note: 1 of 2 image files not found" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- checkpoint mode
+
+
+def _tiny_cfg(shapes_root: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(
+            config_name="train",
+            overrides=[
+                f"data.root={shapes_root}",
+                "data.sizes.train=120",
+                "data.sizes.val=20",
+                "data.sizes.test=20",
+                "data.seed=3",
+                "encoder.width=8",
+                "encoder.vector_dim=32",
+                "decoder.embed_dim=16",
+                "decoder.hidden_dim=32",
+                "trainer.epochs=1",
+                "trainer.max_train_batches=2",
+                "trainer.batch_size=32",
+                "trainer.progress=false",
+                "trainer.test_after_training=false",
+                "++trainer.tensorboard=false",
+                *overrides,
+            ],
+        )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run trained for 2 batches, best checkpoint picked by validation CIDEr."""
+    from train import train
+
+    run = tmp_path_factory.mktemp("run")
+    summary = train(_tiny_cfg(shapes_root, "trainer.monitor=CIDEr"), run_dir=run)
+    row = summary["history"][0]
+    assert {"val_CIDEr", "val_Bleu_4", "val_num_images"} <= set(row)
+    assert summary["best"] == row["val_CIDEr"]
+    return run
+
+
+def test_bad_monitor_name_is_a_clear_error(shapes_root: Path, tmp_path: Path) -> None:
+    from train import train
+
+    cfg = _tiny_cfg(shapes_root, "trainer.monitor=BLEU4", "trainer.max_train_batches=1")
+    with pytest.raises(CaptioningError, match=r"trainer.monitor='BLEU4'.*Bleu_4.*CIDEr") as info:
+        train(cfg, run_dir=tmp_path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_checkpoint_mode_passes_only_given_decoding_options(
+    tiny_run: Path,
+    tmp_path: Path,
+    no_java: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    real = engine.generate
+    accepted = inspect.signature(real).parameters
+    calls: list[dict] = []
+
+    def recording(model, features, **kwargs):
+        calls.append(kwargs)
+        return real(model, features, **{k: v for k, v in kwargs.items() if k in accepted})
+
+    monkeypatch.setattr(engine, "generate", recording)
+    results, page = tmp_path / "res.json", tmp_path / "report.html"
+    assert (
+        evaluate.main(
+            [
+                "-c",
+                str(tiny_run / "checkpoints" / "best.pt"),
+                "--max-len",
+                "4",
+                "--results",
+                str(results),
+                "--html",
+                str(page),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "decoded 20 images of split 'test', each once (" in out and "max_len=4" in out
+    assert "images scored: 20" in out and "HTML report written" in out
+    configured = Captioner.from_checkpoint(tiny_run, device="cpu").decoding  # the run's config
+    assert {k: v for k, v in calls[0].items() if not k.endswith("_id")} == {
+        **configured,
+        "max_len": 4,
+    }
+    assert calls[0]["max_len"] == 4 and len(json.loads(results.read_text())) == 20
+    scores = json.loads((tmp_path / "res_scores.json").read_text())
+    assert set(scores) >= {*METRIC_KEYS, *NLTK_KEYS, "num_images"} - {"METEOR"}
+    html = page.read_text()
+    assert len(_html_scores(html)) == 20 and html.count("<img") == 20
+
+    calls.clear()
+    assert (
+        evaluate.main(
+            [
+                "-c",
+                str(tiny_run),
+                "--beam-size",
+                "2",
+                "--length-penalty",
+                "0.5",
+                "--no-repeat-ngram-size",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert {k: calls[0][k] for k in ("beam_size", "length_penalty", "no_repeat_ngram_size")} == {
+        "beam_size": 2,
+        "length_penalty": 0.5,
+        "no_repeat_ngram_size": 2,
+    }
+    assert (tiny_run / "test_results.json").is_file()  # default: RUN_DIR/<split>_results.json
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    "beam_size" not in inspect.signature(engine.generate).parameters,
+    reason="captioning.decoding.generate has no beam search yet",
+)
+def test_checkpoint_mode_beam_size_one_equals_greedy(
+    tiny_run: Path, tmp_path: Path, no_java: None
+) -> None:
+    greedy, beam = tmp_path / "greedy.json", tmp_path / "beam.json"
+    assert evaluate.main(["-c", str(tiny_run), "--results", str(greedy)]) == 0
+    assert evaluate.main(["-c", str(tiny_run), "--results", str(beam), "--beam-size", "1"]) == 0
+    assert json.loads(greedy.read_text()) == json.loads(beam.read_text())
