@@ -94,7 +94,10 @@ class Captioner:
 
         Args:
             images: paths or PIL images.
-            **decoding: overrides of the default decoding arguments.
+            **decoding: overrides of the default decoding arguments, i.e. the keyword arguments
+                of :func:`captioning.decoding.generate` (``beam_size``, ``max_len``,
+                ``length_penalty``, ``no_repeat_ngram_size``, ``n_best``, ``sample``,
+                ``temperature``, ``top_k``, ``num_samples``, ``generator``).
 
         Returns:
             The :class:`~captioning.decoding.Generation` for the batch.
@@ -105,12 +108,19 @@ class Captioner:
         return generate(self.model, features, bos_id=self.vocab.bos_id,
                         eos_id=self.vocab.eos_id, pad_id=self.vocab.pad_id, **args)
 
-    def caption(self, images: ImageLike | Sequence[ImageLike], **decoding: Any) -> str | list[str]:
-        """Caption one image (returns a string) or several (returns a list).
+    def caption(
+        self, images: ImageLike | Sequence[ImageLike], **decoding: Any
+    ) -> str | list[str] | list[list[str]]:
+        """Caption one image or several.
+
+        With one caption per image (greedy, ``n_best=1``, one sample) one image gives a string
+        and several give a list of strings. With ``n_best=k`` (beam search) or ``num_samples=k``
+        (sampling) each image gives a list of k captions, best first for beam search: one image
+        gives that list, several give a list of such lists.
 
         Args:
             images: a path or PIL image, or a sequence of them.
-            **decoding: decoding arguments, e.g. ``max_len=16``.
+            **decoding: decoding arguments, e.g. ``beam_size=3, max_len=16, n_best=3``.
 
         Returns:
             The caption(s).
@@ -118,6 +128,10 @@ class Captioner:
         single = isinstance(images, (str, os.PathLike, Image.Image))
         batch = [images] if single else list(images)
         gen = self.generate(batch, **decoding)
-        seqs = gen.sequences if gen.sequences.dim() == 2 else gen.sequences[:, 0]  # (B, T)
-        captions = [self.vocab.decode(s) for s in seqs.tolist()]
+        seqs = gen.sequences
+        if seqs.dim() == 2:
+            seqs = seqs.unsqueeze(1)  # (B, 1, T)
+        captions: list[Any] = [[self.vocab.decode(s) for s in row] for row in seqs.tolist()]
+        if seqs.size(1) == 1:
+            captions = [row[0] for row in captions]
         return captions[0] if single else captions

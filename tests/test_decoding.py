@@ -1,0 +1,465 @@
+"""Decoding strategies: greedy, sampling and batched beam search, for every decoder we have."""
+
+import itertools
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from captioning.checkpoint import save_checkpoint
+from captioning.decoding import beam_search, generate, greedy, sample
+from captioning.errors import CaptioningError
+from captioning.inference import Captioner
+from captioning.models.captioner import build_model
+from captioning.models.decoder import RNNDecoder
+from captioning.models.encoder import EncoderOutput
+from captioning.vocab import Vocabulary
+
+try:
+    from captioning.models.attention_decoder import AttentionDecoder
+except ImportError:  # written in parallel; these cases skip until it exists
+    AttentionDecoder = None
+
+ROOT = Path(__file__).resolve().parents[1]
+V, E, H, D, L, G = 23, 8, 12, 10, 4, 6  # vocab, embed, hidden, vector, regions, grid dim
+BOS, EOS, PAD = 1, 2, 0
+
+RNN_CASES = [
+    f"{cell}-{inj}"
+    for cell, inj in itertools.product(
+        ["rnn", "lstm", "gru"], ["every_step", "init_state", "first_input", "none"]
+    )
+]
+ATT_CASES = [
+    pytest.param(
+        f"att-{cell}",
+        marks=pytest.mark.skipif(
+            AttentionDecoder is None, reason="attention decoder not written yet"
+        ),
+    )
+    for cell in ["lstm", "gru", "rnn"]
+]
+DECODERS = RNN_CASES + ATT_CASES
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine two-thread kernels stall."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make(name: str, seed: int = 0) -> nn.Module:
+    """A tiny decoder in eval mode: ``cell-injection`` (RNNDecoder) or ``att-cell``."""
+    torch.manual_seed(seed)
+    kind, cell = name.split("-", 1)
+    if kind == "att":
+        return AttentionDecoder(
+            vocab_size=V,
+            grid_dim=G,
+            cell=cell,
+            embed_dim=E,
+            hidden_dim=H,
+            attention_dim=7,
+            dropout=0.0,
+        ).eval()
+    return RNNDecoder(
+        vocab_size=V, vector_dim=D, cell=kind, embed_dim=E, hidden_dim=H, image_injection=cell
+    ).eval()
+
+
+def features(b: int = 4, seed: int = 0) -> EncoderOutput:
+    g = torch.Generator().manual_seed(seed)
+    return EncoderOutput(torch.randn(b, D, generator=g), torch.randn(b, L, G, generator=g))
+
+
+def never_ends(dec: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        dec.out.bias[EOS] = -1e9
+    return dec
+
+
+def length(seq: list[int]) -> int:
+    """Words up to and including `<end>`."""
+    return seq.index(EOS) + 1 if EOS in seq else len(seq)
+
+
+def teacher_forced(dec, feats, seqs):
+    """Summed log-probs (N,) and attention (N, T, L) or None of given sequences (N, T)."""
+    n, t = seqs.shape
+    lengths = torch.tensor([length(s) for s in seqs.tolist()])
+    inputs = torch.cat([torch.full((n, 1), BOS), seqs[:, :-1]], dim=1)  # (N, T)
+    out = (
+        dec(feats, inputs, lengths, return_alphas=True)
+        if dec.has_attention
+        else (dec(feats, inputs, lengths), None)
+    )
+    logprobs = out[0].log_softmax(-1).gather(2, seqs.unsqueeze(2)).squeeze(2)  # (N, T)
+    mask = torch.arange(t) < lengths.unsqueeze(1)
+    return (logprobs * mask).sum(1), out[1], lengths
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_beam_size_one_is_greedy(name):
+    dec, feats = make(name), features()
+    g = greedy(dec, feats, max_len=12)
+    b = beam_search(dec, feats, beam_size=1, max_len=12)
+    assert b.sequences.shape[:2] == (4, 1)
+    assert torch.equal(b.sequences[:, 0], g.sequences)
+    torch.testing.assert_close(b.scores[:, 0], g.scores)
+    if dec.has_attention:
+        torch.testing.assert_close(b.attention[:, 0], g.attention)
+
+
+@pytest.mark.parametrize("name", DECODERS)
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_batched_beam_equals_one_image_at_a_time(name, length_penalty):
+    dec, feats = make(name), features(5, seed=1)
+    kw = dict(beam_size=3, n_best=3, max_len=10, length_penalty=length_penalty)
+    batched = beam_search(dec, feats, **kw)
+    for i in range(5):
+        alone = beam_search(dec, feats.select(torch.tensor([i])), **kw)
+        t = alone.sequences.size(2)
+        assert torch.equal(batched.sequences[i, :, :t], alone.sequences[0])
+        assert (batched.sequences[i, :, t:] == PAD).all()
+        torch.testing.assert_close(batched.scores[i], alone.scores[0], atol=1e-5, rtol=1e-5)
+        if dec.has_attention:
+            torch.testing.assert_close(batched.attention[i, :, :t], alone.attention[0])
+
+
+@pytest.mark.parametrize("name", DECODERS)
+@pytest.mark.parametrize("length_penalty", [0.0, 0.7])
+def test_beam_scores_and_attention_match_teacher_forcing(name, length_penalty):
+    """Each hypothesis' score is its log-probability under the model / length ** penalty, and
+    its attention maps are the ones the model gives on that very sequence (tracked through the
+    beam reordering)."""
+    dec, feats = make(name), features(3, seed=2)
+    out = beam_search(dec, feats, beam_size=4, n_best=4, max_len=9, length_penalty=length_penalty)
+    seqs = out.sequences.reshape(12, -1)  # (B * n, T)
+    logp, alphas, lengths = teacher_forced(
+        dec, feats.select(torch.arange(3).repeat_interleave(4)), seqs
+    )
+    expected = logp / lengths.float() ** length_penalty
+    torch.testing.assert_close(out.scores.reshape(12), expected, atol=1e-4, rtol=1e-5)
+    if dec.has_attention:
+        assert out.attention.shape == (3, 4, seqs.size(1), L)
+        torch.testing.assert_close(out.attention.reshape(12, -1, L), alphas, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_n_best_distinct_and_sorted(name):
+    dec, feats = make(name), features()
+    out = beam_search(dec, feats, beam_size=5, n_best=5, max_len=8)
+    assert out.sequences.shape[:2] == (4, 5) and out.scores.shape == (4, 5)
+    assert (out.scores[:, :-1] >= out.scores[:, 1:]).all()
+    for hyps in out.sequences.tolist():
+        assert len({tuple(h[: length(h)]) for h in hyps}) == 5
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_never_ending_model_still_returns_max_len_words(name):
+    dec, feats = never_ends(make(name)), features()
+    outs = [
+        greedy(dec, feats, max_len=7).sequences,
+        beam_search(dec, feats, beam_size=3, n_best=2, max_len=7).sequences,
+        sample(dec, feats, max_len=7, generator=torch.Generator().manual_seed(0)).sequences,
+        sample(dec, feats, max_len=7, num_samples=2, top_k=3).sequences,
+    ]
+    for seqs in outs:
+        assert seqs.size(-1) == 7 and seqs.size(0) == 4
+        assert not (seqs == EOS).any()  # so every row has all 7 words
+    scores = beam_search(dec, feats, beam_size=3, max_len=7).scores
+    assert torch.isfinite(scores).all() and (scores > -1e6).all()
+
+
+@pytest.mark.parametrize(
+    "name", ["lstm-every_step", "gru-init_state", "rnn-first_input", *ATT_CASES[:1]]
+)
+def test_no_repeat_ngram(name):
+    dec, feats = never_ends(make(name)), features()
+
+    def bigrams(seq):
+        return list(itertools.pairwise(seq))
+
+    def has_repeat(seqs):
+        return any(len(set(bigrams(s))) < len(bigrams(s)) for s in seqs)
+
+    free = beam_search(dec, feats, beam_size=3, n_best=3, max_len=15).sequences.reshape(12, -1)
+    assert has_repeat(free.tolist())  # the setup repeats bigrams when nothing stops it
+    runs = [
+        beam_search(dec, feats, beam_size=3, n_best=3, max_len=15, no_repeat_ngram_size=2),
+        generate(dec, feats, max_len=15, no_repeat_ngram_size=2),
+        sample(dec, feats, max_len=15, num_samples=3, no_repeat_ngram_size=2),
+    ]
+    for out in runs:
+        seqs = out.sequences.reshape(-1, out.sequences.size(-1)).tolist()
+        assert not has_repeat(seqs) and all(len(s) == 15 for s in seqs)
+    once = beam_search(dec, feats, beam_size=2, max_len=15, no_repeat_ngram_size=1).sequences
+    assert all(len(set(s)) == len(s) for s in once[:, 0].tolist())  # n = 1: no word twice
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_sampling(name):
+    dec, feats = make(name), features()
+    g = greedy(dec, feats, max_len=10)
+
+    def draw(seed, **kw):
+        return sample(dec, feats, max_len=10, generator=torch.Generator().manual_seed(seed), **kw)
+
+    a, b = draw(3, num_samples=4), draw(3, num_samples=4)
+    assert a.sequences.shape[:2] == (4, 4) and torch.equal(a.sequences, b.sequences)
+    assert not torch.equal(draw(3).sequences, draw(4).sequences)  # really random
+    for kw in (
+        dict(temperature=0.0),
+        dict(temperature=1e-6),
+        dict(temperature=1e-30),
+        dict(top_k=1),
+        dict(top_k=1, temperature=5.0),
+    ):
+        out = draw(0, **kw)
+        assert torch.equal(out.sequences, g.sequences), kw
+        torch.testing.assert_close(out.scores, g.scores)
+
+
+@pytest.mark.parametrize("name", ["lstm-every_step", "gru-init_state", *ATT_CASES[:1]])
+@pytest.mark.parametrize("beam", [1, 3])
+def test_benchmark_reference_agrees(name, beam):
+    """The per-image reference of tools/bench_decoding.py finds the same best captions."""
+    import bench_decoding
+
+    dec, feats = make(name), features(4, seed=5)
+    ours = beam_search(dec, feats, beam_size=beam, max_len=9)
+    reference = bench_decoding.reference_beam_search(dec, feats, beam_size=beam, max_len=9)
+    for i, (seq, score) in enumerate(reference):
+        assert ours.sequences[i, 0].tolist()[: length(seq)] == seq
+        assert ours.scores[i, 0].item() == pytest.approx(score, abs=1e-4)
+
+
+class TableDecoder(nn.Module):
+    """A bigram model with the step contract: log p(word | previous word) read from a table."""
+
+    has_attention = False
+
+    def __init__(self, probs: dict[int, dict[int, float]], vocab_size: int = 9) -> None:
+        super().__init__()
+        table = torch.full((vocab_size, vocab_size), 1.0 / vocab_size)  # unlisted rows: uniform
+        for prev, row in probs.items():
+            table[prev] = 0.0
+            for word, p in row.items():
+                table[prev, word] = p
+            table[prev, E_] += 1.0 - sum(row.values())  # the rest of the mass: a word "E"
+        self.logp = nn.Parameter(table.log(), requires_grad=False)
+
+    def init_state(self, features, *, batch_size=None):
+        return torch.zeros(1, features.vector.size(0) if features is not None else batch_size)
+
+    def step(self, tokens, state, features):
+        return self.logp[tokens], state, {}
+
+    def reorder_state(self, state, index):
+        return state.index_select(1, index)
+
+    def score(self, seq: list[int]) -> float:
+        return float(sum(self.logp[p, w] for p, w in zip([BOS, *seq], seq, strict=False)))
+
+
+A, B_, C, D_, E_ = 4, 5, 6, 7, 8
+
+
+def test_beam_finds_a_better_caption_than_greedy():
+    # greedy takes A (0.5) then C (0.3) then <end>: 0.135; beam finds B <end>: 0.45 * 0.95
+    dec = TableDecoder(
+        {
+            BOS: {A: 0.5, B_: 0.45},
+            A: {C: 0.3, D_: 0.25, A: 0.15, EOS: 0.18},
+            C: {EOS: 0.9},
+            B_: {EOS: 0.95},
+            D_: {EOS: 0.5},
+        }
+    )
+    g = greedy(dec, None, batch_size=2, max_len=6)
+    b = beam_search(dec, None, batch_size=2, beam_size=2, max_len=6)
+    assert g.sequences[0].tolist() == [A, C, EOS] and b.sequences[0, 0].tolist() == [B_, EOS]
+    assert (b.scores[:, 0] > g.scores + 0.5).all()  # they differ, and beam search wins
+    assert b.scores[0, 0].item() == pytest.approx(dec.score([B_, EOS]), abs=1e-5)
+    assert g.scores[0].item() == pytest.approx(dec.score([A, C, EOS]), abs=1e-5)
+    assert torch.equal(generate(dec, None, batch_size=2, beam_size=2).sequences, b.sequences)
+
+
+def test_length_penalty_favours_longer_captions():
+    # "A <end>" (0.5 * 0.6 = 0.3, 2 words) vs "B C D <end>" (0.3 * 0.9^3 = 0.219, 4 words)
+    dec = TableDecoder(
+        {BOS: {A: 0.5, B_: 0.3}, A: {EOS: 0.6}, B_: {C: 0.9}, C: {D_: 0.9}, D_: {EOS: 0.9}}
+    )
+    short, long_ = [A, EOS], [B_, C, D_, EOS]
+    for penalty, order in ((0.0, [short, long_]), (1.0, [long_, short])):
+        out = beam_search(
+            dec, None, batch_size=1, beam_size=2, n_best=2, max_len=8, length_penalty=penalty
+        )
+        got = [h[: length(h)] for h in out.sequences[0].tolist()]
+        assert got == order, penalty
+        expected = [dec.score(s) / len(s) ** penalty for s in order]
+        assert out.scores[0].tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_image_free_decoder():
+    dec = make("lstm-none")
+    g = greedy(dec, None, batch_size=3, max_len=8)
+    b = beam_search(dec, None, batch_size=3, beam_size=3, n_best=2, max_len=8)
+    s = sample(dec, None, batch_size=3, num_samples=2, max_len=8)
+    assert g.sequences.size(0) == 3 and b.sequences.shape[:2] == (3, 2)
+    assert s.sequences.shape[:2] == (3, 2)
+    assert torch.equal(b.sequences[0], b.sequences[2])  # no image: every row is the same
+    with pytest.raises(CaptioningError, match="batch_size"):
+        beam_search(dec, None, beam_size=2)
+
+
+def test_generate_dispatch_and_errors():
+    dec, feats = make("gru-every_step"), features()
+    assert generate(dec, feats, max_len=6).sequences.dim() == 2  # greedy
+    assert generate(dec, feats, beam_size=3, max_len=6).sequences.shape[:2] == (4, 1)
+    assert generate(dec, feats, n_best=1, length_penalty=1.0).sequences.dim() == 3  # beam of 1
+    assert generate(dec, feats, sample=True, num_samples=2).sequences.shape[:2] == (4, 2)
+    bad = [
+        dict(beam_size=0),
+        dict(beam_size=2, n_best=3),
+        dict(max_len=0),
+        dict(sample=True, beam_size=3),
+        dict(num_samples=2),
+        dict(no_repeat_ngram_size=-1),
+        dict(sample=True, temperature=-1.0),
+        dict(sample=True, top_k=0),
+    ]
+    for kw in bad:
+        with pytest.raises(CaptioningError):
+            generate(dec, feats, **kw)
+
+
+# -- Captioner and tools/caption.py ------------------------------------------------------------
+
+CONFIG = {
+    "encoder": {
+        "_target_": "captioning.models.encoder.vgg_tiny",
+        "width": 8,
+        "image_size": 32,
+        "vector_dim": 16,
+    },
+    "decoder": {
+        "_target_": "captioning.models.decoder.RNNDecoder",
+        "cell": "lstm",
+        "embed_dim": 8,
+        "hidden_dim": 16,
+    },
+    "decoding": {
+        "beam_size": 1,
+        "max_len": 6,
+        "length_penalty": 0.0,
+        "no_repeat_ngram_size": 0,
+        "n_best": 1,
+    },
+}
+VOCAB = Vocabulary.build(["a red circle", "a blue square", "a green triangle left of it"])
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(CONFIG, vocab_size=len(VOCAB))
+    path = save_checkpoint(
+        tmp_path / "ck.pt",
+        model=model.state_dict(),
+        config=CONFIG,
+        vocab=VOCAB.to_list(),
+        epoch=1,
+        step=1,
+        metrics={},
+    )
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    for i in range(3):
+        pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "images" / f"{i}.png")
+    return path, tmp_path / "images"
+
+
+def test_captioner_n_best(checkpoint):
+    path, images = checkpoint
+    captioner = Captioner.from_checkpoint(path, device="cpu")
+    files = sorted(images.glob("*.png"))
+    assert isinstance(captioner.caption(files[0]), str)
+    assert isinstance(captioner.caption(files[0], beam_size=3), str)
+    three = captioner.caption(files[0], beam_size=3, n_best=3)
+    assert isinstance(three, list) and len(three) == 3
+    many = captioner.caption(files, beam_size=3, n_best=2)
+    assert len(many) == 3 and all(len(c) == 2 for c in many) and many[0] == three[:2]
+    assert captioner.caption(files, beam_size=3) == [c[0] for c in many]
+
+
+def test_caption_tool_flags(checkpoint, capsys):
+    import caption
+
+    path, images = checkpoint
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "caption.py"),
+            "-c",
+            str(path),
+            str(images),
+            "--beam-size",
+            "3",
+            "--n-best",
+            "2",
+            "--batch-size",
+            "2",
+            "--length-penalty",
+            "0.5",
+            "--no-repeat-ngram-size",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = [line.split("\t") for line in run.stdout.splitlines()]
+    assert len(lines) == 6 and all(len(parts) == 3 for parts in lines)
+    for first, second in zip(lines[::2], lines[1::2], strict=True):
+        assert first[0] == second[0] and float(first[1]) >= float(second[1])
+
+    def output(*flags):
+        assert caption.main(["-c", str(path), str(images / "*.png"), *flags]) == 0
+        return capsys.readouterr().out.splitlines()
+
+    greedy_lines = output("--batch-size", "2")
+    assert len(greedy_lines) == 3 and all(len(x.split("\t")) == 2 for x in greedy_lines)
+    assert output("--sample", "--temperature", "0") == greedy_lines
+    drawn = output("--sample", "--seed", "1", "--num-samples", "2", "--top-k", "5")
+    assert len(drawn) == 6 and drawn == output(
+        "--sample", "--seed", "1", "--num-samples", "2", "--top-k", "5"
+    )
+    assert caption.main(["-c", str(path), str(images), "--beam-size", "2", "--n-best", "3"]) == 2
+    assert "n_best" in capsys.readouterr().err
+    assert caption.main(["-c", str(path), str(images), "--temperature", "0.5"]) == 2
+    assert "--sample" in capsys.readouterr().err
+
+
+def test_beam_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        greedy_cfg = compose(config_name="train").decoding
+        beam_cfg = compose(config_name="train", overrides=["decoding=beam"]).decoding
+    assert set(greedy_cfg) == set(beam_cfg)
+    assert greedy_cfg.beam_size == 1 and beam_cfg.beam_size == 3
+    dec, feats = make("lstm-every_step"), features()
+    assert generate(dec, feats, **greedy_cfg).sequences.dim() == 2
+    assert generate(dec, feats, **beam_cfg).sequences.shape[:2] == (4, 1)
+    assert math.isfinite(float(generate(dec, feats, **beam_cfg).scores.sum()))
