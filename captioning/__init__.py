@@ -2,13 +2,13 @@
 
 The public API, re-exported here::
 
-    from captioning import Captioner, Vocabulary, greedy, build_model
+    from captioning import Captioner, Vocabulary, beam_search, build_model
 """
 
 __version__ = "0.1.0"
 
 from captioning.checkpoint import load_checkpoint, save_checkpoint
-from captioning.decoding import Generation, generate, greedy
+from captioning.decoding import Generation, beam_search, generate, greedy, sample
 from captioning.errors import CaptioningError
 from captioning.inference import Captioner
 from captioning.models.captioner import CaptionModel, build_model
@@ -25,9 +25,11 @@ __all__ = [
     "RNNDecoder",
     "Vocabulary",
     "__version__",
+    "beam_search",
     "build_model",
     "generate",
     "greedy",
     "load_checkpoint",
+    "sample",
     "save_checkpoint",
 ]
