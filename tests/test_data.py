@@ -24,22 +24,23 @@ def test_per_caption_and_per_image_views(tiny_coco):
     records = load_coco_captions(tiny_coco / "annotations/captions_train.json", tiny_coco / "images")
     vocab = Vocabulary.build(c for r in records for c in r.captions)
     captions = CaptionDataset(records, vocab, eval_transform(PRE))
-    assert len(captions) == 8  # one item per caption
+    assert len(captions) == 4 and captions.num_captions == 8  # every caption once per epoch
     image, ids, image_id = captions[0]
     assert image.shape == (3, 16, 16) and image_id == 1
-    assert vocab.decode(ids) == "a red circle"
+    assert [vocab.decode(c) for c in ids] == ["a red circle", "a red ball"]
     images = ImageDataset(records, eval_transform(PRE))
     assert len(images) == 4  # one item per image
     assert images.references()[2] == ["A blue square", "blue box on gray"]
 
 
 def test_collate_pads_and_keeps_lengths():
-    items = [(torch.zeros(3, 4, 4), torch.tensor([1, 5, 2]), 7),
-             (torch.ones(3, 4, 4), torch.tensor([1, 5, 6, 8, 2]), 9)]
+    items = [(torch.zeros(3, 4, 4), [torch.tensor([1, 5, 2]), torch.tensor([1, 2])], 7),
+             (torch.ones(3, 4, 4), [torch.tensor([1, 5, 6, 8, 2])], 9)]
     batch = collate_captions(items)
-    assert batch.images.shape == (2, 3, 4, 4)
-    assert batch.captions.tolist() == [[1, 5, 2, 0, 0], [1, 5, 6, 8, 2]]
-    assert batch.lengths.tolist() == [3, 5] and batch.image_ids.tolist() == [7, 9]
+    assert batch.images.shape == (2, 3, 4, 4)  # each image once
+    assert batch.captions.tolist() == [[1, 5, 2, 0, 0], [1, 2, 0, 0, 0], [1, 5, 6, 8, 2]]
+    assert batch.lengths.tolist() == [3, 2, 5] and batch.image_ids.tolist() == [7, 7, 9]
+    assert batch.image_index.tolist() == [0, 0, 1]
 
 
 def test_loaders_cover_each_image_once(tiny_coco):
@@ -55,6 +56,9 @@ def test_loaders_cover_each_image_once(tiny_coco):
     assert sorted(seen) == [100, 101]
     n_captions = sum(len(b.image_ids) for b in loaders["train"])
     assert n_captions == 8
+    for b in loaders["train"]:  # every caption points at its own image's row
+        assert (b.image_ids == b.image_ids.unique_consecutive().repeat_interleave(
+            torch.bincount(b.image_index))).all()
     with pytest.raises(CaptioningError, match="no split"):
         load_split(data, "test")
 

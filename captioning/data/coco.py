@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from captioning.errors import CaptioningError
 from captioning.text import tokenize
 from captioning.vocab import Vocabulary
 
-__all__ = ["CaptionDataset", "ImageDataset", "ImageRecord", "load_coco_captions"]
+__all__ = ["CaptionDataset", "ImageDataset", "ImageRecord", "load_coco_captions", "load_karpathy"]
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,98 @@ def load_coco_captions(
     return records
 
 
+def _check_images(records: list[ImageRecord], source: Path, strict: bool) -> list[ImageRecord]:
+    """Keep the records whose image file exists; missing files are an error when `strict`."""
+    missing = [str(r.path) for r in records if not r.path.is_file()]
+    if missing:
+        message = f"{len(missing)} image files listed in {source} are missing, e.g. {missing[:3]}"
+        if strict:
+            raise CaptioningError(f"{message} (fix data.root / the images, or set strict=false)")
+        log.warning("%s; skipped", message)
+        gone = set(missing)
+        records = [r for r in records if str(r.path) not in gone]
+    return records
+
+
+def load_karpathy(
+    path: str | os.PathLike,
+    image_root: str | os.PathLike,
+    splits: Sequence[str],
+    *,
+    check_files: bool = True,
+    strict: bool = True,
+) -> list[ImageRecord]:
+    """Read images of some splits of Karpathy's split file (``dataset_coco.json``).
+
+    The file lists every image once with its ``split`` (``train``, ``restval``, ``val``,
+    ``test``), ``filepath`` (``train2014`` / ``val2014``), ``filename``, ``cocoid`` and
+    ``sentences``; the captions are the sentences' ``raw`` text (tokenized later, like COCO's).
+    The usual training set is ``train`` + ``restval`` (113,287 images); ``val`` and ``test``
+    have 5,000 images each.
+
+    Args:
+        path: the split file.
+        image_root: the folder holding ``train2014/`` and ``val2014/`` (``filepath`` is
+            relative to it; files without ``filepath`` sit directly in it).
+        splits: which of the file's splits to read, e.g. ``["train", "restval"]``.
+        check_files: check that every image file exists.
+        strict: with `check_files`, a missing image file is an error; otherwise it is skipped.
+
+    Returns:
+        Records sorted by image id (``cocoid``); images whose captions are all empty are left out.
+    """
+    path, image_root = Path(path), Path(image_root)
+    if not path.is_file():
+        raise CaptioningError(
+            f"Karpathy split file not found: {path} (download dataset_coco.json and set "
+            "data.root / data.annotations)"
+        )
+    try:
+        images = json.loads(path.read_text())["images"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CaptioningError(
+            f"{path} is not a Karpathy split file with an 'images' list ({type(exc).__name__})"
+        ) from None
+    wanted = set(splits)
+    available = {str(im.get("split")) for im in images}
+    if not wanted or wanted - available:
+        raise CaptioningError(
+            f"{path} has no split(s) {sorted(wanted - available) or '(none given)'}; "
+            f"it has {sorted(available)}"
+        )
+    records = []
+    for k, image in enumerate(images):
+        if image.get("split") not in wanted:
+            continue
+        try:
+            image_id = int(image["cocoid"] if "cocoid" in image else image["imgid"])
+            file = image_root / image.get("filepath", "") / image["filename"]
+            raw = [str(sentence["raw"]).strip() for sentence in image["sentences"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CaptioningError(
+                f"{path}: image entry {k} lacks cocoid/filename/sentences[*].raw ({exc})"
+            ) from None
+        captions = tuple(c for c in raw if tokenize(c))
+        if captions:
+            records.append(ImageRecord(image_id, file, captions))
+    records.sort(key=lambda r: r.image_id)
+    if len({r.image_id for r in records}) != len(records):
+        raise CaptioningError(f"{path}: the same cocoid appears twice in splits {sorted(wanted)}")
+    if check_files:
+        records = _check_images(records, path, strict)
+    if not records:
+        raise CaptioningError(f"{path} gives no usable image with a caption in {sorted(wanted)}")
+    return records
+
+
 class CaptionDataset(Dataset):
-    """Per-caption view for training: item i is (image tensor, caption ids, image id)."""
+    """Training view: item i is image i with all its captions (image tensor, [caption ids], id).
+
+    An epoch covers every caption once. Captions of one image share one decoded, transformed
+    image and, in the model, one encoder pass (neuraltalk2's ``seq_per_img``), which makes
+    training with a learned encoder several times faster than one image load and encoder
+    pass per caption.
+    """
 
     def __init__(
         self,
@@ -149,20 +240,23 @@ class CaptionDataset(Dataset):
         """
         self.records = list(records)
         self.transform = transform
-        # (record index, encoded caption): captions are encoded once, up front.
-        self.items = [
-            (r, torch.tensor(vocab.encode(c, max_len=max_len), dtype=torch.long))
-            for r, rec in enumerate(self.records)
-            for c in rec.captions
+        # captions are encoded once, up front
+        self.captions = [
+            [torch.tensor(vocab.encode(c, max_len=max_len), dtype=torch.long) for c in rec.captions]
+            for rec in self.records
         ]
 
-    def __len__(self) -> int:
-        return len(self.items)
+    @property
+    def num_captions(self) -> int:
+        """Captions in one epoch."""
+        return sum(len(c) for c in self.captions)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int]:
-        r, caption = self.items[index]
-        record = self.records[r]
-        return self.transform(load_image(record.path)), caption, record.image_id
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, list[Tensor], int]:
+        record = self.records[index]
+        return self.transform(load_image(record.path)), self.captions[index], record.image_id
 
 
 class ImageDataset(Dataset):

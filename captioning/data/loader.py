@@ -1,39 +1,56 @@
-"""Batching: padding collate with lengths, and the train / evaluation data loaders."""
+"""Batching: padding collate with lengths, the resumable (and distributed) epoch sampler, and the
+train / evaluation data loaders."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from captioning.data.coco import CaptionDataset, ImageDataset, ImageRecord, load_coco_captions
+from captioning.data.coco import (
+    CaptionDataset,
+    ImageDataset,
+    ImageRecord,
+    load_coco_captions,
+    load_karpathy,
+)
 from captioning.errors import CaptioningError
+from captioning.models.encoder import EncoderOutput
 from captioning.vocab import Vocabulary
 
 __all__ = [
     "CaptionBatch",
+    "EpochSampler",
     "ImageBatch",
     "build_eval_loader",
     "build_loaders",
+    "build_train_loader",
     "collate_captions",
     "collate_images",
     "load_split",
     "prepare_data",
+    "start_epoch",
 ]
 
 
 class CaptionBatch(NamedTuple):
-    """A training batch: images with one caption each."""
+    """A training batch: images, and all their captions (each points at its image's row).
 
-    images: Tensor  # (B, 3, H, W)
+    Batches from the feature cache (:mod:`captioning.data.features`) carry the images'
+    precomputed encoder output in ``features`` and ``images=None``.
+    """
+
+    images: Tensor | None  # (N, 3, H, W) each image once
     captions: Tensor  # (B, T) `<start> ... <end>` then `<pad>`
     lengths: Tensor  # (B,) tokens before padding, specials included
-    image_ids: Tensor  # (B,)
+    image_ids: Tensor  # (B,) image id of each caption
+    image_index: Tensor  # (B,) row of `images` each caption belongs to
+    features: EncoderOutput | None = None  # vector (N, D_v), grid (N, L, D_g), instead of images
 
 
 class ImageBatch(NamedTuple):
@@ -43,12 +60,29 @@ class ImageBatch(NamedTuple):
     image_ids: Tensor  # (B,)
 
 
-def collate_captions(items: Sequence[tuple[Tensor, Tensor, int]], pad_id: int = 0) -> CaptionBatch:
-    """Stack images, right-pad captions with `pad_id`, keep the lengths."""
-    images, captions, ids = zip(*items, strict=True)
+def collate_captions(
+    items: Sequence[tuple[Tensor | EncoderOutput, list[Tensor], int]], pad_id: int = 0
+) -> CaptionBatch:
+    """Stack images once, flatten their captions, right-pad with `pad_id`, keep the lengths.
+
+    Items whose first element is an :class:`EncoderOutput` (one image's cached features) are
+    stacked into ``features`` instead of ``images``.
+    """
+    firsts = [first for first, _, _ in items]
+    images = features = None
+    if isinstance(firsts[0], EncoderOutput):
+        features = EncoderOutput(
+            torch.stack([f.vector for f in firsts]),  # (N, D_v)
+            torch.stack([f.grid for f in firsts]),
+        )  # (N, L, D_g)
+    else:
+        images = torch.stack(firsts)  # (N, 3, H, W)
+    captions = [c for _, caps, _ in items for c in caps]
+    image_index = torch.tensor([k for k, (_, caps, _) in enumerate(items) for _ in caps])
+    ids = torch.tensor([image_id for _, caps, image_id in items for _ in caps], dtype=torch.long)
     lengths = torch.tensor([len(c) for c in captions], dtype=torch.long)
-    padded = pad_sequence(list(captions), batch_first=True, padding_value=pad_id)  # (B, T)
-    return CaptionBatch(torch.stack(images), padded, lengths, torch.tensor(ids, dtype=torch.long))
+    padded = pad_sequence(captions, batch_first=True, padding_value=pad_id)  # (B, T)
+    return CaptionBatch(images, padded, lengths, ids, image_index, features)
 
 
 def collate_images(items: Sequence[tuple[Tensor, int]]) -> ImageBatch:
@@ -79,37 +113,139 @@ def build_loaders(
         vocab: the vocabulary.
         train_transform: PIL -> tensor for training images.
         eval_transform: PIL -> tensor for evaluation images.
-        batch_size: captions per training batch.
+        batch_size: images per training batch; each brings all its captions.
         eval_batch_size: images per evaluation batch.
         max_len: caption length cap in words.
         num_workers: loader worker processes.
         pin_memory: page-lock batches (for CUDA).
-        seed: seeds the shuffling generator, so runs are reproducible.
+        seed: seeds the shuffling (see :class:`EpochSampler`), so runs are reproducible.
 
     Returns:
         `{"train": loader, <split>: loader, ...}`.
     """
-    generator = torch.Generator().manual_seed(seed)
-    common = {
-        "num_workers": num_workers,
-        "pin_memory": pin_memory,
-        "persistent_workers": num_workers > 0,
-    }
     loaders = {
-        "train": DataLoader(
+        "train": build_train_loader(
             CaptionDataset(train_records, vocab, train_transform, max_len=max_len),
             batch_size=batch_size,
-            shuffle=True,
-            drop_last=False,
-            generator=generator,
-            collate_fn=collate_captions,
-            **common,
+            seed=seed,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
         )
     }
     for split, records in eval_records.items():
-        loaders[split] = build_eval_loader(records, eval_transform, batch_size=eval_batch_size,
-                                           num_workers=num_workers, pin_memory=pin_memory)
+        loaders[split] = build_eval_loader(
+            records,
+            eval_transform,
+            batch_size=eval_batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+        )
     return loaders
+
+
+class EpochSampler(DistributedSampler):
+    """Shuffled image order that depends only on ``(seed, epoch)``, sharded over ranks, resumable.
+
+    A :class:`~torch.utils.data.DistributedSampler` (permutation ``randperm(n)`` from a generator
+    seeded with ``seed + epoch``, padded to a multiple of ``world_size``, rank ``r`` takes items
+    ``r, r + world_size, ...``) that also works without an initialised process group
+    (``world_size=1`` is plain shuffling) and can start an epoch part-way (``start``), so a run
+    resumed mid-epoch sees exactly the batches it had not seen.
+
+    With image-grouped batches, step ``j`` of ``world_size`` ranks with ``b`` images each covers
+    the same images as step ``j`` of one process with ``world_size * b`` images.
+
+    Args:
+        dataset: the training dataset (one item per image).
+        seed: base seed of the permutation.
+        shuffle: shuffle (``False``: in order).
+        rank: this process's rank.
+        world_size: number of processes.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(
+            dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
+        )
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch's permutation and skip its first `start` items (of this rank)."""
+        super().set_epoch(epoch)
+        self.start = int(start)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.start :])
+
+    def __len__(self) -> int:
+        return max(self.num_samples - self.start, 0)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the sampler stands: seed, epoch and the items skipped at the epoch's start."""
+        return {"seed": self.seed, "epoch": self.epoch, "start": self.start}
+
+
+def build_train_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """The shuffled, image-grouped training loader over any per-image caption dataset.
+
+    Args:
+        dataset: items ``(image tensor or EncoderOutput, [caption ids], image id)``.
+        batch_size: images per batch (per rank); each brings all its captions.
+        seed: seeds the shuffling.
+        rank: this process's rank (distributed training).
+        world_size: number of processes.
+        num_workers: loader worker processes (persistent across epochs).
+        pin_memory: page-lock batches (for CUDA).
+
+    Returns:
+        A loader whose ``sampler`` is an :class:`EpochSampler`; call :func:`start_epoch` before
+        each epoch.
+    """
+    sampler = EpochSampler(dataset, seed=seed, rank=rank, world_size=world_size)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=False,
+        collate_fn=collate_captions,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator(),
+    )
+
+
+def start_epoch(loader: DataLoader, epoch: int, *, skip_batches: int = 0) -> None:
+    """Prepare a :func:`build_train_loader` loader for `epoch` (1-based), skipping some batches.
+
+    The shuffling depends on ``(seed, epoch)`` only, and the loader's own generator (which
+    seeds its workers) is reseeded the same way, so the global random state is never touched.
+
+    Args:
+        loader: the training loader.
+        epoch: the epoch about to start.
+        skip_batches: batches of this epoch already done (resuming mid-epoch).
+    """
+    sampler = loader.sampler
+    sampler.set_epoch(epoch, start=skip_batches * int(loader.batch_size))
+    loader.generator.manual_seed(sampler.seed * 100_003 + epoch)
 
 
 def build_eval_loader(
@@ -121,9 +257,15 @@ def build_eval_loader(
     pin_memory: bool = False,
 ) -> DataLoader:
     """A per-image loader in record order: every image exactly once."""
-    return DataLoader(ImageDataset(records, transform), batch_size=batch_size, shuffle=False,
-                      collate_fn=collate_images, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0)
+    return DataLoader(
+        ImageDataset(records, transform),
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=collate_images,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )
 
 
 def prepare_data(data: Mapping[str, Any]) -> None:
@@ -151,7 +293,9 @@ def load_split(data: Mapping[str, Any], split: str) -> list[ImageRecord]:
     """Records of one split as the ``data`` config describes it.
 
     Args:
-        data: the ``data`` config node: ``root`` and ``splits.<split>.{annotations,images}``.
+        data: the ``data`` config node: ``root`` and ``splits.<split>.{annotations,images}``
+            (COCO files), or ``format: karpathy``, ``annotations`` (the split file, relative
+            to ``root``) and ``splits.<split>: [karpathy split names]``.
         split: e.g. ``"train"``, ``"val"``, ``"test"``.
 
     Returns:
@@ -161,6 +305,10 @@ def load_split(data: Mapping[str, Any], split: str) -> list[ImageRecord]:
     if split not in splits:
         raise CaptioningError(f"data config has no split {split!r}; it has {sorted(splits)}")
     root, spec = Path(str(data["root"])), splits[split]
-    return load_coco_captions(
-        root / spec["annotations"], root / spec["images"], strict=bool(data.get("strict", True))
-    )
+    strict = bool(data.get("strict", True))
+    if data.get("format", "coco") == "karpathy":
+        names = [spec] if isinstance(spec, str) else list(spec)
+        return load_karpathy(root / str(data["annotations"]), root, names, strict=strict)
+    if data.get("format", "coco") != "coco":
+        raise CaptioningError(f"unknown data.format {data.get('format')!r}; use coco or karpathy")
+    return load_coco_captions(root / spec["annotations"], root / spec["images"], strict=strict)

@@ -61,9 +61,28 @@ class CaptionModel(nn.Module):
         """images (B, 3, H, W) -> EncoderOutput(vector (B, D_v), grid (B, L, D_g))."""
         return self.encoder(images)
 
-    def forward(self, images: Tensor, inputs: Tensor, lengths: Tensor) -> Tensor:
-        """Teacher-forced logits (B, T, V) for input words (B, T); see the decoder's forward."""
-        return self.decoder(self.encode(images), inputs, lengths)
+    def forward(
+        self,
+        images: Tensor | EncoderOutput,
+        inputs: Tensor,
+        lengths: Tensor,
+        image_index: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Teacher-forced logits (B, T, V); see the decoder's forward.
+
+        Args:
+            images: (N, 3, H, W), each encoded once; or their precomputed encoder output
+                (e.g. from the feature cache), which skips the encoder.
+            inputs: (B, T) input words `<start> w1 ... wn`, right-padded.
+            lengths: (B,) real input words per row.
+            image_index: (B,) the image row of each caption (None: B == N, one caption each).
+            **kwargs: passed to the decoder (e.g. ``return_alphas=True`` for attention).
+        """
+        features = images if isinstance(images, EncoderOutput) else self.encode(images)
+        if image_index is not None:
+            features = features.select(image_index)  # (B, ...) one row per caption
+        return self.decoder(features, inputs, lengths, **kwargs)
 
 
 def build_model(config: Mapping[str, Any], *, vocab_size: int) -> CaptionModel:
