@@ -5,16 +5,21 @@ A checkpoint is one ``torch.save`` of a dict with ``format_version``, ``model`` 
 ``optimizer``, ``scheduler`` and ``rng``. It is written to a temporary file in the same folder
 and renamed into place, so a crash never leaves a half-written checkpoint under the final name.
 Loading uses ``torch.load(weights_only=True)``: a file that carries pickled objects (which could
-run code when unpickled) is refused before any of it is executed.
+run code when unpickled) is refused before any of it is executed. :func:`restore_model` rebuilds
+the model a checkpoint describes (config ``_target_`` s are restricted to ``captioning.models``)
+and says exactly what does not fit when its weights, vocabulary and config disagree.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pickle
 import random
 import re
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +27,15 @@ import numpy as np
 import torch
 
 from captioning.errors import CaptioningError
+from captioning.models.captioner import CaptionModel, build_model
+from captioning.vocab import Vocabulary
 
 __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "get_rng_state",
     "load_checkpoint",
+    "restore_model",
     "save_checkpoint",
     "set_rng_state",
 ]
@@ -151,7 +159,137 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
             f"{path} has checkpoint format_version {ckpt['format_version']!r}; this version of "
             f"captioning reads format_version {FORMAT_VERSION}"
         )
+    wrong = [
+        key
+        for key, ok in (
+            ("model", _is_state_dict(ckpt["model"])),
+            ("config", isinstance(ckpt["config"], dict)),
+            (
+                "vocab",
+                isinstance(ckpt["vocab"], list) and all(isinstance(t, str) for t in ckpt["vocab"]),
+            ),
+            ("epoch", _is_int(ckpt["epoch"])),
+            ("step", _is_int(ckpt["step"])),
+        )
+        if not ok
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{path} is not a valid captioning checkpoint: {', '.join(wrong)} have the wrong type "
+            "(expected a state dict of tensors, a config dict, a list of tokens, integer counts)"
+        )
     return ckpt
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    )
+
+
+def _few(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (f" (and {len(items) - n} more)" if len(items) > n else "")
+
+
+def _is_weights_file(value: Any) -> bool:
+    """An encoder ``weights`` value naming a local file (not a torchvision weights name)."""
+    if isinstance(value, os.PathLike):
+        return True
+    text = str(value)
+    return "/" in text or os.sep in text or text.lower().endswith((".pt", ".pth"))
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Silence a logger's warnings (the encoder warns about random weights it gets replaced)."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def restore_model(
+    ckpt: Mapping[str, Any], *, source: str | os.PathLike = "checkpoint"
+) -> tuple[CaptionModel, Vocabulary]:
+    """Rebuild the model a checkpoint describes and load its weights.
+
+    The encoder is built without its pretrained-weights *file* (``encoder.weights`` set to a
+    path): the checkpoint holds every weight, and the file may not exist on this machine.
+    (A torchvision weights name is kept: it also sets the preprocessing; torchvision reads it
+    from its cache, or downloads it once.)
+
+    Args:
+        ckpt: a checkpoint dict from :func:`load_checkpoint`.
+        source: where it came from, for error messages.
+
+    Returns:
+        (model with the checkpoint's weights, vocabulary).
+
+    Raises:
+        CaptioningError: the vocabulary, the config and the weights do not fit each other (the
+            message says which part), or a config ``_target_`` is outside ``captioning.models``.
+    """
+    vocab = Vocabulary(ckpt["vocab"])
+    config = dict(ckpt["config"])
+    encoder = config.get("encoder")
+    weights = encoder.get("weights") if isinstance(encoder, Mapping) else None
+    if weights is not None and _is_weights_file(weights):
+        config["encoder"] = {**encoder, "weights": None}
+    try:
+        with _quiet("captioning.models.encoder"):
+            model = build_model(config, vocab_size=len(vocab))
+    except OSError as exc:  # torchvision weights neither cached nor downloadable (offline)
+        raise CheckpointError(
+            f"{source}: building its encoder needs torchvision's {weights} weights (for their "
+            f"preprocessing), which are not cached here and could not be downloaded "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); put the file in the "
+            "torch hub cache ($TORCH_HOME/hub/checkpoints)"
+        ) from None
+    state, expected = ckpt["model"], model.state_dict()
+    shapes = [
+        (k, tuple(state[k].shape), tuple(v.shape))
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    for key, got, want in shapes:
+        if (
+            want
+            and got
+            and want[0] == len(vocab)
+            and got[0] != want[0]
+            and key.startswith("decoder.")
+        ):
+            raise CheckpointError(
+                f"{source}: its decoder weights ({key}) are for {got[0]} words but its vocabulary "
+                f"has {len(vocab)}: the checkpoint is inconsistent (weights and vocab differ)"
+            )
+    problems = [
+        f"{what} {_few(keys)}"
+        for what, keys in (
+            ("missing weights", [k for k in expected if k not in state]),
+            ("unexpected weights", [k for k in state if k not in expected]),
+            ("wrong shapes", [f"{k} {got} (model {want})" for k, got, want in shapes]),
+        )
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{source}: its weights do not fit the model its config describes: "
+            f"{'; '.join(problems)}"
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{source}: weights do not load into the model ({detail})") from None
+    return model, vocab
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -18,12 +18,21 @@ from tqdm.auto import tqdm
 from captioning.data.loader import CaptionBatch, ImageBatch
 from captioning.decoding import generate
 from captioning.distributed import all_reduce_sum, broadcast_object, gather_dicts, is_distributed
+from captioning.errors import CaptioningError
 from captioning.metrics import evaluate_captions
 from captioning.models.encoder import EncoderOutput
 from captioning.objective import CaptionObjective
 from captioning.vocab import Vocabulary
 
-__all__ = ["EpochStats", "caption_loss", "evaluate", "predict", "resolve_device", "train_one_epoch"]
+__all__ = [
+    "EpochStats",
+    "NonFiniteLossError",
+    "caption_loss",
+    "evaluate",
+    "predict",
+    "resolve_device",
+    "train_one_epoch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +44,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def caption_loss(logits: Tensor, targets: Tensor, *, pad_id: int = 0,
-                 label_smoothing: float = 0.0) -> Tensor:
+def caption_loss(
+    logits: Tensor, targets: Tensor, *, pad_id: int = 0, label_smoothing: float = 0.0
+) -> Tensor:
     """Mean cross-entropy per real (non-`<pad>`) target word.
 
     Args:
@@ -48,8 +58,16 @@ def caption_loss(logits: Tensor, targets: Tensor, *, pad_id: int = 0,
     Returns:
         A scalar loss.
     """
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id,
-                           label_smoothing=label_smoothing)  # over (B * T) words
+    return F.cross_entropy(
+        logits.flatten(0, 1),
+        targets.flatten(),
+        ignore_index=pad_id,
+        label_smoothing=label_smoothing,
+    )  # over (B * T) words
+
+
+class NonFiniteLossError(CaptioningError):
+    """The loss (or its gradient) stayed non-finite for too many consecutive steps."""
 
 
 @dataclass
@@ -60,10 +78,36 @@ class EpochStats:
     words: int
     steps: int
     seconds: float
-    skipped: int = 0
+    skipped: int = 0  # batches without an optimizer step (non-finite, or no readable image)
     extra: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False  # stopped early by `should_stop`; ``steps + skipped`` batches done
     loss_sum: float = 0.0  # summed per-word loss (``loss * words``, without rounding)
+    nonfinite: int = 0  # steps skipped because the loss or the gradient norm was not finite
+    nonfinite_streak: int = 0  # consecutive non-finite steps at the end of the epoch
+    bad_images: int = 0  # images that could not be read and were left out (this rank)
+
+
+def _unusable(batch: CaptionBatch, batch_norm_1d: bool) -> str | None:
+    """Why a batch cannot be trained on (None: it can)."""
+    if batch.captions.size(0) == 0:
+        return "no image of the batch could be read"
+    if batch_norm_1d and batch.images is not None and batch.images.size(0) == 1:
+        return "a single image is left, and the model's BatchNorm1d layers need two or more"
+    return None
+
+
+def _skip_unreadable(batch: CaptionBatch, epoch: int, bad: int, max_bad: int | None) -> int:
+    """Log the batch's unreadable images; return the epoch's new count, or raise over budget."""
+    for item in batch.skipped:
+        log.warning("epoch %d: skipped an unreadable training image: %s", epoch, item.reason)
+    bad += len(batch.skipped)
+    if max_bad is not None and bad > max_bad:
+        raise CaptioningError(
+            f"{bad} training images could not be read in epoch {epoch}, more than the "
+            f"{max_bad} that data.max_bad_image_fraction allows (last: {batch.skipped[-1].reason})"
+            "; fix or remove the files, or raise data.max_bad_image_fraction"
+        )
+    return bad
 
 
 def _to_device(
@@ -103,6 +147,9 @@ def train_one_epoch(
     channels_last: bool = False,
     should_stop: Callable[[], bool] | None = None,
     total: int | None = None,
+    max_bad_images: int | None = None,
+    max_nonfinite_steps: int | None = None,
+    nonfinite_streak: int = 0,
 ) -> EpochStats:
     """One pass over the training captions (teacher forcing, or scheduled sampling).
 
@@ -110,6 +157,13 @@ def train_one_epoch(
     by their number. Under DDP each rank divides its sum by the *global* word count (one
     all-reduce) and multiplies by the world size, so DDP's gradient averaging yields exactly
     the gradient of one process holding all ranks' batches, whatever each rank's word count.
+
+    Faults do not end the epoch: a step whose loss or gradient norm is not finite is skipped
+    (no update; counted in ``nonfinite``), and images the loader could not read
+    (``batch.skipped``) are logged, left out and counted in ``bad_images``. Only
+    `max_nonfinite_steps` consecutive non-finite steps (:class:`NonFiniteLossError`) or more
+    than `max_bad_images` unreadable images (:class:`~captioning.errors.CaptioningError`) stop
+    training.
 
     Args:
         model: a CaptionModel (its parameters are clipped; train mode is set here).
@@ -131,9 +185,16 @@ def train_one_epoch(
         channels_last: feed the encoder channels-last images.
         should_stop: polled before each batch; ``True`` ends the epoch early (``interrupted``).
         total: number of batches, for the progress bar.
+        max_bad_images: most unreadable images allowed in the epoch (None: no limit).
+        max_nonfinite_steps: stop after this many consecutive non-finite steps (None: never).
+        nonfinite_streak: consecutive non-finite steps at the end of the previous epoch.
 
     Returns:
         Mean loss per word and counts.
+
+    Raises:
+        NonFiniteLossError: `max_nonfinite_steps` consecutive steps were not finite.
+        CaptioningError: more than `max_bad_images` images could not be read.
     """
     if objective is None:
         objective = CaptionObjective(model, pad_id=pad_id, label_smoothing=label_smoothing)
@@ -141,9 +202,11 @@ def train_one_epoch(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     loss_sum, words, steps, skipped, start = 0.0, 0, 0, 0, time.perf_counter()
-    interrupted = False
-    bar = tqdm(total=total, desc=f"epoch {epoch}", disable=not progress, leave=False,
-               dynamic_ncols=True)
+    interrupted, nonfinite, streak, bad = False, 0, nonfinite_streak, 0
+    batch_norm_1d = any(isinstance(m, nn.BatchNorm1d) and m.training for m in model.modules())
+    bar = tqdm(
+        total=total, desc=f"epoch {epoch}", disable=not progress, leave=False, dynamic_ncols=True
+    )
     batches = iter(loader)
     while True:
         if should_stop is not None and _any_rank(should_stop(), device):
@@ -152,6 +215,19 @@ def train_one_epoch(
         batch = next(batches, None)
         if batch is None:
             break
+        if batch.skipped:
+            bad = _skip_unreadable(batch, epoch, bad, max_bad_images)
+        unusable = _unusable(batch, batch_norm_1d)
+        if unusable:
+            if world > 1:
+                raise CaptioningError(
+                    f"epoch {epoch}: {unusable} on this rank, so the ranks cannot take the step "
+                    "together; fix or remove the unreadable images"
+                )
+            log.warning("epoch %d: batch skipped: %s", epoch, unusable)
+            skipped += 1
+            bar.update(1)
+            continue
         images = _to_device(batch, device, channels_last)
         captions = batch.captions.to(device, non_blocking=True)
         index = batch.image_index.to(device, non_blocking=True)
@@ -166,19 +242,32 @@ def train_one_epoch(
             scaler.unscale_(optimizer)
         norm = nn.utils.clip_grad_norm_(params, grad_clip or float("inf"))
         # the norm of the (all-reduced) gradient is the same on every rank: all skip together
-        finite = bool(torch.isfinite(norm)) and (world > 1 or bool(torch.isfinite(summed)))
+        loss_ok = world > 1 or bool(torch.isfinite(summed))
+        finite = bool(torch.isfinite(norm)) and loss_ok
         if scaler is not None:
             scaler.step(optimizer)  # skips the update itself when gradients are not finite
             scaler.update()
         elif finite:
             optimizer.step()
         if not finite:
-            skipped += 1
-            log.warning("non-finite loss or gradient at epoch %d, batch %d: step skipped",
-                        epoch, steps + skipped)
+            skipped, nonfinite = skipped + 1, nonfinite + 1
+            # float16 loss scaling overflows now and then by design: only a non-finite loss
+            # counts towards the streak there
+            streak += 1 if scaler is None or not loss_ok else 0
+            log.warning(
+                "non-finite loss or gradient at epoch %d, batch %d: step skipped",
+                epoch,
+                steps + skipped,
+            )
             optimizer.zero_grad(set_to_none=True)
             bar.update(1)
+            if max_nonfinite_steps is not None and streak >= max_nonfinite_steps:
+                raise NonFiniteLossError(
+                    f"the loss or its gradient was not finite for {streak} consecutive steps "
+                    f"(epoch {epoch}, batch {steps + skipped}); training stopped"
+                )
             continue
+        streak = 0
         if scheduler is not None:
             scheduler.step()
         loss_sum, words, steps = loss_sum + summed.item(), words + local, steps + 1
@@ -192,8 +281,18 @@ def train_one_epoch(
     loss_sum, words = float(totals[0]), int(totals[1])
     seconds = time.perf_counter() - start
     mean = loss_sum / words if words else math.nan
-    return EpochStats(loss=mean, words=words, steps=steps, seconds=seconds, skipped=skipped,
-                      interrupted=interrupted, loss_sum=loss_sum)
+    return EpochStats(
+        loss=mean,
+        words=words,
+        steps=steps,
+        seconds=seconds,
+        skipped=skipped,
+        interrupted=interrupted,
+        loss_sum=loss_sum,
+        nonfinite=nonfinite,
+        nonfinite_streak=streak,
+        bad_images=bad,
+    )
 
 
 @torch.no_grad()
@@ -208,6 +307,8 @@ def predict(
 ) -> dict[int, str]:
     """Caption every image of a per-image loader once.
 
+    Images the loader could not read (``batch.skipped``) are logged and left out.
+
     Args:
         model: a CaptionModel.
         loader: batches of (images, image ids); each image appears once.
@@ -217,15 +318,25 @@ def predict(
         progress: show a tqdm bar.
 
     Returns:
-        image id -> caption.
+        image id -> caption (unreadable images have none).
     """
     model.eval()
     decoding = dict(decoding or {})
     out: dict[int, str] = {}
     for batch in tqdm(loader, desc="decoding", disable=not progress, leave=False):
+        for item in batch.skipped:
+            log.warning("left out of evaluation: %s", item.reason)
+        if batch.image_ids.numel() == 0:
+            continue
         features = model.encode(batch.images.to(device))
-        gen = generate(model, features, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
-                       pad_id=vocab.pad_id, **decoding)
+        gen = generate(
+            model,
+            features,
+            bos_id=vocab.bos_id,
+            eos_id=vocab.eos_id,
+            pad_id=vocab.pad_id,
+            **decoding,
+        )
         seqs = gen.sequences if gen.sequences.dim() == 2 else gen.sequences[:, 0]  # (B, T)
         for image_id, seq in zip(batch.image_ids.tolist(), seqs.tolist(), strict=True):
             if image_id in out:
@@ -267,8 +378,9 @@ def evaluate(
     predictions = gather_dicts(predictions)  # all shards (a no-op in one process)
     scores = None
     if not is_distributed() or dist.get_rank() == 0:
-        report = evaluate_captions({i: references[i] for i in predictions}, predictions,
-                                   metrics=metrics)
+        report = evaluate_captions(
+            {i: references[i] for i in predictions}, predictions, metrics=metrics
+        )
         for notice in report.notices:
             log.info("%s", notice)
         scores = {**report.scores, "num_images": len(predictions)}

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from PIL import Image
 
-from captioning.checkpoint import CheckpointError, load_checkpoint
-from captioning.data.images import load_image, to_rgb
+from captioning.checkpoint import CheckpointError, load_checkpoint, restore_model
+from captioning.data.images import MAX_PIXELS, ImageLoadError, load_image, to_rgb
 from captioning.data.transforms import eval_transform
 from captioning.decoding import Generation, generate
 from captioning.engine import resolve_device
-from captioning.models.captioner import CaptionModel, build_model
+from captioning.models.captioner import CaptionModel
 from captioning.vocab import Vocabulary
 
 __all__ = ["Captioner", "ImageLike"]
 
-ImageLike = str | os.PathLike | Image.Image
+ImageLike = str | os.PathLike | Image.Image | torch.Tensor
 
 
 class Captioner:
@@ -38,62 +38,97 @@ class Captioner:
         *,
         device: str | torch.device = "auto",
         decoding: dict[str, Any] | None = None,
+        max_pixels: int | None = MAX_PIXELS,
     ) -> None:
         """Args:
         model: a trained CaptionModel.
         vocab: the vocabulary it was trained with.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``, ...
         decoding: default decoding arguments (e.g. ``{"max_len": 20}``).
+        max_pixels: image files larger than this (width x height) are refused
+            (:func:`~captioning.data.images.load_image`; None: no limit of ours).
         """
         self.device = resolve_device(str(device))
         self.model = model.to(self.device).eval()
         self.vocab = vocab
         self.decoding = dict(decoding or {})
         self.transform = eval_transform(model.encoder.preprocess)
+        self.max_pixels = max_pixels
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, *, device: str = "auto") -> Captioner:
+    def from_checkpoint(
+        cls, path: str | os.PathLike, *, device: str = "auto", max_pixels: int | None = MAX_PIXELS
+    ) -> Captioner:
         """Load a checkpoint written by training (a file, or a run directory).
+
+        Only plain data is read (``torch.load(weights_only=True)``); see
+        :func:`~captioning.checkpoint.load_checkpoint` and
+        :func:`~captioning.checkpoint.restore_model` for what is refused, and how.
 
         Args:
             path: ``.../checkpoints/best.pt`` or the run directory holding it.
             device: where to run.
+            max_pixels: largest image accepted (see :class:`Captioner`).
 
         Returns:
             The captioner, with the run's decoding settings as defaults.
         """
         ckpt = load_checkpoint(path)
-        vocab = Vocabulary(ckpt["vocab"])
-        config = ckpt["config"]
-        model = build_model(config, vocab_size=len(vocab))
-        state = ckpt["model"]
-        out_key = "decoder.out.weight"
-        if out_key in state and state[out_key].shape[0] != len(vocab):
-            raise CheckpointError(
-                f"{path}: its decoder predicts {state[out_key].shape[0]} words but its "
-                f"vocabulary has {len(vocab)}: the checkpoint is inconsistent"
-            )
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            detail = str(exc).splitlines()[0][:200]
-            raise CheckpointError(
-                f"{path}: weights do not fit the model its config describes ({detail})"
-            ) from None
-        decoding = {k: v for k, v in (config.get("decoding") or {}).items()
-                    if not str(k).startswith("_")}
-        return cls(model, vocab, device=device, decoding=decoding)
+        model, vocab = restore_model(ckpt, source=path)
+        decoding = ckpt["config"].get("decoding") or {}
+        if not isinstance(decoding, Mapping):
+            raise CheckpointError(f"{path}: its config's 'decoding' entry is not a mapping")
+        decoding = {k: v for k, v in decoding.items() if not str(k).startswith("_")}
+        return cls(model, vocab, device=device, decoding=decoding, max_pixels=max_pixels)
 
-    def _tensor(self, image: ImageLike) -> torch.Tensor:
-        pil = to_rgb(image) if isinstance(image, Image.Image) else load_image(image)
+    def preprocess(self, image: ImageLike) -> torch.Tensor:
+        """Read (if a path) and transform one image into the model's input.
+
+        Args:
+            image: a path, a PIL image, or an already preprocessed (3, H, W) tensor (returned
+                as is).
+
+        Returns:
+            (3, H, W) tensor.
+
+        Raises:
+            ImageLoadError: the file cannot be read as an image (the message names it).
+        """
+        if isinstance(image, torch.Tensor):
+            return image
+        pil = (
+            to_rgb(image)
+            if isinstance(image, Image.Image)
+            else load_image(image, max_pixels=self.max_pixels)
+        )
         return self.transform(pil)  # (3, H, W)
+
+    def preprocess_many(
+        self, images: Sequence[ImageLike]
+    ) -> tuple[list[tuple[int, torch.Tensor]], list[tuple[int, ImageLoadError]]]:
+        """Preprocess images one by one, keeping going past the ones that cannot be read.
+
+        Args:
+            images: paths or PIL images.
+
+        Returns:
+            (position and tensor of each readable image, position and error of each other one),
+            in input order.
+        """
+        good, bad = [], []
+        for k, image in enumerate(images):
+            try:
+                good.append((k, self.preprocess(image)))
+            except ImageLoadError as exc:
+                bad.append((k, exc))
+        return good, bad
 
     @torch.no_grad()
     def generate(self, images: Sequence[ImageLike], **decoding: Any) -> Generation:
         """Decode a batch of images; returns ids, scores and attention maps.
 
         Args:
-            images: paths or PIL images.
+            images: paths, PIL images or preprocessed (3, H, W) tensors (:meth:`preprocess`).
             **decoding: overrides of the default decoding arguments, i.e. the keyword arguments
                 of :func:`captioning.decoding.generate` (``beam_size``, ``max_len``,
                 ``length_penalty``, ``no_repeat_ngram_size``, ``n_best``, ``sample``,
@@ -102,11 +137,17 @@ class Captioner:
         Returns:
             The :class:`~captioning.decoding.Generation` for the batch.
         """
-        batch = torch.stack([self._tensor(im) for im in images]).to(self.device)  # (B, 3, H, W)
+        batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)  # (B, 3, H, W)
         features = self.model.encode(batch)
         args = {**self.decoding, **decoding}
-        return generate(self.model, features, bos_id=self.vocab.bos_id,
-                        eos_id=self.vocab.eos_id, pad_id=self.vocab.pad_id, **args)
+        return generate(
+            self.model,
+            features,
+            bos_id=self.vocab.bos_id,
+            eos_id=self.vocab.eos_id,
+            pad_id=self.vocab.pad_id,
+            **args,
+        )
 
     def caption(
         self, images: ImageLike | Sequence[ImageLike], **decoding: Any
@@ -125,7 +166,7 @@ class Captioner:
         Returns:
             The caption(s).
         """
-        single = isinstance(images, (str, os.PathLike, Image.Image))
+        single = isinstance(images, (str, os.PathLike, Image.Image, torch.Tensor))
         batch = [images] if single else list(images)
         gen = self.generate(batch, **decoding)
         seqs = gen.sequences

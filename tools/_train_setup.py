@@ -7,8 +7,12 @@ checkpoints written before a key existed keep working.
 
 from __future__ import annotations
 
+import importlib
+import json
 import logging
+import math
 import signal
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,15 +22,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
 
-from captioning.checkpoint import load_checkpoint
+from captioning.checkpoint import load_checkpoint, restore_model
 from captioning.data.coco import CaptionDataset, ImageRecord
 from captioning.data.features import FeatureCaptionDataset, build_feature_cache, use_feature_cache
+from captioning.data.images import MAX_PIXELS
 from captioning.data.loader import load_split, prepare_data
 from captioning.data.transforms import eval_transform, train_transform
 from captioning.distributed import DistContext, barrier, broadcast_object
 from captioning.engine import EpochStats, resolve_device
 from captioning.errors import CaptioningError
-from captioning.models.captioner import CaptionModel, build_model
+from captioning.models.captioner import ALLOWED_TARGET_PREFIX, CaptionModel, build_model
 from captioning.objective import CaptionObjective
 from captioning.vocab import Vocabulary
 
@@ -57,6 +62,65 @@ def training_device(name: str) -> torch.device:
             "(torch.cuda.is_available() is False); use trainer.device=cpu or auto"
         )
     return resolve_device(name)
+
+
+def check_writable(folder: Path, setting: str) -> None:
+    """Create `folder` and write a probe file in it, so an unusable output folder is reported
+    (one line, naming the setting to change) before any long work starts."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise CaptioningError(
+            f"cannot write to {folder} ({exc.strerror or type(exc).__name__}); "
+            f"set {setting} to a folder you can write to"
+        ) from None
+
+
+def check_targets(config: Mapping[str, Any]) -> None:
+    """The encoder's and decoder's ``_target_`` exist under ``captioning.models`` (checked by
+    import only, before data loading; building the model comes later)."""
+    for part in ("encoder", "decoder"):
+        node = config.get(part)
+        target = node.get("_target_") if isinstance(node, Mapping) else None
+        if not isinstance(target, str) or not target.startswith(ALLOWED_TARGET_PREFIX):
+            raise CaptioningError(
+                f"{part}._target_={target!r} is not allowed: use a callable under "
+                f"{ALLOWED_TARGET_PREFIX}* (e.g. {part}=<a file in conf/{part}/>)"
+            )
+        module, _, name = target.rpartition(".")
+        try:
+            found = callable(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            found = False
+        if not found:
+            raise CaptioningError(
+                f"{part}._target_={target} does not exist in captioning; choose a {part} from "
+                f"conf/{part}/ ({part}=NAME) or fix the _target_"
+            )
+
+
+def bad_image_budget(data: Mapping[str, Any], images: int) -> int:
+    """How many unreadable training images ``data.max_bad_image_fraction`` allows per epoch."""
+    fraction = float(data.get("max_bad_image_fraction", 0.001))
+    if not 0.0 <= fraction <= 1.0:
+        raise CaptioningError(
+            f"data.max_bad_image_fraction={fraction} must be between 0 and 1 (e.g. 0.001)"
+        )
+    return math.floor(fraction * images)
+
+
+def check_finite(model: nn.Module, epoch: int, run_dir: Path) -> None:
+    """Refuse to go on (and to checkpoint) with non-finite weights."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]  # BatchNorm statistics too
+    bad = [n for n, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CaptioningError(
+            f"the model's weights became non-finite in epoch {epoch} ({', '.join(bad[:3])}); "
+            f"nothing was saved, {run_dir / 'checkpoints' / 'last.pt'} is the last good model: "
+            "lower optim.lr or set optim.grad_clip, then resume with trainer.resume"
+        )
 
 
 def configure_torch(trainer: Mapping[str, Any], device: torch.device) -> None:
@@ -110,14 +174,51 @@ def resume_source(value: Any) -> tuple[Path, Path | None] | None:
     return path, path.parent.parent if path.parent.name == "checkpoints" else None
 
 
-def load_resume(path: Path, config: Mapping[str, Any]) -> dict[str, Any]:
-    """Read the checkpoint to resume and check that it fits the configured model."""
+def _differences(old: Any, new: Any, prefix: str) -> list[str]:
+    """``key: old -> new`` for each leaf that differs between two config nodes."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        keys = sorted(set(old) | set(new), key=str)
+        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}.{k}")]
+    return [] if old == new else [f"{prefix}: {old!r} in the checkpoint, {new!r} now"]
+
+
+def load_resume(
+    path: Path, config: Mapping[str, Any], run_dir: Path | None = None
+) -> dict[str, Any]:
+    """Read the checkpoint to resume and check that it fits the configured model and run.
+
+    Args:
+        path: the checkpoint.
+        config: this run's resolved config.
+        run_dir: the run directory it is resumed in (its ``vocab.json`` must match), if known.
+
+    Returns:
+        The checkpoint.
+    """
     ckpt = load_checkpoint(path)
     for part in ("encoder", "decoder"):
-        if ckpt["config"].get(part) != config.get(part):
+        diff = _differences(ckpt["config"].get(part), config.get(part), part)
+        if diff:
             raise CaptioningError(
-                f"trainer.resume={path}: the checkpoint's {part} config differs from this run's; "
-                f"resume with the same {part} settings"
+                f"trainer.resume={path}: the checkpoint's {part} config differs from this run's "
+                f"({'; '.join(diff[:3])}); resume with the same {part} settings"
+            )
+    if ckpt.get("optimizer") is None:
+        raise CaptioningError(
+            f"trainer.resume={path}: the checkpoint has no optimizer state, so it cannot be "
+            "resumed; start a new run instead"
+        )
+    saved = run_dir / "vocab.json" if run_dir is not None else None
+    if saved is not None and saved.is_file():
+        try:
+            words = json.loads(saved.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            words = None
+        if isinstance(words, list) and words != ckpt["vocab"]:
+            raise CaptioningError(
+                f"trainer.resume={path}: the checkpoint's vocabulary ({len(ckpt['vocab'])} words) "
+                f"differs from the run's {saved} ({len(words)} words); resume from a checkpoint "
+                "of that run"
             )
     if ckpt["config"].get("data") != config.get("data"):
         log.warning("resuming with a different data config than %s was trained with", path)
@@ -154,9 +255,10 @@ def build(
             f"trainer.finetune_encoder_after={after} needs encoder.trainable=true "
             "(and optionally encoder.fine_tune_from); there is nothing to fine-tune"
         )
-    model = build_model(config, vocab_size=len(vocab))
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        model, _ = restore_model(ckpt, source=f"trainer.resume={trainer.get('resume')}")
+    else:
+        model = build_model(config, vocab_size=len(vocab))
     model = model.to(device)
     if trainer.get("channels_last"):
         model.encoder.to(memory_format=torch.channels_last)
@@ -224,15 +326,17 @@ def train_dataset(
         fine_tuning=trainer.get("finetune_encoder_after") is not None,
         augment=augment,
     )
-    max_len = data.get("max_len")
+    max_len, max_pixels = data.get("max_len"), data.get("max_pixels", MAX_PIXELS)
     if not cached:
-        return CaptionDataset(
-            records, vocab, train_transform(pre, augment=augment), max_len=max_len
-        )
+        transform = train_transform(pre, augment=augment)
+        return CaptionDataset(records, vocab, transform, max_len=max_len, max_pixels=max_pixels)
+    cache_dir = Path(str(data.get("cache_dir", "cache/features")))
+    if ctx.is_main:
+        check_writable(cache_dir, "data.cache_dir (or data.feature_cache=false)")
 
     def build_cache() -> Any:
         return build_feature_cache(
-            data.get("cache_dir", "cache/features"),
+            cache_dir,
             model.encoder,
             records,
             eval_transform(pre),
@@ -244,6 +348,7 @@ def train_dataset(
             channels_last=bool(trainer.get("channels_last", False)),
             progress=bool(trainer.progress) and ctx.is_main,
             should_stop=lambda: stop.signum is not None,
+            max_pixels=max_pixels,
         )
 
     store = build_cache() if ctx.is_main else None  # rank 0 builds it ...
@@ -268,11 +373,18 @@ def restore(
             "partial": None,
             "rng": None,
         }
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if ckpt.get("scheduler"):
-        scheduler.load_state_dict(ckpt["scheduler"])
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scheduler"):
+            scheduler.load_state_dict(ckpt["scheduler"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise CaptioningError(
+            f"trainer.resume: the checkpoint's optimizer/schedule state does not fit this run's "
+            f"optim settings ({detail}); resume with the optim config the run was trained with"
+        ) from None
     state = ckpt.get("trainer_state") or {}
     per_rank = ckpt.get("rng_per_rank") or []
     return {
@@ -307,6 +419,9 @@ def trainer_state(
             "steps": partial.steps,
             "skipped": partial.skipped,
             "seconds": partial.seconds,
+            "nonfinite": partial.nonfinite,
+            "nonfinite_streak": partial.nonfinite_streak,
+            "bad_images": partial.bad_images,
         }
     return {
         "trainer_state": {
@@ -336,6 +451,9 @@ def merge_stats(partial: Mapping[str, Any] | None, stats: EpochStats) -> EpochSt
         skipped=partial["skipped"] + stats.skipped,
         interrupted=stats.interrupted,
         loss_sum=loss_sum,
+        nonfinite=partial.get("nonfinite", 0) + stats.nonfinite,
+        nonfinite_streak=stats.nonfinite_streak,
+        bad_images=partial.get("bad_images", 0) + stats.bad_images,
     )
 
 

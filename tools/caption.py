@@ -10,6 +10,10 @@ Output, one line per caption:
 * ``--n-best K`` (beam search) or ``--num-samples K`` (sampling), K > 1: K lines per image,
   ``PATH<TAB>SCORE<TAB>CAPTION``, best first for beam search. SCORE is the hypothesis' beam score
   (summed log-probabilities / length ** length_penalty) or the sample's summed log-probability.
+
+Files that cannot be read as images (not an image, truncated, empty, larger than
+``--max-pixels``) are reported on stderr, one ``error: cannot load image PATH: ...`` line each;
+every other image is still captioned. The exit status is then 1 (``--skip-errors``: 0).
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from __future__ import annotations
 import argparse
 import glob
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import _common
 import torch
 
+from captioning.data.images import MAX_PIXELS
 from captioning.errors import CaptioningError
 from captioning.inference import Captioner
 
@@ -59,6 +65,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=16, help="images decoded together")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help=f"refuse images larger than this many pixels (default {MAX_PIXELS}; 0: no limit)",
+    )
+    parser.add_argument(
+        "--skip-errors",
+        action="store_true",
+        help="exit 0 even if some files could not be read (they are still reported)",
+    )
     search = parser.add_argument_group("decoding (default: the checkpoint's decoding config)")
     search.add_argument("--beam-size", type=int, help="hypotheses per image (1: greedy)")
     search.add_argument("--max-len", type=int, help="most words per caption, <end> included")
@@ -121,9 +138,34 @@ def save_attention_maps(
     for k, path in enumerate(chunk):
         words, alphas = attention_steps(gen, captioner.vocab, k)
         target = base.with_name(f"{base.stem}_{path.stem}{base.suffix}") if several else base
-        view = model_view(load_image(path), captioner.model.encoder.preprocess)
-        save_attention_map(view, words, alphas, target)
+        image = load_image(path, max_pixels=captioner.max_pixels)
+        save_attention_map(
+            model_view(image, captioner.model.encoder.preprocess), words, alphas, target
+        )
         print(f"attention map: {target}", file=sys.stderr)
+
+
+def readable_batches(
+    captioner: Captioner, paths: list[Path], batch_size: int, failed: list[Path]
+) -> Iterator[tuple[list[Path], list[torch.Tensor]]]:
+    """Batches of `batch_size` readable images (paths, tensors), in order; each unreadable file
+    is reported on stderr as it is met and appended to `failed`."""
+    chunk: list[Path] = []
+    tensors: list[torch.Tensor] = []
+    for start in range(0, len(paths), batch_size):
+        some = paths[start : start + batch_size]
+        good, bad = captioner.preprocess_many(some)
+        for _, exc in bad:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        failed += [some[k] for k, _ in bad]
+        for k, tensor in good:
+            chunk.append(some[k])
+            tensors.append(tensor)
+            if len(chunk) == batch_size:
+                yield chunk, tensors
+                chunk, tensors = [], []
+    if chunk:
+        yield chunk, tensors
 
 
 @_common.one_line_errors
@@ -131,18 +173,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.batch_size < 1:
         raise CaptioningError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_pixels < 0:
+        raise CaptioningError(f"--max-pixels must be >= 0 (0: no limit), got {args.max_pixels}")
     paths = expand(args.images)
-    captioner = Captioner.from_checkpoint(args.checkpoint, device=args.device)
+    captioner = Captioner.from_checkpoint(
+        args.checkpoint, device=args.device, max_pixels=args.max_pixels or None
+    )
     decoding = decoding_args(args, captioner.device)
     if args.attention_map and not getattr(captioner.model.decoder, "has_attention", False):
         raise CaptioningError(
             f"--attention-map needs an attention model, but {args.checkpoint} "
             "has none (train one with decoder=attention)"
         )
-    vocab = captioner.vocab
-    for start in range(0, len(paths), args.batch_size):
-        chunk = paths[start : start + args.batch_size]
-        gen = captioner.generate(chunk, **decoding)
+    vocab, failed = captioner.vocab, []
+    for chunk, tensors in readable_batches(captioner, paths, args.batch_size, failed):
+        gen = captioner.generate(tensors, **decoding)
         if args.attention_map:
             save_attention_maps(args.attention_map, chunk, gen, captioner, len(paths) > 1)
         seqs, scores = gen.sequences, gen.scores
@@ -154,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for ids, score in zip(row, row_scores, strict=True):
                 print(f"{path}\t{score:.4f}\t{vocab.decode(ids)}", flush=True)
+    if failed:
+        print(
+            f"{len(failed)} of {len(paths)} files could not be read as images and have no "
+            f"caption{' (--skip-errors: exit status 0)' if args.skip_errors else ''}",
+            file=sys.stderr,
+        )
+        return 0 if args.skip_errors else 1
     return 0
 
 

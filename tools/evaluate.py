@@ -127,7 +127,13 @@ def decode_split(args: argparse.Namespace) -> tuple[dict, dict[int, str], Path, 
     from captioning.inference import Captioner
 
     captioner = Captioner.from_checkpoint(args.checkpoint, device=args.device)
-    data = dict(load_checkpoint(args.checkpoint)["config"]["data"])
+    data = load_checkpoint(args.checkpoint)["config"].get("data")
+    if not isinstance(data, dict):
+        raise CaptioningError(
+            f"{args.checkpoint} records no data config; score its captions in results mode "
+            "(--references ANN.json --results RES.json)"
+        )
+    data = dict(data)
     if args.data_root:
         data["root"] = args.data_root
     prepare_data(data)
@@ -142,6 +148,10 @@ def decode_split(args: argparse.Namespace) -> tuple[dict, dict[int, str], Path, 
         decoding=decoding,
         progress=sys.stderr.isatty(),
     )
+    if not predictions:
+        raise CaptioningError(
+            f"none of the {len(records)} images of split {args.split!r} can be read"
+        )
     ckpt = Path(args.checkpoint)
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent.parent
     results = Path(args.results) if args.results else run_dir / f"{args.split}_results.json"
@@ -152,6 +162,11 @@ def decode_split(args: argparse.Namespace) -> tuple[dict, dict[int, str], Path, 
     print(
         f"decoded {len(predictions)} images of split {args.split!r}, each once ({how}) -> {results}"
     )
+    if len(predictions) < len(records):
+        print(
+            f"note: {len(records) - len(predictions)} images could not be read and are left out "
+            "of scoring (named above)"
+        )
     return loader.dataset.references(), predictions, results, {r.image_id: r.path for r in records}
 
 

@@ -15,6 +15,12 @@ COCO scale:
   SIGTERM during training writes ``checkpoints/last.pt`` before exiting.
 * ``torchrun --nproc_per_node=G tools/train.py trainer.distributed=true ...``: DDP on G GPUs
   (per-GPU ``trainer.batch_size``); rank 0 writes checkpoints and logs, evaluation is sharded.
+
+Faults: a training image that cannot be read is logged and skipped (the run stops when more than
+``data.max_bad_image_fraction`` of an epoch's images fail); a step with a non-finite loss or
+gradient is skipped, and ``trainer.max_nonfinite_steps`` of them in a row stop the run with
+``checkpoints/last.pt`` left as the last good model. Configuration mistakes (paths, devices,
+unwritable output folders, unknown model parts) are one ``error:`` line before any long work.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 from captioning.checkpoint import get_rng_state, save_checkpoint, set_rng_state
+from captioning.data.images import MAX_PIXELS
 from captioning.data.loader import build_eval_loader, build_train_loader, load_split, start_epoch
 from captioning.data.transforms import eval_transform
 from captioning.distributed import (
@@ -50,7 +57,7 @@ from captioning.distributed import (
     init_distributed,
     is_distributed,
 )
-from captioning.engine import evaluate, train_one_epoch
+from captioning.engine import NonFiniteLossError, evaluate, train_one_epoch
 from captioning.errors import CaptioningError
 from captioning.metrics import format_table
 from captioning.optim import build_optimizer, build_scheduler, sampling_probability
@@ -148,7 +155,11 @@ def _train(
         run_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
     run_dir = Path(broadcast_object(str(run_dir)))
     config = setup.plain(cfg)
-    ckpt = setup.load_resume(resume[0], config) if resume is not None else None
+    if ctx.is_main:  # before any long work: the output folder and the model parts
+        where = "hydra.run.dir" if resume is None or resume[1] is None else "trainer.resume"
+        setup.check_writable(run_dir, where)
+    setup.check_targets(config)
+    ckpt = setup.load_resume(resume[0], config, run_dir) if resume is not None else None
 
     records, vocab = setup.load_data(data, ckpt, ctx)
     model = setup.build(config, vocab, ckpt, device, trainer)
@@ -178,6 +189,9 @@ def _train(
         }
     pin = device.type == "cuda"
     workers = int(trainer.num_workers)
+    max_pixels = data.get("max_pixels", MAX_PIXELS)
+    max_bad = setup.bad_image_budget(data, len(dataset) // ctx.world_size)
+    max_nonfinite = trainer.get("max_nonfinite_steps", 20)
     train_loader = build_train_loader(
         dataset,
         batch_size=int(trainer.batch_size),
@@ -193,6 +207,7 @@ def _train(
         batch_size=int(trainer.eval_batch_size),
         num_workers=workers,
         pin_memory=pin,
+        max_pixels=max_pixels,
     )
     val_refs = {r.image_id: list(r.captions) for r in records["val"]}
 
@@ -230,6 +245,7 @@ def _train(
     history = list(run_log.rows) if run_log is not None else []
     ss = dict(trainer.get("scheduled_sampling") or {})
     learns, objective, interrupted = None, None, None
+    streak = int((state["partial"] or {}).get("nonfinite_streak", 0))
     if ckpt is not None:
         set_rng_state(state["rng"])  # last: model building above drew random numbers
         log.info(
@@ -255,24 +271,37 @@ def _train(
             done = next(polls)
             return stop.signum is not None or bool(hook is not None and hook(epoch, done))
 
-        stats = train_one_epoch(
-            model,
-            batches,
-            optimizer,
-            device=device,
-            grad_clip=optim.get("grad_clip"),
-            pad_id=vocab.pad_id,
-            epoch=epoch,
-            progress=bool(trainer.progress) and ctx.is_main,
-            objective=objective,
-            scheduler=scheduler,
-            autocast_dtype=amp_dtype,
-            scaler=scaler,
-            sample_prob=sampling_probability(epoch, **ss),
-            should_stop=should_stop,
-            channels_last=bool(trainer.get("channels_last", False)),
-            total=total,
-        )
+        try:
+            stats = train_one_epoch(
+                model,
+                batches,
+                optimizer,
+                device=device,
+                grad_clip=optim.get("grad_clip"),
+                pad_id=vocab.pad_id,
+                epoch=epoch,
+                progress=bool(trainer.progress) and ctx.is_main,
+                objective=objective,
+                scheduler=scheduler,
+                autocast_dtype=amp_dtype,
+                scaler=scaler,
+                sample_prob=sampling_probability(epoch, **ss),
+                should_stop=should_stop,
+                channels_last=bool(trainer.get("channels_last", False)),
+                total=total,
+                max_bad_images=max_bad,
+                max_nonfinite_steps=int(max_nonfinite) if max_nonfinite else None,
+                nonfinite_streak=streak,
+            )
+        except NonFiniteLossError as exc:
+            last = run_dir / "checkpoints" / "last.pt"
+            kept = f"{last} (epoch {epoch - 1}) is kept" if last.is_file() else "nothing saved"
+            raise CaptioningError(
+                f"{exc} (trainer.max_nonfinite_steps={max_nonfinite}); {kept}: lower optim.lr, "
+                "set optim.grad_clip or check the data, then resume with trainer.resume"
+            ) from None
+        streak = stats.nonfinite_streak
+        setup.check_finite(model, epoch, run_dir)
         step += stats.steps
         stats = setup.merge_stats(state["partial"] if skip else None, stats)
         if stats.interrupted:
@@ -315,8 +344,16 @@ def _train(
         history.append(row)
         improved = scores[monitor] > best
         best = max(best, scores[monitor])
+        faults = [
+            f"{n} {what}"
+            for n, what in (
+                (stats.nonfinite, "non-finite steps skipped"),
+                (stats.bad_images, "unreadable images skipped"),
+            )
+            if n
+        ]
         log.info(
-            "epoch %d: loss %.3f (%.0f s, %.0f words/s) | val %s %.4f, CIDEr %.3f%s",
+            "epoch %d: loss %.3f (%.0f s, %.0f words/s) | val %s %.4f, CIDEr %.3f%s%s",
             epoch,
             stats.loss,
             stats.seconds,
@@ -325,6 +362,7 @@ def _train(
             scores[monitor],
             scores.get("CIDEr", float("nan")),
             " (best)" if improved else "",
+            f" | {', '.join(faults)}" if faults else "",
         )
         if run_log is not None:
             run_log.log_epoch(row)
@@ -398,6 +436,7 @@ def test_best(cfg: DictConfig, run_dir: Path, device: torch.device) -> dict[str,
         test[ctx.rank :: ctx.world_size],
         eval_transform(pre),
         batch_size=int(cfg.trainer.eval_batch_size),
+        max_pixels=cfg.data.get("max_pixels", MAX_PIXELS),
     )
     scores, predictions = evaluate(
         captioner.model,
@@ -445,5 +484,29 @@ def main(cfg: DictConfig) -> None:
             print(f"  {path}: {caption}")
 
 
+def check_output_dir(argv: list[str]) -> None:
+    """Exit with one ``error:`` line when hydra's output folder cannot be written.
+
+    Hydra creates ``hydra.run.dir`` (``hydra.sweep.dir`` with ``--multirun``) before ``main``
+    runs and reports a failure as a traceback; this checks the folder first: the one given on
+    the command line, or the folder the default one goes in (the part before ``${...}``).
+    """
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):
+        return  # --help, --cfg, ...: hydra writes nothing
+    key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(argv) else "hydra.run.dir"
+    given = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith(f"{key}=")]
+    value = given[-1].strip("'\"") if given else ("multirun/" if "sweep" in key else "outputs/")
+    static = value.split("${", 1)[0]
+    folder = (
+        Path(static or ".") if "${" not in value or static.endswith("/") else Path(static).parent
+    )
+    try:
+        setup.check_writable(folder, key)
+    except CaptioningError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+    check_output_dir(sys.argv[1:])
     main()

@@ -14,7 +14,12 @@ continues where it stopped.
 
 Layout of ``<cache_dir>/<fingerprint[:20]>-<parts>/``: ``vector.npy`` (N, D_v), ``grid.npy``
 (N, L, D_g) when the grid is cached, ``meta.json`` (fingerprint, shapes, image ids) and
-``progress.json`` (``{"done": rows, "complete": bool}``).
+``progress.json`` (``{"done": rows, "complete": bool}``, and ``"skipped": {image id: reason}``).
+
+An image that cannot be read while the cache is built gets a zero row and is listed under
+``skipped``; :class:`FeatureCaptionDataset` then yields a :class:`~captioning.data.coco.SkippedImage`
+for it, which training drops and counts like an unreadable image file. (Delete the cache folder to
+retry such images after fixing them: the fingerprint covers paths, not file contents.)
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from captioning.data.coco import ImageDataset, ImageRecord
+from captioning.data.coco import ImageDataset, ImageRecord, SkippedImage
+from captioning.data.images import MAX_PIXELS, ImageLoadError, load_image
 from captioning.data.loader import collate_images
 from captioning.errors import CaptioningError
 from captioning.models.encoder import EncoderOutput
@@ -143,6 +149,8 @@ class FeatureStore:
         if not progress.get("complete"):
             raise CaptioningError(f"feature cache {self.folder} is incomplete; rebuild it")
         self.image_ids: list[int] = list(self.meta["image_ids"])
+        #: image id -> why its image could not be read (its row holds zeros)
+        self.skipped: dict[int, str] = {int(k): v for k, v in progress.get("skipped", {}).items()}
         self.has_grid = "grid" in self.meta["parts"]
         self._arrays: dict[str, np.ndarray] | None = None
 
@@ -206,8 +214,11 @@ class FeatureCaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> tuple[EncoderOutput, list[Tensor], int]:
-        return self.store[index], self.captions[index], self.records[index].image_id
+    def __getitem__(self, index: int) -> tuple[EncoderOutput, list[Tensor], int] | SkippedImage:
+        image_id = self.records[index].image_id
+        if image_id in self.store.skipped:
+            return SkippedImage(image_id, self.store.skipped[image_id])
+        return self.store[index], self.captions[index], image_id
 
 
 def _folder(cache_dir: Path, key: str, with_grid: bool) -> Path:
@@ -238,6 +249,7 @@ def build_feature_cache(
     channels_last: bool = False,
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> FeatureStore | None:
     """Return the cache of `encoder`'s outputs on `records`, computing what is missing.
 
@@ -255,6 +267,7 @@ def build_feature_cache(
         channels_last: feed the encoder channels-last images.
         progress: show a tqdm bar.
         should_stop: polled between batches; ``True`` stops the build (resumable later).
+        max_pixels: larger images are skipped like unreadable ones.
 
     Returns:
         The complete cache, or ``None`` when `should_stop` interrupted the build.
@@ -270,7 +283,7 @@ def build_feature_cache(
     parts = ("vector", "grid") if with_grid else ("vector",)
     device = torch.device(device)
     encoder.eval()
-    probe = encoder(_first_image(records, transform).to(device))  # (1, ...) output shapes
+    probe = encoder(_first_image(records, transform, max_pixels).to(device))  # (1, ...) shapes
     shapes = {
         "vector": (len(records), probe.vector.shape[1]),
         "grid": (len(records), *probe.grid.shape[1:]),
@@ -284,9 +297,10 @@ def build_feature_cache(
         "shapes": {p: shapes[p] for p in parts},
         "image_ids": [r.image_id for r in records],
     }
-    done = 0
+    done, skipped = 0, {}
     if _same_meta(folder, meta):
-        done = int(json.loads((folder / "progress.json").read_text()).get("done", 0))
+        state = json.loads((folder / "progress.json").read_text())
+        done, skipped = int(state.get("done", 0)), dict(state.get("skipped", {}))
         log.info(
             "feature cache: resuming the build of %s at image %d/%d", folder, done, len(records)
         )
@@ -300,7 +314,7 @@ def build_feature_cache(
         log.info("feature cache: encoding %d images into %s", len(records), folder)
     arrays = {p: np.load(folder / f"{p}.npy", mmap_mode="r+") for p in parts}
     loader = DataLoader(
-        ImageDataset(records[done:], transform),
+        ImageDataset(records[done:], transform, max_pixels=max_pixels),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -316,25 +330,31 @@ def build_feature_cache(
         dynamic_ncols=True,
     )
     last_flush, row = time.monotonic(), done
+    row_of = {r.image_id: k for k, r in enumerate(records)}
     for batch in loader:
         if should_stop is not None and should_stop():
             break
-        images = batch.images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        out = encoder(images)
-        n = images.size(0)
-        arrays["vector"][row : row + n] = _half(out.vector)
-        if with_grid:
-            arrays["grid"][row : row + n] = _half(out.grid)
+        for item in batch.skipped:  # unreadable: its row stays zero
+            log.warning("feature cache: %s; left out of training", item.reason)
+            skipped[str(item.image_id)] = item.reason
+        if batch.image_ids.numel():
+            images = batch.images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            out = encoder(images)
+            rows = np.array([row_of[i] for i in batch.image_ids.tolist()])  # (n,)
+            arrays["vector"][rows] = _half(out.vector)
+            if with_grid:
+                arrays["grid"][rows] = _half(out.grid)
+        n = len(batch.image_ids) + len(batch.skipped)
         row += n
         bar.update(n)
         if time.monotonic() - last_flush > _FLUSH_SECONDS:
-            _commit(folder, arrays, row, complete=False)
+            _commit(folder, arrays, row, complete=False, skipped=skipped)
             last_flush = time.monotonic()
     bar.close()
     complete = row == len(records)
-    _commit(folder, arrays, row, complete=complete)
+    _commit(folder, arrays, row, complete=complete, skipped=skipped)
     if not complete:
         log.warning(
             "feature cache: build stopped at image %d/%d; it resumes on the next run",
@@ -345,13 +365,21 @@ def build_feature_cache(
     return FeatureStore(folder)
 
 
-def _first_image(records: Sequence[ImageRecord], transform: Callable) -> Tensor:
-    """The first record's image as a batch of one (to probe the encoder's output shapes)."""
-    from captioning.data.images import load_image
-
+def _first_image(
+    records: Sequence[ImageRecord], transform: Callable, max_pixels: int | None
+) -> Tensor:
+    """The first readable image as a batch of one (to probe the encoder's output shapes)."""
     if not records:
         raise CaptioningError("cannot cache features of an empty image list")
-    return transform(load_image(records[0].path)).unsqueeze(0)  # (1, 3, H, W)
+    for record in records[:100]:
+        try:
+            return transform(load_image(record.path, max_pixels=max_pixels)).unsqueeze(0)
+        except ImageLoadError:
+            continue
+    raise CaptioningError(
+        f"none of the first {min(len(records), 100)} images can be read (e.g. {records[0].path}); "
+        "check the image folder"
+    )
 
 
 def _half(x: Tensor) -> np.ndarray:
@@ -370,8 +398,11 @@ def _same_meta(folder: Path, meta: dict) -> bool:
     return shapes_ok and json.loads(json.dumps(meta)) == old
 
 
-def _commit(folder: Path, arrays: dict[str, np.ndarray], done: int, *, complete: bool) -> None:
-    """Flush the rows written so far, then record how many there are."""
+def _commit(
+    folder: Path, arrays: dict[str, np.ndarray], done: int, *, complete: bool, skipped: dict
+) -> None:
+    """Flush the rows written so far, then record how many there are (and which were skipped)."""
     for array in arrays.values():
         array.flush()
-    _write_json(folder / "progress.json", {"done": done, "complete": complete})
+    state = {"done": done, "complete": complete, **({"skipped": skipped} if skipped else {})}
+    _write_json(folder / "progress.json", state)

@@ -16,9 +16,11 @@ from captioning.data.coco import (
     CaptionDataset,
     ImageDataset,
     ImageRecord,
+    SkippedImage,
     load_coco_captions,
     load_karpathy,
 )
+from captioning.data.images import MAX_PIXELS
 from captioning.errors import CaptioningError
 from captioning.models.encoder import EncoderOutput
 from captioning.vocab import Vocabulary
@@ -51,23 +53,33 @@ class CaptionBatch(NamedTuple):
     image_ids: Tensor  # (B,) image id of each caption
     image_index: Tensor  # (B,) row of `images` each caption belongs to
     features: EncoderOutput | None = None  # vector (N, D_v), grid (N, L, D_g), instead of images
+    skipped: tuple[SkippedImage, ...] = ()  # images of this batch that could not be read
 
 
 class ImageBatch(NamedTuple):
-    """An evaluation batch: each image once."""
+    """An evaluation batch: each image once (``skipped``: those that could not be read)."""
 
     images: Tensor  # (B, 3, H, W)
     image_ids: Tensor  # (B,)
+    skipped: tuple[SkippedImage, ...] = ()
 
 
 def collate_captions(
-    items: Sequence[tuple[Tensor | EncoderOutput, list[Tensor], int]], pad_id: int = 0
+    items: Sequence[tuple[Tensor | EncoderOutput, list[Tensor], int] | SkippedImage],
+    pad_id: int = 0,
 ) -> CaptionBatch:
     """Stack images once, flatten their captions, right-pad with `pad_id`, keep the lengths.
 
     Items whose first element is an :class:`EncoderOutput` (one image's cached features) are
-    stacked into ``features`` instead of ``images``.
+    stacked into ``features`` instead of ``images``. :class:`SkippedImage` items (unreadable
+    images) are left out and listed in ``skipped``; when every item is one, the batch has no
+    captions (``captions`` (0, 0)) and neither images nor features.
     """
+    skipped = tuple(item for item in items if isinstance(item, SkippedImage))
+    items = [item for item in items if not isinstance(item, SkippedImage)]
+    if not items:
+        empty = torch.zeros(0, dtype=torch.long)
+        return CaptionBatch(None, empty.view(0, 0), empty, empty, empty, None, skipped)
     firsts = [first for first, _, _ in items]
     images = features = None
     if isinstance(firsts[0], EncoderOutput):
@@ -82,13 +94,20 @@ def collate_captions(
     ids = torch.tensor([image_id for _, caps, image_id in items for _ in caps], dtype=torch.long)
     lengths = torch.tensor([len(c) for c in captions], dtype=torch.long)
     padded = pad_sequence(captions, batch_first=True, padding_value=pad_id)  # (B, T)
-    return CaptionBatch(images, padded, lengths, ids, image_index, features)
+    return CaptionBatch(images, padded, lengths, ids, image_index, features, skipped)
 
 
-def collate_images(items: Sequence[tuple[Tensor, int]]) -> ImageBatch:
-    """Stack images and their ids."""
-    images, ids = zip(*items, strict=True)
-    return ImageBatch(torch.stack(images), torch.tensor(ids, dtype=torch.long))
+def collate_images(items: Sequence[tuple[Tensor, int] | SkippedImage]) -> ImageBatch:
+    """Stack images and their ids; :class:`SkippedImage` items are listed in ``skipped``.
+
+    When every item is skipped, ``images`` is an empty (0,) tensor.
+    """
+    skipped = tuple(item for item in items if isinstance(item, SkippedImage))
+    good = [item for item in items if not isinstance(item, SkippedImage)]
+    if not good:
+        return ImageBatch(torch.zeros(0), torch.zeros(0, dtype=torch.long), skipped)
+    images, ids = zip(*good, strict=True)
+    return ImageBatch(torch.stack(images), torch.tensor(ids, dtype=torch.long), skipped)
 
 
 def build_loaders(
@@ -255,10 +274,23 @@ def build_eval_loader(
     batch_size: int = 100,
     num_workers: int = 0,
     pin_memory: bool = False,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> DataLoader:
-    """A per-image loader in record order: every image exactly once."""
+    """A per-image loader in record order: every image exactly once.
+
+    Args:
+        records: the split's images.
+        transform: PIL -> tensor.
+        batch_size: images per batch.
+        num_workers: loader worker processes.
+        pin_memory: page-lock batches (for CUDA).
+        max_pixels: larger images are skipped like unreadable ones (``ImageBatch.skipped``).
+
+    Returns:
+        A loader of :class:`ImageBatch`.
+    """
     return DataLoader(
-        ImageDataset(records, transform),
+        ImageDataset(records, transform, max_pixels=max_pixels),
         batch_size=batch_size,
         shuffle=False,
         collate_fn=collate_images,
@@ -311,4 +343,11 @@ def load_split(data: Mapping[str, Any], split: str) -> list[ImageRecord]:
         return load_karpathy(root / str(data["annotations"]), root, names, strict=strict)
     if data.get("format", "coco") != "coco":
         raise CaptioningError(f"unknown data.format {data.get('format')!r}; use coco or karpathy")
-    return load_coco_captions(root / spec["annotations"], root / spec["images"], strict=strict)
+    if not isinstance(spec, Mapping) or not {"annotations", "images"} <= set(spec):
+        raise CaptioningError(
+            f"data.splits.{split} needs 'annotations' and 'images' (paths relative to data.root), "
+            f"got {spec!r}"
+        )
+    return load_coco_captions(
+        root / str(spec["annotations"]), root / str(spec["images"]), strict=strict
+    )
