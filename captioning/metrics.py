@@ -375,7 +375,7 @@ def load_results(
 
 
 def format_table(scores: Mapping[str, float]) -> str:
-    """Formats scores as an aligned two-column text table, 4 decimals.
+    """Formats scores as an aligned two-column text table, 4 decimals (integers as integers).
 
     Args:
         scores: ``{metric: value}``, e.g. ``report.scores``.
@@ -386,5 +386,9 @@ def format_table(scores: Mapping[str, float]) -> str:
     width = max([len("metric"), *(len(k) for k in scores)])
     lines = [f"{'metric':<{width}}   score", f"{'-' * width}  ------"]
     for key, value in scores.items():
-        lines.append(f"{key:<{width}}  " + ("   nan" if math.isnan(value) else f"{value:6.4f}"))
+        if isinstance(value, int):  # counts such as num_images
+            text = f"{value:6d}"
+        else:
+            text = "   nan" if math.isnan(value) else f"{value:6.4f}"
+        lines.append(f"{key:<{width}}  {text}")
     return "\n".join(lines)

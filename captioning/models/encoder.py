@@ -411,13 +411,14 @@ def vgg_tiny(
     trainable: bool = True,
     fine_tune_from: int | None = None,
     dropout: float = 0.5,
+    fc_batch_norm: bool = True,
 ) -> VGGEncoder:
     """A narrow 4-block VGG (conv3x3+BN+ReLU) for CPU experiments on small images.
 
     ``cfg = [w, "M", 2w, "M", 4w, "M", 4w, "M"]``; ``grid`` is block 4 before its max-pool
     (64 px: 8x8 -> ``L=64``, ``D_g=4w``). ``vector`` keeps the spatial layout (no global
-    pooling): max-pool -> ``AdaptiveAvgPool2d(4)`` -> flatten ``(4w*16)`` -> fc6 -> ReLU ->
-    Dropout -> fc7 -> ReLU, so left/right/above/below survive into it. Preprocessing: the whole
+    pooling): max-pool -> ``AdaptiveAvgPool2d(4)`` -> flatten ``(4w*16)`` -> fc6 -> BN -> ReLU ->
+    Dropout -> fc7 -> BN -> ReLU, so left/right/above/below survive into it. Preprocessing: the whole
     image resized to ``image_size`` square (no crop: objects near borders matter), ImageNet
     mean/std.
 
@@ -430,6 +431,9 @@ def vgg_tiny(
         trainable: Whether the encoder learns (see :meth:`VGGEncoder.set_trainable`).
         fine_tune_from: First conv block (1..4) that learns; earlier blocks stay frozen.
         dropout: Dropout probability between fc6 and fc7 (train mode only).
+        fc_batch_norm: BatchNorm after fc6 and fc7 (before their ReLU), like the conv blocks.
+            Without it, training end to end from scratch with Adam left most fc7 units dead
+            (always zero) and `vector` lost the shape information the captions need.
 
     Returns:
         The :class:`VGGEncoder`.
@@ -442,11 +446,14 @@ def vgg_tiny(
     if width < 1 or vector_dim < 1:
         raise CaptioningError(f"vgg_tiny needs width, vector_dim >= 1, got {width}, {vector_dim}")
     features = _make_layers([width, "M", 2 * width, "M", 4 * width, "M", 4 * width, "M"])
+    norm = (lambda: nn.BatchNorm1d(vector_dim)) if fc_batch_norm else nn.Identity
     classifier = nn.Sequential(
         nn.Linear(4 * width * 4 * 4, vector_dim),  # fc6 on the (4w, 4, 4) map
+        norm(),
         nn.ReLU(inplace=True),
         nn.Dropout(p=dropout),
         nn.Linear(vector_dim, vector_dim),  # fc7
+        norm(),
         nn.ReLU(inplace=True),
     )
     encoder = VGGEncoder(
