@@ -177,30 +177,50 @@ class RNNDecoder(nn.Module):
         return logits.log_softmax(dim=-1), state, {}
 
     def forward(
-        self, features: EncoderOutput | None, inputs: Tensor, lengths: Tensor
-    ) -> Tensor:
+        self,
+        features: EncoderOutput | None,
+        inputs: Tensor,
+        lengths: Tensor,
+        *,
+        state: State | None = None,
+        return_state: bool = False,
+    ) -> Tensor | tuple[Tensor, State]:
         """Teacher-forced pass over whole sequences, fused over time.
+
+        Batches without padding (every row ``lengths == T``, as in fixed-length language-model
+        chunks) skip packing, which would only copy the inputs.
 
         Args:
             features: the encoder output for B images (None for an image-free decoder).
             inputs: (B, T) input words `<start> w1 ... wn`, right-padded.
             lengths: (B,) number of real input words per row.
+            state: start from this state (batch on dim 1) instead of the initial one, e.g. the
+                previous chunk's final state in truncated backpropagation through time; the image
+                step of ``first_input`` is then not run again.
+            return_state: also return the state after each row's last real word.
 
         Returns:
-            logits (B, T, V); `logits[:, t]` predicts word t + 1. Padded positions are zero.
+            logits (B, T, V), or ``(logits, state)`` with `return_state`; `logits[:, t]` predicts
+            word t + 1. Outputs at padded positions are not meaningful.
         """
         b = inputs.size(0)
         _, ref = self._batch_ref(features, b)
         x = self._inputs(self.embed(inputs), features)  # (B, T, E [+ D_v])
-        state = self._initial(features, b, ref)
         steps = lengths.cpu()
-        if self.image_injection == "first_input":
+        image_step = state is None and self.image_injection == "first_input"
+        if state is None:
+            state = self._initial(features, b, ref)
+        if image_step:
             x0 = self.image_embed(features.vector).unsqueeze(1)  # (B, 1, E)
             x = torch.cat([x0, x], dim=1)  # (B, T + 1, E)
             steps = steps + 1
-        packed = pack_padded_sequence(x, steps, batch_first=True, enforce_sorted=False)
-        out, _ = self.rnn(packed, state)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))  # (B, T', H)
-        if self.image_injection == "first_input":
+        if bool((steps == x.size(1)).all()):
+            out, state = self.rnn(x, state)  # (B, T', H)
+        else:
+            packed = pack_padded_sequence(x, steps, batch_first=True, enforce_sorted=False)
+            out, state = self.rnn(packed, state)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))  # (B, T', H)
+        if image_step:
             out = out[:, 1:]  # (B, T, H): drop the image step's output
-        return self.out(self.drop(out))  # (B, T, V)
+        logits = self.out(self.drop(out))  # (B, T, V)
+        return (logits, state) if return_state else logits

@@ -1,0 +1,227 @@
+"""Show, Attend and Tell decoder (Xu et al. 2015): a recurrent cell with soft attention.
+
+At every step t, with the previous word ``y_{t-1}`` and state ``h_{t-1}``:
+
+    z_t, alpha_t = attention(a, h_{t-1})                  (captioning.models.attention)
+    beta_t       = sigmoid(f_beta(h_{t-1}))               gating scalar (paper section 4.2.1)
+    h_t          = cell([E y_{t-1}; beta_t z_t], h_{t-1})  LSTM, GRU or tanh RNN cell
+    p(y_t)       ∝ exp(L_o(E y_{t-1} + L_h h_t + L_z z_t))  deep output layer (eq. 7)
+
+The initial state is ``h_0 = tanh(init_h(mean_i a_i))`` (and ``c_0 = tanh(init_c(...))`` for the
+LSTM), as in the authors' code. Training adds the doubly stochastic regulariser
+``lambda * sum_i (1 - sum_t alpha_ti)^2`` (eq. 14), see :meth:`AttentionDecoder.attention_penalty`.
+
+Attention makes every step depend on the previous hidden state, so both the teacher-forced pass and
+decoding run one cell step per word (a Python loop over time). What does not depend on t is done
+once: the grid projection ``W_a a_i`` (per image), the word embeddings, and the output layers (one
+matmul over all steps after the loop).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from captioning.errors import CaptioningError
+from captioning.models.attention import SoftAttention
+from captioning.models.encoder import EncoderOutput
+
+__all__ = ["AttentionDecoder", "AttentionState"]
+
+CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+
+
+def _pad_time(x: Tensor, t_max: int) -> Tensor:
+    """Zero-pad (B, t, D) to (B, t_max, D) along time."""
+    return F.pad(x, (0, 0, 0, t_max - x.size(1)))  # (B, t_max, D)
+
+
+class AttentionState(NamedTuple):
+    """Recurrent state of :class:`AttentionDecoder`; every tensor has the batch on dim 0.
+
+    Attributes:
+        h: (N, H) hidden state.
+        c: (N, H) LSTM memory cell, or None for the RNN and GRU cells.
+        projected: (N, L, A) the grid projection ``W_a a_i + b``, computed once per image and
+            carried so that beam search's row gathers keep it aligned with ``h``.
+    """
+
+    h: Tensor
+    c: Tensor | None
+    projected: Tensor
+
+
+class AttentionDecoder(nn.Module):
+    """Word decoder with soft attention over the encoder grid (step contract of DESIGN.md).
+
+    Args:
+        vocab_size: output vocabulary size V.
+        vector_dim: accepted for a uniform builder signature; unused (the grid is attended).
+        grid_dim: size D_g of each region feature.
+        cell: ``"lstm"`` (the paper), ``"gru"`` or ``"rnn"`` (tanh).
+        embed_dim: word embedding size E (also the deep output layer's width).
+        hidden_dim: hidden size H.
+        attention_dim: size A of the attention MLP.
+        dropout: dropout on the deep output layer's input to ``L_o`` (training only).
+        alpha_c: weight lambda of the doubly stochastic attention regulariser.
+        pad_id: id of ``<pad>`` (its embedding is kept at zero).
+    """
+
+    has_attention = True
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        vector_dim: int | None = None,
+        grid_dim: int,
+        cell: str = "lstm",
+        embed_dim: int = 512,
+        hidden_dim: int = 512,
+        attention_dim: int = 512,
+        dropout: float = 0.5,
+        alpha_c: float = 1.0,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        if cell not in CELLS:
+            raise CaptioningError(f"unknown decoder cell {cell!r}; choose one of {sorted(CELLS)}")
+        if not grid_dim or grid_dim < 1:
+            raise CaptioningError(
+                f"the attention decoder needs an encoder grid (grid_dim >= 1), got {grid_dim}"
+            )
+        self.vocab_size, self.cell_type, self.alpha_c = vocab_size, cell, float(alpha_c)
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.attention = SoftAttention(grid_dim, hidden_dim, attention_dim)
+        self.init_h = nn.Linear(grid_dim, hidden_dim)
+        self.init_c = nn.Linear(grid_dim, hidden_dim) if cell == "lstm" else None
+        self.f_beta = nn.Linear(hidden_dim, 1)
+        self.cell = CELLS[cell](embed_dim + grid_dim, hidden_dim)
+        self.out_h = nn.Linear(hidden_dim, embed_dim, bias=False)  # L_h
+        self.out_z = nn.Linear(grid_dim, embed_dim, bias=False)  # L_z
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(embed_dim, vocab_size)  # L_o
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def init_state(self, features: EncoderOutput) -> AttentionState:
+        """The state before `<start>` is fed, with the grid projected once.
+
+        Args:
+            features: the encoder output for N images; only ``grid`` (N, L, D_g) is used.
+
+        Returns:
+            AttentionState with h (and c) from an MLP of the mean region, and the projected grid.
+        """
+        mean = features.grid.mean(dim=1)  # (N, D_g)
+        h = torch.tanh(self.init_h(mean))  # (N, H)
+        c = torch.tanh(self.init_c(mean)) if self.init_c is not None else None
+        return AttentionState(h, c, self.attention.project(features.grid))
+
+    def reorder_state(self, state: AttentionState, index: Tensor) -> AttentionState:
+        """Gather rows `index` of every tensor of the state (beam search)."""
+        return AttentionState(*(s.index_select(0, index) if s is not None else None for s in state))
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def _advance(
+        self, embedded: Tensor, state: AttentionState, grid: Tensor
+    ) -> tuple[AttentionState, Tensor, Tensor]:
+        """One recurrence step: attend with h_{t-1}, gate the context, run the cell."""
+        h, c, projected = state
+        context, alpha = self.attention(projected, grid, h)  # (N, D_g), (N, L)
+        beta = torch.sigmoid(self.f_beta(h))  # (N, 1)
+        x = torch.cat([embedded, beta * context], dim=-1)  # (N, E + D_g)
+        if c is not None:
+            h, c = self.cell(x, (h, c))
+        else:
+            h = self.cell(x, h)
+        return AttentionState(h, c, projected), context, alpha
+
+    def _logits(self, embedded: Tensor, hidden: Tensor, context: Tensor) -> Tensor:
+        """Deep output layer, eq. 7: ``L_o(E y_{t-1} + L_h h_t + L_z z_t)`` (any leading dims)."""
+        deep = embedded + self.out_h(hidden) + self.out_z(context)  # (..., E)
+        return self.out(self.drop(deep))  # (..., V)
+
+    def step(
+        self, tokens: Tensor, state: AttentionState, features: EncoderOutput
+    ) -> tuple[Tensor, AttentionState, dict[str, Tensor]]:
+        """Feed one word per row.
+
+        Args:
+            tokens: (N,) previous words.
+            state: the state from :meth:`init_state` or the previous step.
+            features: the encoder output for the same N rows.
+
+        Returns:
+            log-probabilities (N, V), the new state, and ``{"alpha": (N, L)}``.
+        """
+        embedded = self.embed(tokens)  # (N, E)
+        state, context, alpha = self._advance(embedded, state, features.grid)
+        logits = self._logits(embedded, state.h, context)  # (N, V)
+        return logits.log_softmax(dim=-1), state, {"alpha": alpha}
+
+    # -- teacher forcing -----------------------------------------------------------------------
+
+    def forward(
+        self,
+        features: EncoderOutput,
+        inputs: Tensor,
+        lengths: Tensor,
+        *,
+        return_alphas: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Teacher-forced pass: one cell step per word, the grid projected once.
+
+        Rows shorter than the longest keep computing past their end; their outputs there are not
+        used (the loss ignores `<pad>` targets) and their attention weights are zeroed.
+
+        Args:
+            features: the encoder output for B rows (one per caption).
+            inputs: (B, T) input words `<start> w1 ... wn`, right-padded.
+            lengths: (B,) number of real input words per row.
+            return_alphas: also return the attention weights.
+
+        Returns:
+            logits (B, T, V), or (logits, alphas (B, T, L)) with zero alphas at padded positions.
+        """
+        t_max = inputs.size(1)
+        grid = features.grid
+        embedded = self.embed(inputs)  # (B, T, E)
+        state = self.init_state(features)
+        steps = max(int(lengths.max()), 1) if lengths.numel() else 1
+        hiddens, contexts, alphas = [], [], []
+        for t in range(steps):
+            state, context, alpha = self._advance(embedded[:, t], state, grid)
+            hiddens.append(state.h)
+            contexts.append(context)
+            alphas.append(alpha)
+        hidden = _pad_time(torch.stack(hiddens, dim=1), t_max)  # (B, T, H)
+        context = _pad_time(torch.stack(contexts, dim=1), t_max)  # (B, T, D_g)
+        logits = self._logits(embedded, hidden, context)  # (B, T, V)
+        if not return_alphas:
+            return logits
+        alpha = _pad_time(torch.stack(alphas, dim=1), t_max)  # (B, T, L)
+        mask = torch.arange(t_max, device=alpha.device) < lengths.to(alpha.device).unsqueeze(1)
+        return logits, alpha * mask.unsqueeze(-1)  # (B, T, L), zero where t >= length
+
+    def attention_penalty(self, alphas: Tensor, lengths: Tensor) -> Tensor:
+        """Doubly stochastic regulariser (eq. 14): ``lambda * mean_b sum_i (1 - sum_t alpha_ti)^2``.
+
+        It pushes every region to receive, over the whole caption, about as much attention as
+        any other. Only the real steps of each row (t < length) count.
+
+        Args:
+            alphas: (B, T, L) attention weights from ``forward(..., return_alphas=True)``.
+            lengths: (B,) real steps per row.
+
+        Returns:
+            A scalar: ``alpha_c`` times the per-caption penalty, averaged over the batch.
+        """
+        t_max = alphas.size(1)
+        mask = torch.arange(t_max, device=alphas.device) < lengths.to(alphas.device).unsqueeze(1)
+        total = (alphas * mask.unsqueeze(-1)).sum(dim=1)  # (B, L) attention each region received
+        return self.alpha_c * ((1.0 - total) ** 2).sum(dim=1).mean()

@@ -1,0 +1,288 @@
+"""Soft attention and the Show-Attend-Tell decoder: equations, step/teacher-forcing agreement,
+the doubly stochastic regulariser, overfitting a batch, and the engine's training step."""
+
+import pytest
+import torch
+
+from captioning.decoding import greedy
+from captioning.engine import caption_loss
+from captioning.errors import CaptioningError
+from captioning.models.attention import SoftAttention
+from captioning.models.attention_decoder import AttentionDecoder
+from captioning.models.encoder import EncoderOutput
+
+V, E, H, A, L, DG = 23, 8, 12, 9, 5, 6
+CELLS = ["rnn", "lstm", "gru"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tensors this small run fastest on one thread (no hand-offs on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def features(b: int = 3, seed: int = 0, regions: int = L) -> EncoderOutput:
+    g = torch.Generator().manual_seed(seed)
+    return EncoderOutput(torch.randn(b, 4, generator=g), torch.randn(b, regions, DG, generator=g))
+
+
+def batch(b: int = 3, t: int = 7, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randint(4, V, (b, t), generator=g)
+    inputs[:, 0] = 1
+    lengths = torch.tensor([t, t - 2, 3][:b])
+    for i, n in enumerate(lengths):
+        inputs[i, n:] = 0
+    return inputs, lengths
+
+
+def make(cell: str = "lstm", **kw) -> AttentionDecoder:
+    torch.manual_seed(0)
+    kw = {"embed_dim": E, "hidden_dim": H, "attention_dim": A, "dropout": 0.0, **kw}
+    return AttentionDecoder(vocab_size=V, vector_dim=4, grid_dim=DG, cell=cell, **kw).eval()
+
+
+def test_soft_attention_matches_formula():
+    """e_ti = w^T tanh(W_a a_i + W_h h + b), alpha = softmax_i(e), z = sum_i alpha_i a_i."""
+    torch.manual_seed(0)
+    att = SoftAttention(DG, H, A)
+    grid, h = torch.randn(2, L, DG), torch.randn(2, H)
+    z, alpha = att(att.project(grid), grid, h)
+    w_a, b, w_h, w = (
+        att.grid_proj.weight,
+        att.grid_proj.bias,
+        att.hidden_proj.weight,
+        att.score.weight,
+    )
+    for n in range(2):
+        e = torch.stack([w[0] @ torch.tanh(w_a @ grid[n, i] + w_h @ h[n] + b) for i in range(L)])
+        expected_alpha = torch.exp(e) / torch.exp(e).sum()
+        torch.testing.assert_close(alpha[n], expected_alpha)
+        torch.testing.assert_close(z[n], (expected_alpha[:, None] * grid[n]).sum(0))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_step_equals_teacher_forcing(cell):
+    dec, feats = make(cell), features()
+    inputs, lengths = batch()
+    logits, alphas = dec(feats, inputs, lengths, return_alphas=True)  # (B, T, V), (B, T, L)
+    logprobs_tf = logits.log_softmax(-1)
+    state = dec.init_state(feats)
+    for t in range(inputs.size(1)):
+        logprobs, state, extras = dec.step(inputs[:, t], state, feats)
+        assert extras["alpha"].shape == (3, L)
+        for i, n in enumerate(lengths.tolist()):
+            if t < n:
+                torch.testing.assert_close(logprobs[i], logprobs_tf[i, t], atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(extras["alpha"][i], alphas[i, t], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_alphas_are_distributions_and_padding_is_zero(cell):
+    dec, feats = make(cell), features()
+    inputs, lengths = batch()
+    _, alphas = dec(feats, inputs, lengths, return_alphas=True)
+    real = torch.arange(inputs.size(1)) < lengths[:, None]  # (B, T)
+    assert (alphas >= 0).all()
+    torch.testing.assert_close(alphas.sum(-1)[real], torch.ones(int(real.sum())))
+    assert (alphas[~real] == 0).all()
+
+
+def test_cell_input_is_word_and_gated_context():
+    """h_1 = cell([E y_0; beta z], h_0) with beta = sigmoid(f_beta(h_0)), h_0 = tanh(init_h(mean a))."""
+    dec, feats = make("gru"), features()
+    tokens = torch.tensor([1, 5, 7])
+    state = dec.init_state(feats)
+    h0 = torch.tanh(dec.init_h(feats.grid.mean(1)))
+    torch.testing.assert_close(state.h, h0)
+    z, _ = dec.attention(dec.attention.project(feats.grid), feats.grid, h0)
+    beta = torch.sigmoid(dec.f_beta(h0))
+    h1 = dec.cell(torch.cat([dec.embed(tokens), beta * z], -1), h0)
+    logprobs, state, _ = dec.step(tokens, state, feats)
+    torch.testing.assert_close(state.h, h1)
+    deep = dec.embed(tokens) + dec.out_h(h1) + dec.out_z(z)  # eq. 7
+    torch.testing.assert_close(logprobs, dec.out(deep).log_softmax(-1))
+
+
+def test_penalty_is_zero_when_every_region_gets_total_attention_one():
+    dec = make(alpha_c=1.0)
+    b, t = 2, 4  # T == L == 4: exact in binary floating point
+    perm = torch.stack([torch.eye(t), torch.eye(t)[torch.tensor([2, 0, 3, 1])]])  # (B, T, L)
+    uniform = torch.full((b, t, t), 1.0 / t)
+    lengths = torch.full((b,), t)
+    assert dec.attention_penalty(perm, lengths).item() == 0.0
+    assert dec.attention_penalty(uniform, lengths).item() == 0.0
+    stuck = torch.zeros(b, t, t)
+    stuck[..., 0] = 1.0  # all attention on region 0: sum_t alpha = (4, 0, 0, 0)
+    assert dec.attention_penalty(stuck, lengths).item() == pytest.approx(9 + 1 + 1 + 1)
+
+
+def test_penalty_formula_lambda_and_masking():
+    dec = make(alpha_c=0.5)
+    g = torch.Generator().manual_seed(0)
+    alphas = torch.rand(3, 6, L, generator=g).softmax(-1)
+    lengths = torch.tensor([6, 4, 2])
+    expected = (
+        torch.stack(
+            [((1 - alphas[b, :n].sum(0)) ** 2).sum() for b, n in enumerate(lengths.tolist())]
+        ).mean()
+        * 0.5
+    )
+    torch.testing.assert_close(dec.attention_penalty(alphas, lengths), expected)
+    garbage = alphas.clone()
+    garbage[1, 4:] = 7.0  # past the row's length: ignored
+    torch.testing.assert_close(dec.attention_penalty(garbage, lengths), expected)
+
+
+def test_grid_is_projected_once_per_forward_and_per_decode():
+    dec, feats = make(), features()
+    inputs, lengths = batch()
+    calls = []
+    dec.attention.grid_proj.register_forward_hook(lambda *_: calls.append(1))
+    dec(feats, inputs, lengths)
+    assert len(calls) == 1
+    greedy(dec, feats, max_len=6)
+    assert len(calls) == 2
+
+
+def test_reorder_state_gathers_rows():
+    dec, feats = make(), features()
+    index = torch.tensor([2, 2, 0])
+    reordered = dec.reorder_state(dec.init_state(feats), index)
+    direct = dec.init_state(feats.select(index))
+    for got, want in zip(reordered, direct, strict=True):
+        torch.testing.assert_close(got, want)
+    gru = make("gru")
+    assert gru.reorder_state(gru.init_state(feats), index).c is None
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_overfits_a_small_batch_and_decodes_it_with_attention(cell):
+    torch.manual_seed(0)
+    dec = AttentionDecoder(
+        vocab_size=V,
+        grid_dim=DG,
+        cell=cell,
+        embed_dim=16,
+        hidden_dim=32,
+        attention_dim=16,
+        dropout=0.0,
+    )
+    feats = features(4, seed=1)
+    g = torch.Generator().manual_seed(5)
+    captions = torch.cat(
+        [
+            torch.ones(4, 1, dtype=torch.long),
+            torch.randint(4, V, (4, 5), generator=g),
+            torch.full((4, 1), 2),
+        ],
+        dim=1,
+    )  # <start> w1..w5 <end>
+    lengths = torch.full((4,), 6)
+    opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
+    for _ in range(200):
+        logits, alphas = dec(feats, captions[:, :-1], lengths, return_alphas=True)
+        loss = caption_loss(logits, captions[:, 1:]) + dec.attention_penalty(alphas, lengths)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert caption_loss(logits, captions[:, 1:]).item() < 0.05
+    out = greedy(dec.eval(), feats, max_len=10)
+    assert out.sequences[:, :6].tolist() == captions[:, 1:].tolist()
+    assert out.attention is not None and out.attention.shape == (4, out.sequences.size(1), L)
+    torch.testing.assert_close(out.attention[:, :6].sum(-1), torch.ones(4, 6))
+
+
+def test_engine_trains_a_caption_model_with_attention():
+    """`train_one_epoch` calls forward(..., return_alphas=True) and adds the penalty."""
+    from captioning.data.loader import CaptionBatch
+    from captioning.engine import train_one_epoch
+    from captioning.models.captioner import build_model
+
+    torch.manual_seed(0)
+    config = {
+        "encoder": {
+            "_target_": "captioning.models.encoder.vgg_tiny",
+            "width": 4,
+            "image_size": 32,
+            "vector_dim": 16,
+        },
+        "decoder": {
+            "_target_": "captioning.models.attention_decoder.AttentionDecoder",
+            "cell": "lstm",
+            "embed_dim": 8,
+            "hidden_dim": 8,
+            "attention_dim": 8,
+        },
+    }
+    model = build_model(config, vocab_size=V)
+    assert model.decoder.has_attention and model.decoder.attention.grid_proj.in_features == 16
+    captions, lengths = batch(3, 6)
+    captions = torch.cat([captions, torch.zeros(3, 1, dtype=torch.long)], 1)  # (B, T + 1)
+    lengths = lengths + 1
+    loader = [
+        CaptionBatch(
+            torch.randn(2, 3, 32, 32),
+            captions,
+            lengths,
+            torch.tensor([7, 7, 8]),
+            torch.tensor([0, 0, 1]),
+        )
+    ]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    stats = train_one_epoch(model, loader, opt, device=torch.device("cpu"), progress=False)
+    assert stats.steps == 1 and torch.isfinite(torch.tensor(stats.loss))
+
+
+def test_bad_arguments():
+    with pytest.raises(CaptioningError, match="unknown decoder cell"):
+        make("transformer")
+    with pytest.raises(CaptioningError, match="grid"):
+        AttentionDecoder(vocab_size=V, grid_dim=0)
+
+
+def test_beam_search_of_one_equals_greedy_with_attention():
+    from captioning.decoding import beam_search
+
+    dec, feats = make(), features(4, seed=2)
+    g = greedy(dec, feats, max_len=6)
+    b = beam_search(dec, feats, beam_size=1, max_len=6)
+    t = g.sequences.size(1)
+    assert b.sequences[:, 0, :t].tolist() == g.sequences.tolist()
+    torch.testing.assert_close(b.attention[:, 0, :t], g.attention)
+
+
+def test_decoder_configs_and_experiment_presets_compose():
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from captioning.models.captioner import instantiate
+    from captioning.models.decoder import RNNDecoder
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    expected = {
+        "show_tell_vgg16": ("lstm", "first_input"),
+        "neuraltalk_vgg16": ("rnn", "every_step"),
+        "sat_vgg16": ("lstm", None),
+    }
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        for name in ("rnn", "gru", "attention"):
+            cfg = compose(config_name="train", overrides=[f"decoder={name}"])
+            dec = instantiate(cfg.decoder, vocab_size=V, vector_dim=16, grid_dim=8)
+            assert dec.has_attention == (name == "attention")
+        for name, (cell, injection) in expected.items():
+            cfg = compose(config_name="train", overrides=[f"experiment={name}"])
+            assert cfg.encoder._target_.endswith(".vgg16") and cfg.data.name == "coco_karpathy"
+            assert cfg.decoder.embed_dim == cfg.decoder.hidden_dim == 512
+            dec = instantiate(cfg.decoder, vocab_size=V, vector_dim=4096, grid_dim=512)
+            if injection is None:
+                assert isinstance(dec, AttentionDecoder) and dec.cell_type == cell
+            else:
+                assert isinstance(dec, RNNDecoder) and (dec.cell, dec.image_injection) == (
+                    cell,
+                    injection,
+                )
