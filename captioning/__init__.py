@@ -18,8 +18,8 @@ from captioning.vocab import Vocabulary
 
 __all__ = [
     "CaptionModel",
-    "CaptioningError",
     "Captioner",
+    "CaptioningError",
     "EncoderOutput",
     "Generation",
     "RNNDecoder",

@@ -284,8 +284,7 @@ def evaluate_captions(
 
     Args, Returns and Raises: as :func:`coco_scores` (``per_image`` has no NLTK scores).
     """
-    report = coco_scores(references, predictions, metrics=metrics, spice=spice,
-                         per_image=per_image)
+    report = coco_scores(references, predictions, metrics=metrics, spice=spice, per_image=per_image)
     report.scores.update(nltk_bleu(references, predictions))
     return report
 

@@ -24,8 +24,14 @@ class RunLog:
         resume_epoch: the last epoch whose rows stay when resuming.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True,
-                 resume: bool = False, resume_epoch: int = 0) -> None:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        tensorboard: bool = True,
+        resume: bool = False,
+        resume_epoch: int = 0,
+    ) -> None:
         self.path = Path(run_dir) / "metrics.csv"
         self.rows: list[dict[str, float]] = []
         if resume and self.path.exists():
@@ -36,8 +42,10 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"),
-                                            purge_step=resume_epoch + 1 if resume else None)
+                self.writer = SummaryWriter(
+                    str(Path(run_dir) / "tensorboard"),
+                    purge_step=resume_epoch + 1 if resume else None,
+                )
             except ImportError:  # tensorboard is a dependency, but keep training without it
                 log.warning("tensorboard is not installed: curves go to metrics.csv only")
 
@@ -73,7 +81,9 @@ class RunLog:
 def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, float]]:
     """Rows of a ``metrics.csv`` as floats (``epoch`` as int); empty cells are skipped."""
     with Path(path).open(newline="") as f:
-        rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+        rows = [
+            {k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)
+        ]
     for r in rows:
         r["epoch"] = int(r["epoch"])
     return rows

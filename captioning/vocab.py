@@ -57,9 +57,13 @@ class Vocabulary:
         """
         counts = Counter(tok for caption in captions for tok in tokenize(caption))
         if not counts:
-            raise CaptioningError("cannot build a vocabulary from no captions: the caption list is empty")
-        words = sorted((w for w, c in counts.items() if c >= min_count and w not in SPECIALS),
-                       key=lambda w: (-counts[w], w))
+            raise CaptioningError(
+                "cannot build a vocabulary from no captions: the caption list is empty"
+            )
+        words = sorted(
+            (w for w, c in counts.items() if c >= min_count and w not in SPECIALS),
+            key=lambda w: (-counts[w], w),
+        )
         return cls([*SPECIALS, *words])
 
     def __len__(self) -> int:

@@ -17,8 +17,9 @@ sys.path.insert(0, str(ROOT / "tools"))  # tools/*.py import each other as plain
 torch.set_num_threads(1)  # tiny models: one thread is faster, and immune to oversubscription
 
 
-def write_coco(folder: Path, name: str, captions: dict[str, list[str]], *, size: int = 32,
-               start_id: int = 1) -> Path:
+def write_coco(
+    folder: Path, name: str, captions: dict[str, list[str]], *, size: int = 32, start_id: int = 1
+) -> Path:
     """Write JPEG images and a COCO caption file; returns the annotation file path."""
     rng = np.random.default_rng(start_id)
     (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -28,8 +29,10 @@ def write_coco(folder: Path, name: str, captions: dict[str, list[str]], *, size:
         pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / "images" / file_name)
         images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
-        annotations += [{"id": image_id * 10 + j, "image_id": image_id, "caption": c}
-                        for j, c in enumerate(caps)]
+        annotations += [
+            {"id": image_id * 10 + j, "image_id": image_id, "caption": c}
+            for j, c in enumerate(caps)
+        ]
     path = folder / "annotations" / f"captions_{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"images": images, "annotations": annotations}))
@@ -39,14 +42,19 @@ def write_coco(folder: Path, name: str, captions: dict[str, list[str]], *, size:
 @pytest.fixture
 def tiny_coco(tmp_path: Path) -> Path:
     """A 4-image train and 2-image val split in COCO format."""
-    write_coco(tmp_path, "train", {
-        "a.jpg": ["A red circle.", "a red ball"],
-        "b.jpg": ["A blue square", "blue box on gray"],
-        "c.jpg": ["a green triangle", "the green triangle"],
-        "d.jpg": ["A red square!", "red box"],
-    })
-    write_coco(tmp_path, "val", {"e.jpg": ["a blue circle"], "f.jpg": ["a red triangle"]},
-               start_id=100)
+    write_coco(
+        tmp_path,
+        "train",
+        {
+            "a.jpg": ["A red circle.", "a red ball"],
+            "b.jpg": ["A blue square", "blue box on gray"],
+            "c.jpg": ["a green triangle", "the green triangle"],
+            "d.jpg": ["A red square!", "red box"],
+        },
+    )
+    write_coco(
+        tmp_path, "val", {"e.jpg": ["a blue circle"], "f.jpg": ["a red triangle"]}, start_id=100
+    )
     return tmp_path
 
 

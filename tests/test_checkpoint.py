@@ -13,10 +13,18 @@ from captioning.models.captioner import build_model
 from captioning.vocab import Vocabulary
 
 CONFIG = {
-    "encoder": {"_target_": "captioning.models.encoder.vgg_tiny", "width": 8, "image_size": 32,
-                "vector_dim": 16},
-    "decoder": {"_target_": "captioning.models.decoder.RNNDecoder", "cell": "lstm",
-                "embed_dim": 8, "hidden_dim": 16},
+    "encoder": {
+        "_target_": "captioning.models.encoder.vgg_tiny",
+        "width": 8,
+        "image_size": 32,
+        "vector_dim": 16,
+    },
+    "decoder": {
+        "_target_": "captioning.models.decoder.RNNDecoder",
+        "cell": "lstm",
+        "embed_dim": 8,
+        "hidden_dim": 16,
+    },
     "decoding": {"max_len": 6},
 }
 VOCAB = Vocabulary.build(["a red circle", "a blue square", "a green triangle"])
@@ -25,9 +33,16 @@ VOCAB = Vocabulary.build(["a red circle", "a blue square", "a green triangle"])
 def saved(tmp_path, name="ck.pt"):
     torch.manual_seed(0)
     model = build_model(CONFIG, vocab_size=len(VOCAB))
-    path = save_checkpoint(tmp_path / name, model=model.state_dict(), config=CONFIG,
-                           vocab=VOCAB.to_list(), epoch=3, step=42, metrics={"Bleu_4": 0.5},
-                           rng=get_rng_state())
+    path = save_checkpoint(
+        tmp_path / name,
+        model=model.state_dict(),
+        config=CONFIG,
+        vocab=VOCAB.to_list(),
+        epoch=3,
+        step=42,
+        metrics={"Bleu_4": 0.5},
+        rng=get_rng_state(),
+    )
     return model, path
 
 
@@ -60,8 +75,18 @@ def test_refuses_pickled_objects_and_runs_none_of_them(tmp_path):
             return (open, (str(marker), "w"))
 
     path = tmp_path / "evil.pt"
-    torch.save({"format_version": 1, "model": {}, "config": {}, "vocab": [], "epoch": 0,
-                "step": 0, "payload": Evil()}, path)
+    torch.save(
+        {
+            "format_version": 1,
+            "model": {},
+            "config": {},
+            "vocab": [],
+            "epoch": 0,
+            "step": 0,
+            "payload": Evil(),
+        },
+        path,
+    )
     with pytest.raises(CheckpointError, match="pickled"):
         load_checkpoint(path)
     assert not marker.exists()

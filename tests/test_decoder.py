@@ -9,8 +9,9 @@ from captioning.models.decoder import RNNDecoder
 from captioning.models.encoder import EncoderOutput
 
 V, E, H, D = 23, 8, 12, 10
-COMBOS = list(itertools.product(["rnn", "lstm", "gru"],
-                                ["every_step", "init_state", "first_input"], [1, 2]))
+COMBOS = list(
+    itertools.product(["rnn", "lstm", "gru"], ["every_step", "init_state", "first_input"], [1, 2])
+)
 
 
 def features(b: int = 3, seed: int = 0) -> EncoderOutput:
@@ -30,8 +31,16 @@ def batch(b: int = 3, t: int = 7, seed: int = 0):
 
 def make(cell, injection, layers=1, **kw) -> RNNDecoder:
     torch.manual_seed(0)
-    return RNNDecoder(vocab_size=V, vector_dim=D, cell=cell, embed_dim=E, hidden_dim=H,
-                      num_layers=layers, image_injection=injection, **kw).eval()
+    return RNNDecoder(
+        vocab_size=V,
+        vector_dim=D,
+        cell=cell,
+        embed_dim=E,
+        hidden_dim=H,
+        num_layers=layers,
+        image_injection=injection,
+        **kw,
+    ).eval()
 
 
 @pytest.mark.parametrize(("cell", "injection", "layers"), COMBOS)
@@ -73,17 +82,29 @@ def test_recurrent_parameter_ratio():
     assert counts["lstm"] == 4 * counts["rnn"] and counts["gru"] == 3 * counts["rnn"]
 
 
-@pytest.mark.parametrize(("cell", "injection"), [("lstm", "every_step"), ("rnn", "init_state"),
-                                                 ("gru", "first_input")])
+@pytest.mark.parametrize(
+    ("cell", "injection"), [("lstm", "every_step"), ("rnn", "init_state"), ("gru", "first_input")]
+)
 def test_overfits_a_small_batch_and_decodes_it(cell, injection):
     torch.manual_seed(0)
-    dec = RNNDecoder(vocab_size=V, vector_dim=D, cell=cell, embed_dim=16, hidden_dim=32,
-                     image_injection=injection)
+    dec = RNNDecoder(
+        vocab_size=V,
+        vector_dim=D,
+        cell=cell,
+        embed_dim=16,
+        hidden_dim=32,
+        image_injection=injection,
+    )
     feats = features(4, seed=1)
     g = torch.Generator().manual_seed(5)
-    captions = torch.cat([torch.ones(4, 1, dtype=torch.long),
-                          torch.randint(4, V, (4, 5), generator=g),
-                          torch.full((4, 1), 2)], dim=1)  # <start> w1..w5 <end>
+    captions = torch.cat(
+        [
+            torch.ones(4, 1, dtype=torch.long),
+            torch.randint(4, V, (4, 5), generator=g),
+            torch.full((4, 1), 2),
+        ],
+        dim=1,
+    )  # <start> w1..w5 <end>
     lengths = torch.full((4,), 6)
     opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
     for _ in range(300):
@@ -108,8 +129,14 @@ def test_bad_arguments():
 
 
 def test_weight_tying_and_language_model_mode():
-    dec = RNNDecoder(vocab_size=V, vector_dim=0, embed_dim=H, hidden_dim=H, tie_weights=True,
-                     image_injection="none")
+    dec = RNNDecoder(
+        vocab_size=V,
+        vector_dim=0,
+        embed_dim=H,
+        hidden_dim=H,
+        tie_weights=True,
+        image_injection="none",
+    )
     assert dec.out.weight is dec.embed.weight
     inputs, lengths = batch()
     logits = dec(None, inputs, lengths)

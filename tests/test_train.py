@@ -14,11 +14,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_cfg(shapes_root: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=[
-            f"data.root={shapes_root}", "data.sizes.train=120", "data.sizes.val=20",
-            "data.sizes.test=20", "data.seed=3", "encoder.width=8", "encoder.vector_dim=32",
-            "decoder.embed_dim=16", "decoder.hidden_dim=32", "trainer.epochs=2",
-            "trainer.batch_size=32", "trainer.progress=false", *overrides])
+        return compose(
+            config_name="train",
+            overrides=[
+                f"data.root={shapes_root}",
+                "data.sizes.train=120",
+                "data.sizes.val=20",
+                "data.sizes.test=20",
+                "data.seed=3",
+                "encoder.width=8",
+                "encoder.vector_dim=32",
+                "decoder.embed_dim=16",
+                "decoder.hidden_dim=32",
+                "trainer.epochs=2",
+                "trainer.batch_size=32",
+                "trainer.progress=false",
+                *overrides,
+            ],
+        )
 
 
 def test_config_composes_with_overrides(shapes_root):
@@ -38,21 +51,35 @@ def test_end_to_end(shapes_root, tmp_path):
     run = tmp_path / "run"
     summary = train(tiny_cfg(shapes_root), run_dir=run)
     assert len(summary["history"]) == 2
-    for name in ("checkpoints/best.pt", "checkpoints/last.pt", "vocab.json", "metrics.csv",
-                 "test_scores.json"):
+    for name in (
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "vocab.json",
+        "metrics.csv",
+        "test_scores.json",
+    ):
         assert (run / name).is_file(), name
     assert summary["test"]["num_images"] == 20
     assert 0.0 <= summary["test"]["Bleu_4"] <= 1.0
 
     # caption PNG and JPEG files of other sizes and modes with the checkpoint
     images = []
-    for mode, suffix, size in [("RGB", ".jpg", (300, 200)), ("L", ".png", (50, 90)),
-                               ("RGBA", ".png", (128, 128))]:
+    for mode, suffix, size in [
+        ("RGB", ".jpg", (300, 200)),
+        ("L", ".png", (50, 90)),
+        ("RGBA", ".png", (128, 128)),
+    ]:
         path = tmp_path / f"img_{mode}{suffix}"
-        Image.new(mode, size, color=128 if mode == "L" else (200, 30, 30, 255)[:len(mode)]).save(path)
+        Image.new(mode, size, color=128 if mode == "L" else (200, 30, 30, 255)[: len(mode)]).save(
+            path
+        )
         images.append(str(path))
-    tool = [sys.executable, str(ROOT / "tools" / "caption.py"), "--checkpoint",
-            str(run / "checkpoints" / "best.pt")]
+    tool = [
+        sys.executable,
+        str(ROOT / "tools" / "caption.py"),
+        "--checkpoint",
+        str(run / "checkpoints" / "best.pt"),
+    ]
     out = subprocess.run([*tool, *images], capture_output=True, text=True, check=True)
     lines = out.stdout.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == images
@@ -62,8 +89,19 @@ def test_end_to_end(shapes_root, tmp_path):
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "missing.png" in bad.stderr
 
     # evaluate decodes each test image once and reproduces the training run's test scores
-    ev = subprocess.run([sys.executable, str(ROOT / "tools" / "evaluate.py"), "--checkpoint",
-                         str(run), "--split", "test"], capture_output=True, text=True, check=True)
+    ev = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "evaluate.py"),
+            "--checkpoint",
+            str(run),
+            "--split",
+            "test",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "decoded 20 images" in ev.stdout
     scores = json.loads((run / "test_results_scores.json").read_text())
     assert scores["num_images"] == 20

@@ -430,8 +430,13 @@ def test_encoder_fine_tuning_starts_after_n_epochs(shapes_root, tmp_path):
     from train import train
 
     run = tmp_path / "run"
-    args = ("encoder.trainable=true", "trainer.finetune_encoder_after=1", "optim.encoder_lr=1e-3",
-            "optim.lr=2e-3", "optim.schedule=none")  # constant rates: the test reads them back
+    args = (
+        "encoder.trainable=true",
+        "trainer.finetune_encoder_after=1",
+        "optim.encoder_lr=1e-3",
+        "optim.lr=2e-3",
+        "optim.schedule=none",
+    )  # constant rates: the test reads them back
     train(tiny_cfg(shapes_root, "trainer.epochs=1", *args), run_dir=run)
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     torch.manual_seed(0)

@@ -24,7 +24,9 @@ def test_encode_decode_round_trip_and_unk():
 
 def test_deterministic_order_and_max_len():
     captions = ["b b a", "c a b"]
-    assert Vocabulary.build(captions).to_list() == Vocabulary.build(list(reversed(captions))).to_list()
+    assert (
+        Vocabulary.build(captions).to_list() == Vocabulary.build(list(reversed(captions))).to_list()
+    )
     assert Vocabulary.build(captions).to_list()[4:] == ["b", "a", "c"]  # by count, ties a-z
     vocab = Vocabulary.build(captions)
     assert len(vocab.encode("a b c a b", max_len=2)) == 4

@@ -7,7 +7,6 @@ checkpoints written before a key existed keep working.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -31,7 +30,7 @@ from captioning.data.transforms import eval_transform, train_transform
 from captioning.distributed import DistContext, barrier, broadcast_object
 from captioning.engine import EpochStats, resolve_device
 from captioning.errors import CaptioningError
-from captioning.models.captioner import ALLOWED_TARGET_PREFIX, CaptionModel, build_model
+from captioning.models.captioner import CaptionModel, build_model, resolve_target
 from captioning.objective import CaptionObjective
 from captioning.vocab import Vocabulary
 
@@ -82,23 +81,7 @@ def check_targets(config: Mapping[str, Any]) -> None:
     """The encoder's and decoder's ``_target_`` exist under ``captioning.models`` (checked by
     import only, before data loading; building the model comes later)."""
     for part in ("encoder", "decoder"):
-        node = config.get(part)
-        target = node.get("_target_") if isinstance(node, Mapping) else None
-        if not isinstance(target, str) or not target.startswith(ALLOWED_TARGET_PREFIX):
-            raise CaptioningError(
-                f"{part}._target_={target!r} is not allowed: use a callable under "
-                f"{ALLOWED_TARGET_PREFIX}* (e.g. {part}=<a file in conf/{part}/>)"
-            )
-        module, _, name = target.rpartition(".")
-        try:
-            found = callable(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            found = False
-        if not found:
-            raise CaptioningError(
-                f"{part}._target_={target} does not exist in captioning; choose a {part} from "
-                f"conf/{part}/ ({part}=NAME) or fix the _target_"
-            )
+        resolve_target(config.get(part), part=part)
 
 
 def bad_image_budget(data: Mapping[str, Any], images: int) -> int:

@@ -26,8 +26,10 @@ RESULTS = Path(__file__).resolve().parents[1] / "bench_results"
 def machine() -> str:
     """A one-line description of where the numbers come from."""
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
-    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-            f"{device}, torch {torch.__version__}")
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"{device}, torch {torch.__version__}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

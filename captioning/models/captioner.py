@@ -8,7 +8,7 @@ a checkpoint someone sent you cannot make this code import or call anything else
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor, nn
@@ -16,37 +16,65 @@ from torch import Tensor, nn
 from captioning.errors import CaptioningError
 from captioning.models.encoder import EncoderOutput
 
-__all__ = ["ALLOWED_TARGET_PREFIX", "CaptionModel", "build_model", "instantiate"]
+__all__ = [
+    "ALLOWED_TARGET_PREFIX",
+    "CaptionModel",
+    "build_model",
+    "instantiate",
+    "resolve_target",
+]
 
 ALLOWED_TARGET_PREFIX = "captioning.models."
 
 
-def instantiate(node: Mapping[str, Any], **kwargs: Any) -> Any:
-    """Call the ``_target_`` of a config node with its other keys plus `kwargs`.
+def resolve_target(node: Mapping[str, Any], *, part: str = "config") -> Callable[..., Any]:
+    """The callable a config node's ``_target_`` names, if it lies under ``captioning.models``.
 
     Args:
-        node: a mapping with ``_target_`` (a dotted name under ``captioning.models``).
-        **kwargs: run-time arguments (vocabulary size, feature sizes), added to the node's.
+        node: a mapping with ``_target_``.
+        part: the config section, for the error message (``"encoder"``, ``"decoder"``).
 
     Returns:
-        What the target returns.
+        The callable (imported, not called).
     """
     target = node.get("_target_") if isinstance(node, Mapping) else None
     if not isinstance(target, str) or not target.startswith(ALLOWED_TARGET_PREFIX):
         raise CaptioningError(
-            f"config _target_ {target!r} is not allowed: model parts must come from "
-            f"{ALLOWED_TARGET_PREFIX}* (e.g. captioning.models.encoder.vgg16)"
+            f"{part}._target_={target!r} is not allowed: model parts must come from "
+            f"{ALLOWED_TARGET_PREFIX}* (choose one from conf/{part}/ with {part}=NAME)"
         )
     module_name, _, attr = target.rpartition(".")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError):
-        raise CaptioningError(f"config _target_ {target!r} does not exist in captioning") from None
+        factory = None
+    if not callable(factory):
+        raise CaptioningError(
+            f"{part}._target_={target} does not exist in captioning; choose a {part} from "
+            f"conf/{part}/ ({part}=NAME) or fix the _target_"
+        )
+    return factory
+
+
+def instantiate(node: Mapping[str, Any], *, part: str = "config", **kwargs: Any) -> Any:
+    """Call the ``_target_`` of a config node with its other keys plus `kwargs`.
+
+    Args:
+        node: a mapping with ``_target_`` (a dotted name under ``captioning.models``).
+        part: the config section, for error messages.
+        **kwargs: run-time arguments (vocabulary size, feature sizes), added to the node's.
+
+    Returns:
+        What the target returns.
+    """
+    factory = resolve_target(node, part=part)
     args = {k: v for k, v in node.items() if not k.startswith("_")}
     try:
         return factory(**args, **kwargs)
     except TypeError as exc:
-        raise CaptioningError(f"config for {target} does not fit its arguments: {exc}") from None
+        raise CaptioningError(
+            f"{part} config for {node['_target_']} does not fit its arguments: {exc}"
+        ) from None
 
 
 class CaptionModel(nn.Module):
@@ -98,9 +126,10 @@ def build_model(config: Mapping[str, Any], *, vocab_size: int) -> CaptionModel:
     for key in ("encoder", "decoder"):
         if not isinstance(config.get(key), Mapping):
             raise CaptioningError(f"config has no '{key}' section with a _target_")
-    encoder = instantiate(config["encoder"])
+    encoder = instantiate(config["encoder"], part="encoder")
     decoder = instantiate(
         config["decoder"],
+        part="decoder",
         vocab_size=vocab_size,
         vector_dim=encoder.vector_dim,
         grid_dim=encoder.grid_dim,

@@ -94,8 +94,14 @@ class RNNDecoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         input_dim = embed_dim + (vector_dim if image_injection == "every_step" else 0)
         kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
-        self.rnn = CELLS[cell](input_dim, hidden_dim, num_layers=num_layers, batch_first=True,
-                               dropout=dropout if num_layers > 1 else 0.0, **kwargs)
+        self.rnn = CELLS[cell](
+            input_dim,
+            hidden_dim,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+            **kwargs,
+        )
         if image_injection == "init_state":
             n_states = 2 if cell == "lstm" else 1
             self.init_proj = nn.Linear(vector_dim, n_states * num_layers * hidden_dim)
@@ -128,7 +134,9 @@ class RNNDecoder(nn.Module):
         v = features.vector.unsqueeze(1).expand(-1, embedded.size(1), -1)  # (N, T, D_v)
         return torch.cat([embedded, v.to(embedded.dtype)], dim=-1)  # (N, T, E + D_v)
 
-    def _batch_ref(self, features: EncoderOutput | None, batch_size: int | None) -> tuple[int, Tensor]:
+    def _batch_ref(
+        self, features: EncoderOutput | None, batch_size: int | None
+    ) -> tuple[int, Tensor]:
         if features is not None:
             return features.vector.size(0), features.vector
         if batch_size is None:
@@ -219,7 +227,9 @@ class RNNDecoder(nn.Module):
         else:
             packed = pack_padded_sequence(x, steps, batch_first=True, enforce_sorted=False)
             out, state = self.rnn(packed, state)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))  # (B, T', H)
+            out, _ = pad_packed_sequence(
+                out, batch_first=True, total_length=x.size(1)
+            )  # (B, T', H)
         if image_step:
             out = out[:, 1:]  # (B, T, H): drop the image step's output
         logits = self.out(self.drop(out))  # (B, T, V)
