@@ -143,3 +143,57 @@ def test_weight_tying_and_language_model_mode():
     assert logits.shape == (3, 7, V)
     out = greedy(dec.eval(), None, max_len=5, batch_size=2)
     assert out.sequences.shape[0] == 2
+
+
+def _concat_forward(dec: RNNDecoder, feats: EncoderOutput, inputs, lengths):
+    """every_step the plain way: [x_t; v] fed to nn.RNN/LSTM/GRU, W_ih v at every word."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    x = dec._inputs(dec.embed(inputs), feats)  # (B, T, E + D)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, state = dec.rnn(packed, dec._initial(feats, inputs.size(0), feats.vector))
+    out = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))[0]
+    return dec.out(out), state
+
+
+@pytest.mark.parametrize(("cell", "layers"), [("rnn", 1), ("lstm", 2), ("gru", 1)])
+def test_image_term_once_per_row_equals_concatenated_input(cell, layers):
+    """The fused every_step pass (W_ih v once per row) gives the logits, final state and
+    gradients of feeding [x_t; v] at every word."""
+    dec, inputs_lengths = make(cell, "every_step", layers), batch()
+    inputs, lengths = inputs_lengths
+    grads, folded = [], []
+    fold = dec._fold_image
+    dec._fold_image = lambda *args: folded.append(True) or fold(*args)
+    for run in ("ours", "concat"):
+        feats = features()
+        feats.vector.requires_grad_(True)
+        dec.zero_grad()
+        if run == "ours":
+            logits, state = dec(feats, inputs, lengths, return_state=True)
+        else:
+            logits, state = _concat_forward(dec, feats, inputs, lengths)
+        mask = (torch.arange(inputs.size(1)) < lengths.unsqueeze(1)).unsqueeze(-1)
+        (logits * mask).pow(2).sum().backward()
+        outs = [logits * mask, *(state if isinstance(state, tuple) else (state,))]
+        grads.append((outs, feats.vector.grad, dec.rnn.weight_ih_l0.grad, dec.embed.weight.grad))
+    assert folded == [True]  # the once-per-row path ran, once
+    for ours, ref in zip(*grads, strict=True):
+        for a, b in zip(
+            ours if isinstance(ours, list) else [ours],
+            ref if isinstance(ref, list) else [ref],
+            strict=True,
+        ):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_many_rows_use_the_concatenated_input():
+    """With at least as many rows as image dimensions the plain [x_t; v] input is used (the
+    folded one would be wider); both give the same logits."""
+    dec = make("lstm", "every_step")
+    inputs = torch.randint(4, V, (D + 2, 5))
+    lengths = torch.full((D + 2,), 5)
+    feats = features(D + 2)
+    torch.testing.assert_close(
+        dec(feats, inputs, lengths), _concat_forward(dec, feats, inputs, lengths)[0]
+    )

@@ -5,7 +5,9 @@ Image injection (`image_injection`):
 * ``every_step`` (neuraltalk / the lectures): the image vector ``v`` is part of every step's input,
   so the first layer computes ``h_t = tanh(W_xh x_t + W_hh h_{t-1} + W_ih v + b)`` for the vanilla
   RNN, and adds the same ``W_ih v`` term to every gate pre-activation for LSTM / GRU. It is
-  implemented by feeding ``[x_t; v]`` to the cell, whose input weight is ``[W_xh | W_ih]``.
+  implemented by feeding ``[x_t; v]`` to the cell, whose input weight is ``[W_xh | W_ih]``; the
+  teacher-forced pass computes ``W_ih v`` once per caption instead of once per word (see
+  :meth:`RNNDecoder._fold_image`).
 * ``init_state``: ``v`` is projected into the initial hidden (and cell) state of every layer.
 * ``first_input`` (Show and Tell): ``v``, projected to the embedding size, is the input at step 0,
   before ``<start>``.
@@ -18,11 +20,12 @@ at a time for decoding, so both paths compute the same function.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from captioning.errors import CaptioningError
 from captioning.models.encoder import EncoderOutput
@@ -30,6 +33,8 @@ from captioning.models.encoder import EncoderOutput
 __all__ = ["CELLS", "INJECTIONS", "RNNDecoder", "State", "reorder_state"]
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+# The fused kernels behind nn.RNN / nn.LSTM / nn.GRU, called with a weight list of our own.
+_KERNELS = {"rnn": torch.rnn_tanh, "lstm": torch.lstm, "gru": torch.gru}
 INJECTIONS = ("every_step", "init_state", "first_input", "none")
 
 State = Any  # a tensor, or a tuple of tensors, with the batch on dim 1 (num_layers, N, H)
@@ -196,7 +201,8 @@ class RNNDecoder(nn.Module):
         """Teacher-forced pass over whole sequences, fused over time.
 
         Batches without padding (every row ``lengths == T``, as in fixed-length language-model
-        chunks) skip packing, which would only copy the inputs.
+        chunks) skip packing, which would only copy the inputs. With ``every_step`` and fewer
+        rows than image dimensions, ``W_ih v`` is computed once per row (:meth:`_fold_image`).
 
         Args:
             features: the encoder output for B images (None for an image-free decoder).
@@ -213,7 +219,12 @@ class RNNDecoder(nn.Module):
         """
         b = inputs.size(0)
         _, ref = self._batch_ref(features, b)
-        x = self._inputs(self.embed(inputs), features)  # (B, T, E [+ D_v])
+        embedded = self.embed(inputs)  # (B, T, E)
+        weights = None
+        if self.image_injection == "every_step" and b < features.vector.size(1):
+            x, weights = self._fold_image(embedded, features.vector)  # (B, T, E + B)
+        else:
+            x = self._inputs(embedded, features)  # (B, T, E [+ D_v])
         steps = lengths.cpu()
         image_step = state is None and self.image_injection == "first_input"
         if state is None:
@@ -222,15 +233,65 @@ class RNNDecoder(nn.Module):
             x0 = self.image_embed(features.vector).unsqueeze(1)  # (B, 1, E)
             x = torch.cat([x0, x], dim=1)  # (B, T + 1, E)
             steps = steps + 1
-        if bool((steps == x.size(1)).all()):
-            out, state = self.rnn(x, state)  # (B, T', H)
-        else:
-            packed = pack_padded_sequence(x, steps, batch_first=True, enforce_sorted=False)
-            out, state = self.rnn(packed, state)
-            out, _ = pad_packed_sequence(
-                out, batch_first=True, total_length=x.size(1)
-            )  # (B, T', H)
+        out, state = self._run(x, steps, state, weights)  # (B, T', H)
         if image_step:
             out = out[:, 1:]  # (B, T, H): drop the image step's output
         logits = self.out(self.drop(out))  # (B, T, V)
         return (logits, state) if return_state else logits
+
+    def _fold_image(self, embedded: Tensor, vector: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Inputs and weights that give the first layer ``W_xh x_t + W_ih v`` with ``W_ih v``
+        computed once per row instead of once per word.
+
+        Feeding ``[x_t; v]`` multiplies the whole (B * T, E + D_v) input by ``[W_xh | W_ih]``,
+        so ``W_ih v`` is recomputed at every word. Instead ``U = W_ih V^T`` (G, B) is computed
+        once, and row b feeds ``[x_t; e_b]`` (``e_b`` the b-th unit vector) to the same kernel
+        with input weight ``[W_xh | U]``: ``W_xh x_t + U e_b = W_xh x_t + W_ih v_b``, exactly.
+        The input shrinks from E + D_v to E + B columns (the caller uses this when B < D_v), and
+        gradients reach ``W_ih`` and ``v`` through U. The parameters are unchanged.
+
+        Args:
+            embedded: (B, T, E) word embeddings.
+            vector: (B, D_v) image vectors.
+
+        Returns:
+            inputs (B, T, E + B) and the flat weight list for the fused kernel.
+        """
+        b, t, e = embedded.shape
+        w_in = self.rnn.weight_ih_l0  # (G, E + D_v)
+        w_xh, w_ih = w_in.split([e, w_in.size(1) - e], dim=1)  # one gradient copy, not two
+        u = vector.to(w_in.dtype) @ w_ih.t()  # (B, G): W_ih v, once per row
+        first = torch.cat([w_xh, u.t()], dim=1)  # (G, E + B)
+        rows = torch.eye(b, dtype=embedded.dtype, device=embedded.device)  # (B, B)
+        x = torch.cat([embedded, rows.unsqueeze(1).expand(b, t, b)], dim=-1)  # (B, T, E + B)
+        weights = [w for layer in self.rnn.all_weights for w in layer]
+        return x, [first, *weights[1:]]
+
+    def _run(
+        self, x: Tensor, steps: Tensor, state: State, weights: list[Tensor] | None
+    ) -> tuple[Tensor, State]:
+        """The recurrent layers over (B, T', D) inputs of `steps` real steps each, fused over
+        time; with `weights`, the same kernel as ``self.rnn`` with those weights."""
+        full = bool((steps == x.size(1)).all())  # no padding: skip packing, which only copies
+        if weights is None:
+            if full:
+                return self.rnn(x, state)
+            packed = pack_padded_sequence(x, steps, batch_first=True, enforce_sorted=False)
+            out, state = self.rnn(packed, state)
+            return pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0], state
+        rnn, kernel = self.rnn, _KERNELS[self.cell]
+        args = (weights, rnn.bias, rnn.num_layers, float(rnn.dropout), rnn.training, False)
+        with warnings.catch_warnings():  # cuDNN packs a weight list it did not lay out: expected
+            warnings.filterwarnings("ignore", message="RNN module weights are not part")
+            if full:
+                out, *new = kernel(x, state, *args, True)  # batch_first
+                return out, (tuple(new) if self.cell == "lstm" else new[0])
+            packed = pack_padded_sequence(x, steps, batch_first=True, enforce_sorted=False)
+            hx = reorder_state(state, packed.sorted_indices)
+            data, *new = kernel(packed.data, packed.batch_sizes, hx, *args)
+        new = tuple(new) if self.cell == "lstm" else new[0]
+        out = PackedSequence(
+            data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+        )
+        out = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0]
+        return out, reorder_state(new, packed.unsorted_indices)
