@@ -149,12 +149,27 @@ def test_grid_is_projected_once_per_forward_and_per_decode():
 
 
 def test_reorder_state_gathers_rows():
+    """Reordering gathers h, c and the row-to-image index; the images' projected grid and grid
+    stay where they are, and the next step equals one from the gathered images."""
     dec, feats = make(), features()
     index = torch.tensor([2, 2, 0])
-    reordered = dec.reorder_state(dec.init_state(feats), index)
-    direct = dec.init_state(feats.select(index))
-    for got, want in zip(reordered, direct, strict=True):
+    start = dec.init_state(feats)
+    reordered = dec.reorder_state(dec.reorder_state(start, torch.tensor([1, 2, 0])), index)
+    direct = dec.init_state(feats.select(torch.tensor([0, 0, 1])))  # rows 2, 2, 0 of [1, 2, 0]
+    assert reordered.projected.data_ptr() == start.projected.data_ptr()
+    assert reordered.grid.data_ptr() == start.grid.data_ptr()
+    assert reordered.image.tolist() == [0, 0, 1]
+    torch.testing.assert_close(reordered.h, direct.h)
+    torch.testing.assert_close(reordered.c, direct.c)
+    tokens = torch.tensor([5, 6, 7])
+    feats_rows = feats.select(reordered.image)
+    for grad in (False, True):  # the blockwise (no autograd) and the plain path
+        with torch.set_grad_enabled(grad):
+            got, got_state, got_extras = dec.step(tokens, reordered, feats_rows)
+            want, want_state, want_extras = dec.step(tokens, direct, feats_rows)
         torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got_extras["alpha"], want_extras["alpha"])
+        torch.testing.assert_close(got_state.h, want_state.h)
     gru = make("gru")
     assert gru.reorder_state(gru.init_state(feats), index).c is None
 
@@ -286,3 +301,25 @@ def test_decoder_configs_and_experiment_presets_compose():
                     cell,
                     injection,
                 )
+
+
+@pytest.mark.parametrize("image", [None, [3, 3, 0, 1, 1, 2, 3]])
+def test_blockwise_attention_equals_the_plain_pass(monkeypatch, image):
+    """Without autograd the CPU attends a few rows at a time; same result as all rows at once."""
+    import captioning.models.attention as attention
+
+    torch.manual_seed(0)
+    att = SoftAttention(DG, H, A)
+    grid = torch.randn(4 if image else 7, L, DG)
+    h = torch.randn(7, H, requires_grad=True)
+    image = torch.tensor(image) if image else None
+    plain = att(att.project(grid), grid, h, image)  # autograd on: the plain path
+    monkeypatch.setattr(attention, "BLOCK_BYTES", 2 * L * A * 4)  # blocks of 2 rows
+    calls = []
+    blockwise = att._blockwise
+    monkeypatch.setattr(att, "_blockwise", lambda *a: calls.append(1) or blockwise(*a))
+    with torch.no_grad():
+        blocks = att(att.project(grid), grid, h, image)
+    assert calls == [1]
+    for got, want in zip(blocks, plain, strict=True):
+        torch.testing.assert_close(got, want)

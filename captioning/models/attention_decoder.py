@@ -40,18 +40,22 @@ def _pad_time(x: Tensor, t_max: int) -> Tensor:
 
 
 class AttentionState(NamedTuple):
-    """Recurrent state of :class:`AttentionDecoder`; every tensor has the batch on dim 0.
+    """Recurrent state of :class:`AttentionDecoder`: per-row tensors have the rows on dim 0.
 
     Attributes:
-        h: (N, H) hidden state.
+        h: (N, H) hidden state of each row.
         c: (N, H) LSTM memory cell, or None for the RNN and GRU cells.
-        projected: (N, L, A) the grid projection ``W_a a_i + b``, computed once per image and
-            carried so that beam search's row gathers keep it aligned with ``h``.
+        projected: (M, L, A) the grid projection ``W_a a_i + b``, computed once per image.
+        grid: (M, L, D_g) the region features of the same images.
+        image: (N,) the image of each row, or None while row n is image n. Reordering rows (beam
+            search) gathers this index, never the images' tensors.
     """
 
     h: Tensor
     c: Tensor | None
     projected: Tensor
+    grid: Tensor
+    image: Tensor | None = None
 
 
 class AttentionDecoder(nn.Module):
@@ -114,32 +118,36 @@ class AttentionDecoder(nn.Module):
             features: the encoder output for N images; only ``grid`` (N, L, D_g) is used.
 
         Returns:
-            AttentionState with h (and c) from an MLP of the mean region, and the projected grid.
+            AttentionState with h (and c) from an MLP of the mean region, the projected grid and
+            the grid.
         """
-        mean = features.grid.mean(dim=1)  # (N, D_g)
+        grid = features.grid
+        mean = grid.mean(dim=1)  # (N, D_g)
         h = torch.tanh(self.init_h(mean))  # (N, H)
         c = torch.tanh(self.init_c(mean)) if self.init_c is not None else None
-        return AttentionState(h, c, self.attention.project(features.grid))
+        return AttentionState(h, c, self.attention.project(grid), grid)
 
     def reorder_state(self, state: AttentionState, index: Tensor) -> AttentionState:
-        """Gather rows `index` of every tensor of the state (beam search)."""
-        return AttentionState(*(s.index_select(0, index) if s is not None else None for s in state))
+        """Rows `index` of the state (beam search): gathers h, c and the row-to-image index."""
+        image = index if state.image is None else state.image.index_select(0, index)
+        c = state.c.index_select(0, index) if state.c is not None else None
+        return state._replace(h=state.h.index_select(0, index), c=c, image=image)
 
     # -- one step ------------------------------------------------------------------------------
 
     def _advance(
-        self, embedded: Tensor, state: AttentionState, grid: Tensor
+        self, embedded: Tensor, state: AttentionState
     ) -> tuple[AttentionState, Tensor, Tensor]:
         """One recurrence step: attend with h_{t-1}, gate the context, run the cell."""
-        h, c, projected = state
-        context, alpha = self.attention(projected, grid, h)  # (N, D_g), (N, L)
+        h, c = state.h, state.c
+        context, alpha = self.attention(state.projected, state.grid, h, state.image)
         beta = torch.sigmoid(self.f_beta(h))  # (N, 1)
         x = torch.cat([embedded, beta * context], dim=-1)  # (N, E + D_g)
         if c is not None:
             h, c = self.cell(x, (h, c))
         else:
             h = self.cell(x, h)
-        return AttentionState(h, c, projected), context, alpha
+        return state._replace(h=h, c=c), context, alpha
 
     def _logits(self, embedded: Tensor, hidden: Tensor, context: Tensor) -> Tensor:
         """Deep output layer, eq. 7: ``L_o(E y_{t-1} + L_h h_t + L_z z_t)`` (any leading dims)."""
@@ -154,13 +162,14 @@ class AttentionDecoder(nn.Module):
         Args:
             tokens: (N,) previous words.
             state: the state from :meth:`init_state` or the previous step.
-            features: the encoder output for the same N rows.
+            features: the encoder output for the same N rows (the state already holds the
+                grid it attends over).
 
         Returns:
             log-probabilities (N, V), the new state, and ``{"alpha": (N, L)}``.
         """
         embedded = self.embed(tokens)  # (N, E)
-        state, context, alpha = self._advance(embedded, state, features.grid)
+        state, context, alpha = self._advance(embedded, state)
         logits = self._logits(embedded, state.h, context)  # (N, V)
         return logits.log_softmax(dim=-1), state, {"alpha": alpha}
 
@@ -189,13 +198,12 @@ class AttentionDecoder(nn.Module):
             logits (B, T, V), or (logits, alphas (B, T, L)) with zero alphas at padded positions.
         """
         t_max = inputs.size(1)
-        grid = features.grid
         embedded = self.embed(inputs)  # (B, T, E)
         state = self.init_state(features)
         steps = max(int(lengths.max()), 1) if lengths.numel() else 1
         hiddens, contexts, alphas = [], [], []
         for t in range(steps):
-            state, context, alpha = self._advance(embedded[:, t], state, grid)
+            state, context, alpha = self._advance(embedded[:, t], state)
             hiddens.append(state.h)
             contexts.append(context)
             alphas.append(alpha)
