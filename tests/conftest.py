@@ -9,12 +9,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))  # tools/*.py import each other as plain modules
 
 torch.set_num_threads(1)  # tiny models: one thread is faster, and immune to oversubscription
+
+# The embedded default shrunk to seconds: the session's small shapes set (`shapes_root`), an
+# 8-channel vgg_tiny, a 16/32 decoder, no progress bars. Each test adds what it needs.
+TINY = [
+    "data.sizes.train=120",
+    "data.sizes.val=20",
+    "data.sizes.test=20",
+    "data.seed=3",
+    "encoder.width=8",
+    "encoder.vector_dim=32",
+    "decoder.embed_dim=16",
+    "decoder.hidden_dim=32",
+    "trainer.progress=false",
+]
+
+
+def compose_train(*overrides: str) -> DictConfig:
+    """``conf/train.yaml`` composed with hydra `overrides`, as ``tools/train.py`` would."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def tiny_cfg(shapes_root: Path, *overrides: str) -> DictConfig:
+    """The tiny training config on the shapes data at `shapes_root`, plus `overrides`."""
+    return compose_train(f"data.root={shapes_root}", *TINY, *overrides)
 
 
 def write_coco(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import evaluate
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import tiny_cfg
 
 from captioning import engine, metrics
 from captioning.errors import CaptioningError
@@ -312,28 +312,15 @@ def test_results_mode_html_thumbnails_from_images_dir(
 
 
 def _tiny_cfg(shapes_root: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(
-            config_name="train",
-            overrides=[
-                f"data.root={shapes_root}",
-                "data.sizes.train=120",
-                "data.sizes.val=20",
-                "data.sizes.test=20",
-                "data.seed=3",
-                "encoder.width=8",
-                "encoder.vector_dim=32",
-                "decoder.embed_dim=16",
-                "decoder.hidden_dim=32",
-                "trainer.epochs=1",
-                "trainer.max_train_batches=2",
-                "trainer.batch_size=32",
-                "trainer.progress=false",
-                "trainer.test_after_training=false",
-                "++trainer.tensorboard=false",
-                *overrides,
-            ],
-        )
+    return tiny_cfg(
+        shapes_root,
+        "trainer.epochs=1",
+        "trainer.max_train_batches=2",
+        "trainer.batch_size=32",
+        "trainer.test_after_training=false",
+        "++trainer.tensorboard=false",
+        *overrides,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -6,32 +6,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_train
+from conftest import tiny_cfg as _tiny_cfg
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_cfg(shapes_root: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(
-            config_name="train",
-            overrides=[
-                f"data.root={shapes_root}",
-                "data.sizes.train=120",
-                "data.sizes.val=20",
-                "data.sizes.test=20",
-                "data.seed=3",
-                "encoder.width=8",
-                "encoder.vector_dim=32",
-                "decoder.embed_dim=16",
-                "decoder.hidden_dim=32",
-                "trainer.epochs=2",
-                "trainer.batch_size=32",
-                "trainer.progress=false",
-                *overrides,
-            ],
-        )
+    return _tiny_cfg(shapes_root, "trainer.epochs=2", "trainer.batch_size=32", *overrides)
 
 
 def test_config_composes_with_overrides(shapes_root):
@@ -39,8 +22,7 @@ def test_config_composes_with_overrides(shapes_root):
     assert cfg.decoder.cell == "gru" and cfg.decoding.max_len == 7
     assert cfg.encoder._target_ == "captioning.models.encoder.vgg_tiny"
     assert cfg.trainer.device == "auto" and cfg.data.name == "shapes"
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        vgg = compose(config_name="train", overrides=["encoder=vgg16", "trainer=debug"])
+    vgg = compose_train("encoder=vgg16", "trainer=debug")
     assert vgg.encoder._target_.endswith("vgg16") and vgg.trainer.max_train_batches == 5
 
 

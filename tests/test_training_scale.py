@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
+from conftest import TINY, compose_train
+from conftest import tiny_cfg as _tiny_cfg
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -32,19 +33,10 @@ from captioning.optim import build_optimizer, build_scheduler, lr_factor, sampli
 from captioning.tracking import read_metrics_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "data.sizes.train=120",
-    "data.sizes.val=20",
-    "data.sizes.test=20",
-    "data.seed=3",
-    "encoder.width=8",
-    "encoder.vector_dim=32",
+SMALL = [  # on top of conftest.TINY: 32 px images, small batches, one thread
     "encoder.image_size=32",
-    "decoder.embed_dim=16",
-    "decoder.hidden_dim=32",
     "trainer.batch_size=8",
     "trainer.max_train_batches=3",
-    "trainer.progress=false",
     "trainer.test_after_training=false",
     "trainer.tensorboard=false",
     "trainer.threads=1",
@@ -61,13 +53,11 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+compose_cfg = compose_train
 
 
 def tiny_cfg(shapes_root: Path, *overrides: str):
-    return compose_cfg(f"data.root={shapes_root}", *TINY, *overrides)
+    return _tiny_cfg(shapes_root, *SMALL, *overrides)
 
 
 def weights(run: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
@@ -529,6 +519,7 @@ def test_sigterm_writes_a_last_checkpoint_and_the_run_resumes(shapes_root, tmp_p
         str(ROOT / "tools" / "train.py"),
         f"data.root={shapes_root}",
         *TINY,
+        *SMALL,
         "trainer.max_train_batches=null",
         "trainer.batch_size=2",
         f"hydra.run.dir={run}",
