@@ -73,7 +73,7 @@ def test_single_process_helpers_and_the_torchrun_check(monkeypatch):
 
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process_with_twice_the_batch(shapes_root, tmp_path):
-    from test_training_scale import TINY, tiny_cfg
+    from test_training_scale import SMALL, TINY, tiny_cfg
     from train import train
 
     common = [
@@ -95,6 +95,7 @@ def test_two_gloo_processes_match_one_process_with_twice_the_batch(shapes_root, 
             str(ROOT / "tools" / "train.py"),
             f"data.root={shapes_root}",
             *TINY,
+            *SMALL,
             *common,
             "trainer.batch_size=4",
             "trainer.distributed=true",
