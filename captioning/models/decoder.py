@@ -13,9 +13,10 @@ Image injection (`image_injection`):
   before ``<start>``.
 * ``none``: no image; the decoder is a plain (unconditional) language model.
 
-The teacher-forced pass runs the whole sequence through ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` on a
-packed batch (fused cuDNN / oneDNN kernels); :meth:`RNNDecoder.step` runs the same modules one step
-at a time for decoding, so both paths compute the same function.
+The teacher-forced pass runs the whole (packed) sequence through the fused cuDNN / oneDNN kernel
+behind ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (``torch.rnn_tanh`` / ``torch.lstm`` / ``torch.gru``,
+called with the module's weights); :meth:`RNNDecoder.step` runs the module itself one step at a
+time for decoding, so both paths compute the same function.
 """
 
 from __future__ import annotations
@@ -264,26 +265,19 @@ class RNNDecoder(nn.Module):
         first = torch.cat([w_xh, u.t()], dim=1)  # (G, E + B)
         rows = torch.eye(b, dtype=embedded.dtype, device=embedded.device)  # (B, B)
         x = torch.cat([embedded, rows.unsqueeze(1).expand(b, t, b)], dim=-1)  # (B, T, E + B)
-        weights = [w for layer in self.rnn.all_weights for w in layer]
-        return x, [first, *weights[1:]]
+        return x, [first, *self._flat_weights()[1:]]
 
     def _run(
         self, x: Tensor, steps: Tensor, state: State, weights: list[Tensor] | None
     ) -> tuple[Tensor, State]:
-        """The recurrent layers over (B, T', D) inputs of `steps` real steps each, fused over
-        time; with `weights`, the same kernel as ``self.rnn`` with those weights."""
-        full = bool((steps == x.size(1)).all())  # no padding: skip packing, which only copies
-        if weights is None:
-            if full:
-                return self.rnn(x, state)
-            packed = pack_padded_sequence(x, steps, batch_first=True, enforce_sorted=False)
-            out, state = self.rnn(packed, state)
-            return pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0], state
+        """The recurrent layers over (B, T', D) inputs of `steps` real steps each, fused over time:
+        the kernel behind ``self.rnn``, with its own weights or with `weights`."""
         rnn, kernel = self.rnn, _KERNELS[self.cell]
+        weights = weights if weights is not None else self._flat_weights()
         args = (weights, rnn.bias, rnn.num_layers, float(rnn.dropout), rnn.training, False)
         with warnings.catch_warnings():  # cuDNN packs a weight list it did not lay out: expected
             warnings.filterwarnings("ignore", message="RNN module weights are not part")
-            if full:
+            if bool((steps == x.size(1)).all()):  # no padding: skip packing, which only copies
                 out, *new = kernel(x, state, *args, True)  # batch_first
                 return out, (tuple(new) if self.cell == "lstm" else new[0])
             packed = pack_padded_sequence(x, steps, batch_first=True, enforce_sorted=False)
@@ -295,3 +289,7 @@ class RNNDecoder(nn.Module):
         )
         out = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0]
         return out, reorder_state(new, packed.unsorted_indices)
+
+    def _flat_weights(self) -> list[Tensor]:
+        """``self.rnn``'s weights in its kernel's order (w_ih, w_hh, b_ih, b_hh per layer)."""
+        return [w for layer in self.rnn.all_weights for w in layer]
