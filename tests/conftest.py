@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,6 +18,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))  # tools/*.py import each other as plain modules
 
 torch.set_num_threads(1)  # tiny models: one thread is faster, and immune to oversubscription
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test starts on one torch thread (tiny tensors gain nothing from threads, and two
+    spin-waiting threads on a busy 2-core machine can be 1000x slower); whatever a test sets
+    (``train()`` applies ``trainer.threads``) is undone afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # The embedded default shrunk to seconds: the session's small shapes set (`shapes_root`), an
 # 8-channel vgg_tiny, a 16/32 decoder, no progress bars. Each test adds what it needs.
@@ -91,3 +104,46 @@ def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from captioning.data.shapes import generate_shapes
 
     return generate_shapes(tmp_path_factory.mktemp("shapes"), train=120, val=20, test=20, seed=3)
+
+
+def evil_checkpoint(path: Path, marker: Path) -> Path:
+    """A checkpoint whose unpickling would create `marker` (if anything unpickled it)."""
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save(
+        {
+            "format_version": 1,
+            "model": {},
+            "config": {},
+            "vocab": [],
+            "epoch": 0,
+            "step": 0,
+            "payload": Evil(),
+        },
+        path,
+    )
+    return path
+
+
+HAS_JAVA = shutil.which("java") is not None
+needs_java = pytest.mark.skipif(not HAS_JAVA, reason="java not found (PTB tokenizer, METEOR)")
+
+
+@pytest.fixture
+def no_java(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring without java: the project tokenizer, no METEOR (fast; the plumbing is the same)."""
+    from captioning import metrics
+
+    real_which = shutil.which
+    monkeypatch.setattr(
+        metrics.shutil, "which", lambda cmd, *a, **k: None if cmd == "java" else real_which(cmd)
+    )
+
+
+def write_json(path: Path, data: object) -> Path:
+    """Write `data` as JSON to `path`; returns the path."""
+    path.write_text(json.dumps(data))
+    return path

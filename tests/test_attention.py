@@ -15,15 +15,6 @@ V, E, H, A, L, DG = 23, 8, 12, 9, 5, 6
 CELLS = ["rnn", "lstm", "gru"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors this small run fastest on one thread (no hand-offs on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def features(b: int = 3, seed: int = 0, regions: int = L) -> EncoderOutput:
     g = torch.Generator().manual_seed(seed)
     return EncoderOutput(torch.randn(b, 4, generator=g), torch.randn(b, regions, DG, generator=g))

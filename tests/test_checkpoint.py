@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import evil_checkpoint
 
 from captioning.checkpoint import (
     CheckpointError,
@@ -69,24 +70,7 @@ def test_rng_state_round_trip(tmp_path):
 
 def test_refuses_pickled_objects_and_runs_none_of_them(tmp_path):
     marker = tmp_path / "pwned"
-
-    class Evil:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    path = tmp_path / "evil.pt"
-    torch.save(
-        {
-            "format_version": 1,
-            "model": {},
-            "config": {},
-            "vocab": [],
-            "epoch": 0,
-            "step": 0,
-            "payload": Evil(),
-        },
-        path,
-    )
+    path = evil_checkpoint(tmp_path / "evil.pt", marker)
     with pytest.raises(CheckpointError, match="pickled"):
         load_checkpoint(path)
     assert not marker.exists()

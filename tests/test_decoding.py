@@ -48,15 +48,6 @@ ATT_CASES = [
 DECODERS = RNN_CASES + ATT_CASES
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine two-thread kernels stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(name: str, seed: int = 0) -> nn.Module:
     """A tiny decoder in eval mode: ``cell-injection`` (RNNDecoder) or ``att-cell``."""
     torch.manual_seed(seed)

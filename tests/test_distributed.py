@@ -21,14 +21,6 @@ from captioning.tracking import read_metrics_csv
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Items(Dataset):
     def __init__(self, n: int) -> None:
         self.n = n

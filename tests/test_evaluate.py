@@ -5,14 +5,13 @@ from __future__ import annotations
 import inspect
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import evaluate
 import pytest
-from conftest import tiny_cfg
+from conftest import needs_java, tiny_cfg, write_json
 
 from captioning import engine, metrics
 from captioning.errors import CaptioningError
@@ -23,23 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "coco-karpathy-test"
 REFS_FILE = DATA / "captions_karpathy_test_refs.json"
 TOOL = [sys.executable, str(ROOT / "tools" / "evaluate.py")]
-HAS_JAVA = shutil.which("java") is not None
-needs_java = pytest.mark.skipif(not HAS_JAVA, reason="java not found (PTB tokenizer, METEOR)")
 NLTK_KEYS = [f"nltk_Bleu_{n}" for n in range(1, 5)]
-
-
-@pytest.fixture
-def no_java(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scoring without java: the project tokenizer, no METEOR (fast; the plumbing is the same)."""
-    real_which = shutil.which
-    monkeypatch.setattr(
-        metrics.shutil, "which", lambda cmd, *a, **k: None if cmd == "java" else real_which(cmd)
-    )
-
-
-def _write(path: Path, data: object) -> Path:
-    path.write_text(json.dumps(data))
-    return path
 
 
 def _html_scores(page: str) -> dict[int, list[float]]:
@@ -101,7 +84,7 @@ def test_cli_agrees_with_cocoevalcap(tmp_path: Path, monkeypatch: pytest.MonkeyP
     from pycocoevalcap import eval as coco_eval
     from pycocotools.coco import COCO
 
-    results = _write(tmp_path / "perturbed.json", _perturbed())
+    results = write_json(tmp_path / "perturbed.json", _perturbed())
     out, page = tmp_path / "scores.json", tmp_path / "report.html"
     subprocess.run(
         [
@@ -158,7 +141,7 @@ def small_refs(tmp_path: Path) -> Path:
             for j in range(2)
         ],
     }
-    return _write(tmp_path / "refs.json", ann)
+    return write_json(tmp_path / "refs.json", ann)
 
 
 BAD_RESULTS = {
@@ -184,7 +167,7 @@ BAD_RESULTS = {
 
 def test_bad_results_file_exits_2_with_the_ids_on_stderr(tmp_path: Path, small_refs: Path):
     entries, expected = BAD_RESULTS["unknown ids"]
-    results = _write(tmp_path / "res.json", entries)
+    results = write_json(tmp_path / "res.json", entries)
     done = subprocess.run(
         [*TOOL, "--references", str(small_refs), "--results", str(results)],
         capture_output=True,
@@ -201,7 +184,7 @@ def test_bad_results_files_are_one_line_errors(
     tmp_path: Path, small_refs: Path, capsys: pytest.CaptureFixture[str], case: str
 ) -> None:
     entries, expected = BAD_RESULTS[case]
-    results = _write(tmp_path / "res.json", entries)
+    results = write_json(tmp_path / "res.json", entries)
     assert evaluate.main(["--references", str(small_refs), "--results", str(results)]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("error: ")
@@ -211,7 +194,7 @@ def test_bad_results_files_are_one_line_errors(
 
 
 def test_usage_errors(tmp_path: Path, small_refs: Path, capsys: pytest.CaptureFixture[str]):
-    res = str(_write(tmp_path / "res.json", [{"image_id": 1, "caption": "a cat"}]))
+    res = str(write_json(tmp_path / "res.json", [{"image_id": 1, "caption": "a cat"}]))
     for argv in (
         ["--references", str(small_refs), "--results", res, "--beam-size", "3"],
         ["--references", str(small_refs)],
@@ -240,7 +223,7 @@ def test_decoding_overrides_are_only_the_given_options() -> None:
 def test_without_java_notices_are_printed(
     tmp_path: Path, small_refs: Path, no_java: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    res = _write(tmp_path / "res.json", [{"image_id": i, "caption": "a cat"} for i in (1, 2)])
+    res = write_json(tmp_path / "res.json", [{"image_id": i, "caption": "a cat"} for i in (1, 2)])
     assert evaluate.main(["--references", str(small_refs), "--results", str(res), "--spice"]) == 0
     out = capsys.readouterr().out
     assert "note: METEOR skipped: java not found" in out
@@ -259,7 +242,7 @@ def test_spice_without_jars_is_skipped_with_a_notice(
 ) -> None:
     monkeypatch.setattr(metrics, "_spice_jar_paths", lambda: [tmp_path / "lib" / "corenlp.jar"])
     monkeypatch.setattr(metrics, "_run_meteor", lambda gts, res: (0.5, [0.5] * len(gts)))  # fast
-    res = _write(tmp_path / "res.json", [{"image_id": 3, "caption": "a cat number 3"}])
+    res = write_json(tmp_path / "res.json", [{"image_id": 3, "caption": "a cat number 3"}])
     out = tmp_path / "s" / "scores.json"
     assert (
         evaluate.main(
@@ -279,7 +262,7 @@ def test_results_mode_html_thumbnails_from_images_dir(
     tiny_coco: Path, tmp_path: Path, no_java: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     refs = tiny_coco / "annotations" / "captions_val.json"
-    res = _write(
+    res = write_json(
         tmp_path / "res.json",
         [
             {"image_id": 100, "caption": "a blue circle"},

@@ -9,15 +9,6 @@ from captioning.models.encoder import EncoderOutput
 V, E, H, D = 17, 8, 12, 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors this small run fastest on one thread (no hand-offs on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(cell: str, injection: str = "none", layers: int = 1) -> RNNDecoder:
     torch.manual_seed(0)
     return RNNDecoder(

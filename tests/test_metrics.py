@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import HAS_JAVA, needs_java, write_json
 from nltk.translate.bleu_score import corpus_bleu
 
 from captioning import metrics
@@ -25,8 +25,6 @@ from captioning.metrics import (
 from captioning.text import tokenize
 
 DATA = Path(__file__).parent / "data" / "coco-karpathy-test"
-HAS_JAVA = shutil.which("java") is not None
-needs_java = pytest.mark.skipif(not HAS_JAVA, reason="java not found (PTB tokenizer, METEOR)")
 
 REFS = {
     1: ["A man riding a horse on a beach.", "A person rides a brown horse", "man on horseback"],
@@ -34,19 +32,6 @@ REFS = {
     3: ["A plate of food with broccoli", "broccoli and rice on a white plate"],
 }
 PREDS = {1: "a man riding a horse", 2: "two dogs playing in snow", 3: "a plate of broccoli"}
-
-
-@pytest.fixture
-def no_java(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_which = shutil.which
-    monkeypatch.setattr(
-        metrics.shutil, "which", lambda cmd, *a, **k: None if cmd == "java" else real_which(cmd)
-    )
-
-
-def _write(path: Path, data: object) -> Path:
-    path.write_text(json.dumps(data))
-    return path
 
 
 # --------------------------------------------------------------------------- regression
@@ -121,10 +106,10 @@ def test_load_references_and_results_roundtrip(tmp_path: Path) -> None:
             {"id": 3, "image_id": 3, "caption": "the cat"},
         ],
     }
-    refs = load_references(_write(tmp_path / "ann.json", ann))
+    refs = load_references(write_json(tmp_path / "ann.json", ann))
     assert refs == {5: ["a dog"], 3: ["a cat", "the cat"]} and list(refs) == [5, 3]
     results = [{"image_id": 3, "caption": "cat"}, {"image_id": 5, "caption": "dog", "score": 1}]
-    assert load_results(_write(tmp_path / "res.json", results), refs) == {3: "cat", 5: "dog"}
+    assert load_results(write_json(tmp_path / "res.json", results), refs) == {3: "cat", 5: "dog"}
     with pytest.raises(CaptioningError, match="cannot read"):
         load_references(tmp_path / "missing.json")
 
@@ -142,14 +127,14 @@ def test_load_references_and_results_roundtrip(tmp_path: Path) -> None:
 )
 def test_load_results_errors_name_the_culprits(tmp_path: Path, entries: object, pattern: str):
     with pytest.raises(CaptioningError, match=pattern) as info:
-        load_results(_write(tmp_path / "res.json", entries), {1: ["x"], 2: ["y"]})
+        load_results(write_json(tmp_path / "res.json", entries), {1: ["x"], 2: ["y"]})
     assert "\n" not in str(info.value)
 
 
 def test_load_results_lists_at_most_ten_ids(tmp_path: Path) -> None:
     entries = [{"image_id": i, "caption": "a"} for i in range(100, 125)]
     with pytest.raises(CaptioningError, match=r"100, 101, .*109 and 15 more"):
-        load_results(_write(tmp_path / "res.json", entries), {1: ["x"]})
+        load_results(write_json(tmp_path / "res.json", entries), {1: ["x"]})
 
 
 # --------------------------------------------------------------------------- coco_scores

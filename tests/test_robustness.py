@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import evil_checkpoint
 from PIL import Image
 
 from captioning.checkpoint import load_checkpoint
@@ -152,28 +153,6 @@ def tiny_checkpoint(path: Path, config: dict | None = None, words=WORDS) -> Path
         step=3,
         optimizer=optimizer.state_dict(),
     )
-
-
-def evil_checkpoint(path: Path, marker: Path) -> Path:
-    """A checkpoint whose unpickling would create `marker` (if anything unpickled it)."""
-
-    class Evil:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    torch.save(
-        {
-            "format_version": 1,
-            "model": {},
-            "config": {},
-            "vocab": [],
-            "epoch": 0,
-            "step": 0,
-            "payload": Evil(),
-        },
-        path,
-    )
-    return path
 
 
 def run_tool(name: str, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:

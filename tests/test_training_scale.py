@@ -43,16 +43,6 @@ SMALL = [  # on top of conftest.TINY: 32 px images, small batches, one thread
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (two spin-waiting threads on a busy 2-core CPU can
-    be 1000x slower); train() sets it too (trainer.threads=1). Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 compose_cfg = compose_train
 
 
