@@ -8,12 +8,12 @@ The public API, re-exported here::
 __version__ = "0.1.0"
 
 from captioning.checkpoint import load_checkpoint, save_checkpoint
+from captioning.contracts import EncoderOutput
 from captioning.decoding import Generation, beam_search, generate, greedy, sample
 from captioning.errors import CaptioningError
 from captioning.inference import Captioner
-from captioning.models.captioner import CaptionModel, build_model
+from captioning.models.caption_model import CaptionModel, build_model
 from captioning.models.decoder import RNNDecoder
-from captioning.models.encoder import EncoderOutput
 from captioning.vocab import Vocabulary
 
 __all__ = [

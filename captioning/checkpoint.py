@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from captioning.errors import CaptioningError
-from captioning.models.captioner import CaptionModel, build_model
+from captioning.models.caption_model import CaptionModel, build_model
 from captioning.vocab import Vocabulary
 
 __all__ = [

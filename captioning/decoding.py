@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from captioning.contracts import EncoderOutput
 from captioning.errors import CaptioningError
-from captioning.models.encoder import EncoderOutput
 
 __all__ = ["Generation", "beam_search", "generate", "greedy", "sample"]
 

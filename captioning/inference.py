@@ -13,8 +13,8 @@ from captioning.checkpoint import CheckpointError, load_checkpoint, restore_mode
 from captioning.data.images import MAX_PIXELS, ImageLoadError, load_image, to_rgb
 from captioning.data.transforms import eval_transform
 from captioning.decoding import Generation, generate
-from captioning.engine import resolve_device
-from captioning.models.captioner import CaptionModel
+from captioning.devices import resolve_device
+from captioning.models.caption_model import CaptionModel
 from captioning.vocab import Vocabulary
 
 __all__ = ["Captioner", "ImageLike"]

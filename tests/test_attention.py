@@ -1,15 +1,15 @@
 """Soft attention and the Show-Attend-Tell decoder: equations, step/teacher-forcing agreement,
-the doubly stochastic regulariser, overfitting a batch, and the engine's training step."""
+the doubly stochastic regulariser, overfitting a batch, and the training loop's step."""
 
 import pytest
 import torch
+from helpers import caption_loss, fixed_captions, overfit, tiny_model_config
 
+from captioning.contracts import EncoderOutput
 from captioning.decoding import greedy
-from captioning.engine import caption_loss
 from captioning.errors import CaptioningError
 from captioning.models.attention import SoftAttention
 from captioning.models.attention_decoder import AttentionDecoder
-from captioning.models.encoder import EncoderOutput
 
 V, E, H, A, L, DG = 23, 8, 12, 9, 5, 6
 CELLS = ["rnn", "lstm", "gru"]
@@ -178,23 +178,15 @@ def test_overfits_a_small_batch_and_decodes_it_with_attention(cell):
         dropout=0.0,
     )
     feats = features(4, seed=1)
-    g = torch.Generator().manual_seed(5)
-    captions = torch.cat(
-        [
-            torch.ones(4, 1, dtype=torch.long),
-            torch.randint(4, V, (4, 5), generator=g),
-            torch.full((4, 1), 2),
-        ],
-        dim=1,
-    )  # <start> w1..w5 <end>
+    captions = fixed_captions(4, 5, V)  # <start> w1..w5 <end>
     lengths = torch.full((4,), 6)
-    opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
-    for _ in range(200):
+
+    def loss():
         logits, alphas = dec(feats, captions[:, :-1], lengths, return_alphas=True)
-        loss = caption_loss(logits, captions[:, 1:]) + dec.attention_penalty(alphas, lengths)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        return caption_loss(logits, captions[:, 1:]) + dec.attention_penalty(alphas, lengths)
+
+    overfit(loss, dec.parameters(), steps=200, lr=1e-2)
+    logits = dec(feats, captions[:, :-1], lengths)
     assert caption_loss(logits, captions[:, 1:]).item() < 0.05
     out = greedy(dec.eval(), feats, max_len=10)
     assert out.sequences[:, :6].tolist() == captions[:, 1:].tolist()
@@ -202,28 +194,17 @@ def test_overfits_a_small_batch_and_decodes_it_with_attention(cell):
     torch.testing.assert_close(out.attention[:, :6].sum(-1), torch.ones(4, 6))
 
 
-def test_engine_trains_a_caption_model_with_attention():
-    """`train_one_epoch` calls forward(..., return_alphas=True) and adds the penalty."""
+def test_training_loop_trains_a_caption_model_with_attention():
+    """The training loop's cross-entropy calls forward(..., return_alphas=True) and adds the
+    penalty."""
     from captioning.data.loader import CaptionBatch
-    from captioning.engine import train_one_epoch
-    from captioning.models.captioner import build_model
+    from captioning.models.caption_model import build_model
+    from captioning.training import TrainLoop
 
     torch.manual_seed(0)
-    config = {
-        "encoder": {
-            "_target_": "captioning.models.encoder.vgg_tiny",
-            "width": 4,
-            "image_size": 32,
-            "vector_dim": 16,
-        },
-        "decoder": {
-            "_target_": "captioning.models.attention_decoder.AttentionDecoder",
-            "cell": "lstm",
-            "embed_dim": 8,
-            "hidden_dim": 8,
-            "attention_dim": 8,
-        },
-    }
+    config = tiny_model_config(
+        decoder="attention", image_size=32, vector_dim=16, cell="lstm", attention_dim=8
+    )
     model = build_model(config, vocab_size=V)
     assert model.decoder.has_attention and model.decoder.attention.grid_proj.in_features == 16
     captions, lengths = batch(3, 6)
@@ -239,7 +220,7 @@ def test_engine_trains_a_caption_model_with_attention():
         )
     ]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    stats = train_one_epoch(model, loader, opt, device=torch.device("cpu"), progress=False)
+    stats = TrainLoop(model, opt, device=torch.device("cpu")).run_epoch(loader)
     assert stats.steps == 1 and torch.isfinite(torch.tensor(stats.loss))
 
 
@@ -266,8 +247,8 @@ def test_decoder_configs_and_experiment_presets_compose():
 
     from hydra import compose, initialize_config_dir
 
-    from captioning.models.captioner import instantiate
     from captioning.models.decoder import RNNDecoder
+    from captioning.targets import instantiate
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     expected = {

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import evil_checkpoint
+from helpers import evil_checkpoint
 
 from captioning.checkpoint import (
     CheckpointError,
@@ -10,7 +10,7 @@ from captioning.checkpoint import (
     set_rng_state,
 )
 from captioning.inference import Captioner
-from captioning.models.captioner import build_model
+from captioning.models.caption_model import build_model
 from captioning.vocab import Vocabulary
 
 CONFIG = {

@@ -2,11 +2,11 @@ import itertools
 
 import pytest
 import torch
+from helpers import caption_loss, fixed_captions, overfit
 
+from captioning.contracts import EncoderOutput
 from captioning.decoding import greedy
-from captioning.engine import caption_loss
 from captioning.models.decoder import RNNDecoder
-from captioning.models.encoder import EncoderOutput
 
 V, E, H, D = 23, 8, 12, 10
 COMBOS = list(
@@ -96,23 +96,13 @@ def test_overfits_a_small_batch_and_decodes_it(cell, injection):
         image_injection=injection,
     )
     feats = features(4, seed=1)
-    g = torch.Generator().manual_seed(5)
-    captions = torch.cat(
-        [
-            torch.ones(4, 1, dtype=torch.long),
-            torch.randint(4, V, (4, 5), generator=g),
-            torch.full((4, 1), 2),
-        ],
-        dim=1,
-    )  # <start> w1..w5 <end>
+    captions = fixed_captions(4, 5, V)  # <start> w1..w5 <end>
     lengths = torch.full((4,), 6)
-    opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
-    for _ in range(300):
-        loss = caption_loss(dec(feats, captions[:, :-1], lengths), captions[:, 1:])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.02
+
+    def loss():
+        return caption_loss(dec(feats, captions[:, :-1], lengths), captions[:, 1:])
+
+    assert overfit(loss, dec.parameters(), steps=300, lr=1e-2).item() < 0.02
     out = greedy(dec.eval(), feats, max_len=10)
     assert out.sequences[:, :6].tolist() == captions[:, 1:].tolist()
 

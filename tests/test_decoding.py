@@ -13,12 +13,12 @@ from PIL import Image
 from torch import nn
 
 from captioning.checkpoint import save_checkpoint
+from captioning.contracts import EncoderOutput
 from captioning.decoding import beam_search, generate, greedy, sample
 from captioning.errors import CaptioningError
 from captioning.inference import Captioner
-from captioning.models.captioner import build_model
+from captioning.models.caption_model import build_model
 from captioning.models.decoder import RNNDecoder
-from captioning.models.encoder import EncoderOutput
 from captioning.vocab import Vocabulary
 
 try:
@@ -27,6 +27,7 @@ except ImportError:  # written in parallel; these cases skip until it exists
     AttentionDecoder = None
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))  # bench_decoding, caption: being moved out (issue 16)
 V, E, H, D, L, G = 23, 8, 12, 10, 4, 6  # vocab, embed, hidden, vector, regions, grid dim
 BOS, EOS, PAD = 1, 2, 0
 

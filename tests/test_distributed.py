@@ -65,8 +65,7 @@ def test_single_process_helpers_and_the_torchrun_check(monkeypatch):
 
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process_with_twice_the_batch(shapes_root, tmp_path):
-    from test_training_scale import SMALL, TINY, tiny_cfg
-    from train import train
+    from helpers import SMALL, TINY, fit, small_cfg
 
     common = [
         "trainer.epochs=2",
@@ -74,7 +73,7 @@ def test_two_gloo_processes_match_one_process_with_twice_the_batch(shapes_root, 
         "data.feature_cache=false",
         "decoder.dropout=0",
     ]
-    train(tiny_cfg(shapes_root, *common, "trainer.batch_size=8"), run_dir=tmp_path / "one")
+    fit(small_cfg(shapes_root, *common, "trainer.batch_size=8"), run_dir=tmp_path / "one")
     ddp = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(

@@ -1,4 +1,6 @@
-"""tools/evaluate.py end to end: official numbers, agreement with pycocoevalcap, errors, modes."""
+"""Evaluation: official numbers and agreement with pycocoevalcap (tools/evaluate.py through its
+command line), bad input, notices, the HTML report, and checkpoint mode (the library's
+`captioning.scoring` and `captioning.evaluation`)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import evaluate
 import pytest
-from conftest import needs_java, tiny_cfg, write_json
+from helpers import fit, needs_java, run_tool, tiny_cfg, write_json
 
-from captioning import engine, metrics
+from captioning import evaluation, metrics
 from captioning.errors import CaptioningError
+from captioning.evaluation import decode_checkpoint
 from captioning.inference import Captioner
-from captioning.metrics import METRIC_KEYS
+from captioning.metrics import METRIC_KEYS, load_references, load_results
+from captioning.scoring import image_files, score_captions
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "coco-karpathy-test"
@@ -180,21 +183,20 @@ def test_bad_results_file_exits_2_with_the_ids_on_stderr(tmp_path: Path, small_r
 
 
 @pytest.mark.parametrize("case", sorted(BAD_RESULTS))
-def test_bad_results_files_are_one_line_errors(
-    tmp_path: Path, small_refs: Path, capsys: pytest.CaptureFixture[str], case: str
-) -> None:
+def test_bad_results_files_are_one_line_errors(tmp_path: Path, small_refs: Path, case: str) -> None:
     entries, expected = BAD_RESULTS[case]
     results = write_json(tmp_path / "res.json", entries)
-    assert evaluate.main(["--references", str(small_refs), "--results", str(results)]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.startswith("error: ")
-    assert len(captured.err.strip().splitlines()) == 1
-    assert all(text in captured.err for text in expected)
+    with pytest.raises(CaptioningError) as info:
+        load_results(results, load_references(small_refs))
+    message = str(info.value)
+    assert "\n" not in message and str(results) in message
+    assert all(text in message for text in expected)
     assert not (tmp_path / "res_scores.json").exists()
 
 
-def test_usage_errors(tmp_path: Path, small_refs: Path, capsys: pytest.CaptureFixture[str]):
+def test_usage_errors(tmp_path: Path, small_refs: Path):
     res = str(write_json(tmp_path / "res.json", [{"image_id": 1, "caption": "a cat"}]))
+    errors = ""
     for argv in (
         ["--references", str(small_refs), "--results", res, "--beam-size", "3"],
         ["--references", str(small_refs)],
@@ -202,55 +204,38 @@ def test_usage_errors(tmp_path: Path, small_refs: Path, capsys: pytest.CaptureFi
         ["--checkpoint", "x", "--beam-size", "0"],
         [],
     ):
-        with pytest.raises(SystemExit) as info:
-            evaluate.main(argv)
-        assert info.value.code == 2, argv
-    err = capsys.readouterr().err
-    assert "--beam-size only apply with --checkpoint" in err and "must be at least 1" in err
-
-
-def test_decoding_overrides_are_only_the_given_options() -> None:
-    assert evaluate.decoding_overrides(evaluate.parse_args(["-c", "run"])) == {}
-    args = evaluate.parse_args(["-c", "run", "--beam-size", "3", "--no-repeat-ngram-size", "2"])
-    assert evaluate.decoding_overrides(args) == {"beam_size": 3, "no_repeat_ngram_size": 2}
-    args = evaluate.parse_args(["-c", "run", "--max-len", "9", "--length-penalty", "0.7"])
-    assert evaluate.decoding_overrides(args) == {"max_len": 9, "length_penalty": 0.7}
+        done = run_tool("evaluate.py", *argv)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, argv
+        errors += done.stderr
+    assert "--beam-size only apply with --checkpoint" in errors and "must be at least 1" in errors
 
 
 # --------------------------------------------------------------------------- notices, SPICE
 
 
-def test_without_java_notices_are_printed(
-    tmp_path: Path, small_refs: Path, no_java: None, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_without_java_notices_are_given(tmp_path: Path, small_refs: Path, no_java: None) -> None:
     res = write_json(tmp_path / "res.json", [{"image_id": i, "caption": "a cat"} for i in (1, 2)])
-    assert evaluate.main(["--references", str(small_refs), "--results", str(res), "--spice"]) == 0
-    out = capsys.readouterr().out
-    assert "note: METEOR skipped: java not found" in out
-    assert "note: SPICE skipped: java not found" in out and "tokenizer: project" in out
-    assert "images scored: 2" in out
-    scores = json.loads((tmp_path / "res_scores.json").read_text())
+    refs = load_references(small_refs)
+    out = tmp_path / "res_scores.json"
+    scored = score_captions(refs, load_results(res, refs), out=out, spice=True)
+    notes = " | ".join(scored.notes)
+    assert "METEOR skipped: java not found" in notes
+    assert "SPICE skipped: java not found" in notes and "tokenizer: project" in notes
+    assert scored.report.num_images == 2
+    scores = json.loads(out.read_text())
     assert "METEOR" not in scores and "SPICE" not in scores and scores["num_images"] == 2
 
 
 @needs_java
 def test_spice_without_jars_is_skipped_with_a_notice(
-    tmp_path: Path,
-    small_refs: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, small_refs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(metrics, "_spice_jar_paths", lambda: [tmp_path / "lib" / "corenlp.jar"])
     monkeypatch.setattr(metrics, "_run_meteor", lambda gts, res: (0.5, [0.5] * len(gts)))  # fast
-    res = write_json(tmp_path / "res.json", [{"image_id": 3, "caption": "a cat number 3"}])
+    refs = load_references(small_refs)
     out = tmp_path / "s" / "scores.json"
-    assert (
-        evaluate.main(
-            ["--references", str(small_refs), "--results", str(res), "--spice", "--out", str(out)]
-        )
-        == 0
-    )
-    assert "note: SPICE skipped: Stanford CoreNLP jars missing" in capsys.readouterr().out
+    scored = score_captions(refs, {3: "a cat number 3"}, out=out, spice=True)
+    assert "SPICE skipped: Stanford CoreNLP jars missing" in " | ".join(scored.notes)
     scores = json.loads(out.read_text())
     assert "SPICE" not in scores and scores["CIDEr"] == 0.0 and scores["Bleu_4"] > 0.99
 
@@ -259,36 +244,20 @@ def test_spice_without_jars_is_skipped_with_a_notice(
 
 
 def test_results_mode_html_thumbnails_from_images_dir(
-    tiny_coco: Path, tmp_path: Path, no_java: None, capsys: pytest.CaptureFixture[str]
+    tiny_coco: Path, tmp_path: Path, no_java: None
 ) -> None:
-    refs = tiny_coco / "annotations" / "captions_val.json"
-    res = write_json(
-        tmp_path / "res.json",
-        [
-            {"image_id": 100, "caption": "a blue circle"},
-            {"image_id": 101, "caption": "a blue square"},
-        ],
-    )
-    base = ["--references", str(refs), "--results", str(res)]
-    assert (
-        evaluate.main(
-            [*base, "--html", str(tmp_path / "a.html"), "--images", str(tiny_coco / "images")]
-        )
-        == 0
-    )
+    refs = load_references(tiny_coco / "annotations" / "captions_val.json")
+    predictions = {100: "a blue circle", 101: "a blue square"}
+    images = image_files(tiny_coco / "annotations" / "captions_val.json", tiny_coco / "images")
+    score_captions(refs, predictions, html=tmp_path / "a.html", images=images)
     page = (tmp_path / "a.html").read_text()
     assert page.count("<img") == 2 and sorted(_html_scores(page)) == [100, 101]
-    assert evaluate.main([*base, "--html", str(tmp_path / "b.html")]) == 0
+    score_captions(refs, predictions, html=tmp_path / "b.html")
     assert "<img" not in (tmp_path / "b.html").read_text()
     (tiny_coco / "images" / "e.jpg").unlink()
-    assert (
-        evaluate.main(
-            [*base, "--html", str(tmp_path / "c.html"), "--images", str(tiny_coco / "images")]
-        )
-        == 0
-    )
+    scored = score_captions(refs, predictions, html=tmp_path / "c.html", images=images)
     assert (tmp_path / "c.html").read_text().count("<img") == 1
-    assert "note: 1 of 2 image files not found" in capsys.readouterr().out
+    assert "1 of 2 image files not found" in " | ".join(scored.notes)
 
 
 # --------------------------------------------------------------------------- checkpoint mode
@@ -309,10 +278,8 @@ def _tiny_cfg(shapes_root: Path, *overrides: str):
 @pytest.fixture(scope="module")
 def tiny_run(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run trained for 2 batches, best checkpoint picked by validation CIDEr."""
-    from train import train
-
     run = tmp_path_factory.mktemp("run")
-    summary = train(_tiny_cfg(shapes_root, "trainer.monitor=CIDEr"), run_dir=run)
+    summary = fit(_tiny_cfg(shapes_root, "trainer.monitor=CIDEr"), run_dir=run)
     row = summary["history"][0]
     assert {"val_CIDEr", "val_Bleu_4", "val_num_images"} <= set(row)
     assert summary["best"] == row["val_CIDEr"]
@@ -320,23 +287,17 @@ def tiny_run(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 def test_bad_monitor_name_is_a_clear_error(shapes_root: Path, tmp_path: Path) -> None:
-    from train import train
-
     cfg = _tiny_cfg(shapes_root, "trainer.monitor=BLEU4", "trainer.max_train_batches=1")
     with pytest.raises(CaptioningError, match=r"trainer.monitor='BLEU4'.*Bleu_4.*CIDEr") as info:
-        train(cfg, run_dir=tmp_path)
+        fit(cfg, run_dir=tmp_path)
     assert "\n" not in str(info.value)
 
 
 @pytest.mark.slow
 def test_checkpoint_mode_passes_only_given_decoding_options(
-    tiny_run: Path,
-    tmp_path: Path,
-    no_java: None,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    tiny_run: Path, tmp_path: Path, no_java: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = engine.generate
+    real = evaluation.generate
     accepted = inspect.signature(real).parameters
     calls: list[dict] = []
 
@@ -344,70 +305,90 @@ def test_checkpoint_mode_passes_only_given_decoding_options(
         calls.append(kwargs)
         return real(model, features, **{k: v for k, v in kwargs.items() if k in accepted})
 
-    monkeypatch.setattr(engine, "generate", recording)
-    results, page = tmp_path / "res.json", tmp_path / "report.html"
-    assert (
-        evaluate.main(
-            [
-                "-c",
-                str(tiny_run / "checkpoints" / "best.pt"),
-                "--max-len",
-                "4",
-                "--results",
-                str(results),
-                "--html",
-                str(page),
-            ]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out
-    assert "decoded 20 images of split 'test', each once (" in out and "max_len=4" in out
-    assert "images scored: 20" in out and "HTML report written" in out
+    monkeypatch.setattr(evaluation, "generate", recording)
+    decoded = decode_checkpoint(tiny_run / "checkpoints" / "best.pt", decoding={"max_len": 4})
     configured = Captioner.from_checkpoint(tiny_run, device="cpu").decoding  # the run's config
     assert {k: v for k, v in calls[0].items() if not k.endswith("_id")} == {
         **configured,
         "max_len": 4,
     }
-    assert calls[0]["max_len"] == 4 and len(json.loads(results.read_text())) == 20
-    scores = json.loads((tmp_path / "res_scores.json").read_text())
-    assert set(scores) >= {*METRIC_KEYS, *NLTK_KEYS, "num_images"} - {"METEOR"}
+    assert decoded.decoding == {**configured, "max_len": 4} and len(decoded.predictions) == 20
+    page = tmp_path / "report.html"
+    scored = score_captions(
+        decoded.references, decoded.predictions, html=page, images=decoded.images
+    )
+    assert set(scored.scores) >= {*METRIC_KEYS, *NLTK_KEYS, "num_images"} - {"METEOR"}
     html = page.read_text()
     assert len(_html_scores(html)) == 20 and html.count("<img") == 20
 
-    calls.clear()
-    assert (
-        evaluate.main(
-            [
-                "-c",
-                str(tiny_run),
-                "--beam-size",
-                "2",
-                "--length-penalty",
-                "0.5",
-                "--no-repeat-ngram-size",
-                "2",
-            ]
-        )
-        == 0
+
+@pytest.mark.slow
+def test_checkpoint_mode_cli_reports_the_decoding_it_used(tiny_run: Path, tmp_path: Path) -> None:
+    results, page = tmp_path / "res.json", tmp_path / "report.html"
+    done = run_tool(
+        "evaluate.py",
+        "-c",
+        tiny_run / "checkpoints" / "best.pt",
+        "--max-len",
+        "4",
+        "--results",
+        results,
+        "--html",
+        page,
     )
-    assert {k: calls[0][k] for k in ("beam_size", "length_penalty", "no_repeat_ngram_size")} == {
-        "beam_size": 2,
-        "length_penalty": 0.5,
-        "no_repeat_ngram_size": 2,
-    }
+    assert done.returncode == 0, done.stderr
+    assert "decoded 20 images of split 'test', each once (" in done.stdout
+    assert "max_len=4" in done.stdout and "beam_size=1" in done.stdout
+    assert "images scored: 20" in done.stdout and "HTML report written" in done.stdout
+    assert len(json.loads(results.read_text())) == 20
+    assert json.loads((tmp_path / "res_scores.json").read_text())["num_images"] == 20
+    done = run_tool(
+        "evaluate.py",
+        "-c",
+        tiny_run,
+        "--beam-size",
+        "2",
+        "--length-penalty",
+        "0.5",
+        "--no-repeat-ngram-size",
+        "2",
+    )
+    assert done.returncode == 0, done.stderr
+    for given in ("beam_size=2", "length_penalty=0.5", "no_repeat_ngram_size=2"):
+        assert given in done.stdout
     assert (tiny_run / "test_results.json").is_file()  # default: RUN_DIR/<split>_results.json
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    "beam_size" not in inspect.signature(engine.generate).parameters,
-    reason="captioning.decoding.generate has no beam search yet",
-)
-def test_checkpoint_mode_beam_size_one_equals_greedy(
-    tiny_run: Path, tmp_path: Path, no_java: None
-) -> None:
-    greedy, beam = tmp_path / "greedy.json", tmp_path / "beam.json"
-    assert evaluate.main(["-c", str(tiny_run), "--results", str(greedy)]) == 0
-    assert evaluate.main(["-c", str(tiny_run), "--results", str(beam), "--beam-size", "1"]) == 0
-    assert json.loads(greedy.read_text()) == json.loads(beam.read_text())
+def test_checkpoint_mode_beam_size_one_equals_greedy(tiny_run: Path) -> None:
+    """Greedy captions of the test split (the run's config) equal a beam search of width one
+    run through `beam_search` itself (`generate` would route beam size one to greedy)."""
+    import torch
+
+    from captioning.data.loader import load_split
+    from captioning.decoding import beam_search
+
+    greedy = decode_checkpoint(tiny_run).predictions
+    captioner = Captioner.from_checkpoint(tiny_run, device="cpu")
+    records = load_split(captioner_data(tiny_run), "test")
+    images = torch.stack([captioner.preprocess(r.path) for r in records])  # (N, 3, H, W)
+    vocab = captioner.vocab
+    with torch.no_grad():
+        beam = beam_search(
+            captioner.model,
+            captioner.model.encode(images),
+            beam_size=1,
+            max_len=captioner.decoding["max_len"],
+            bos_id=vocab.bos_id,
+            eos_id=vocab.eos_id,
+            pad_id=vocab.pad_id,
+        )
+    captions = [vocab.decode(seq[0]) for seq in beam.sequences.tolist()]  # (N, 1, T)
+    assert captions == [greedy[r.image_id] for r in records]
+
+
+def captioner_data(run: Path) -> dict:
+    """The data config a run's best checkpoint was trained with."""
+    from captioning.checkpoint import load_checkpoint
+
+    return load_checkpoint(run)["config"]["data"]

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from captioning.contracts import EncoderOutput
 from captioning.models.decoder import RNNDecoder, reorder_state
-from captioning.models.encoder import EncoderOutput
 
 V, E, H, D = 17, 8, 12, 6
 

@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import HAS_JAVA, needs_java, write_json
+from helpers import HAS_JAVA, needs_java, write_json
 from nltk.translate.bleu_score import corpus_bleu
 
 from captioning import metrics

@@ -1,4 +1,5 @@
-"""Config composition and a short end-to-end run: train -> checkpoint -> caption -> evaluate."""
+"""Config composition and a short end-to-end run: train (the library's Trainer) -> checkpoint ->
+caption -> evaluate (the tools, through their command line)."""
 
 import json
 import subprocess
@@ -6,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_train
-from conftest import tiny_cfg as _tiny_cfg
+from helpers import compose_train, fit
+from helpers import tiny_cfg as _tiny_cfg
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,10 +29,8 @@ def test_config_composes_with_overrides(shapes_root):
 
 @pytest.mark.slow
 def test_end_to_end(shapes_root, tmp_path):
-    from train import train
-
     run = tmp_path / "run"
-    summary = train(tiny_cfg(shapes_root), run_dir=run)
+    summary = fit(tiny_cfg(shapes_root), run_dir=run)
     assert len(summary["history"]) == 2
     for name in (
         "checkpoints/best.pt",

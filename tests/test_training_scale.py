@@ -16,38 +16,30 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, compose_train
-from conftest import tiny_cfg as _tiny_cfg
-from omegaconf import OmegaConf
+from helpers import SMALL, TINY, compose_train, fit, run_tool, small_cfg, tiny_model_config
 from PIL import Image
 
-from captioning.checkpoint import load_checkpoint
+from captioning.checkpoint import load_checkpoint, save_checkpoint
+from captioning.contracts import EncoderOutput
 from captioning.data.coco import load_karpathy
 from captioning.data.loader import CaptionBatch, load_split
+from captioning.devices import autocast_dtype
 from captioning.errors import CaptioningError
-from captioning.models.captioner import build_model
+from captioning.models.caption_model import build_model
 from captioning.models.decoder import RNNDecoder
-from captioning.models.encoder import EncoderOutput
-from captioning.objective import CaptionObjective, sampled_forward
-from captioning.optim import build_optimizer, build_scheduler, lr_factor, sampling_probability
 from captioning.tracking import read_metrics_csv
+from captioning.training import TrainLoop, parse_config
+from captioning.training.objectives import (
+    caption_cross_entropy,
+    sampled_forward,
+    sampling_probability,
+)
+from captioning.training.optim import build_optimizer, build_scheduler, lr_factor
+from captioning.training.state import load_resume, resume_source
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [  # on top of conftest.TINY: 32 px images, small batches, one thread
-    "encoder.image_size=32",
-    "trainer.batch_size=8",
-    "trainer.max_train_batches=3",
-    "trainer.test_after_training=false",
-    "trainer.tensorboard=false",
-    "trainer.threads=1",
-]
-
-
 compose_cfg = compose_train
-
-
-def tiny_cfg(shapes_root: Path, *overrides: str):
-    return _tiny_cfg(shapes_root, *SMALL, *overrides)
+tiny_cfg = small_cfg
 
 
 def weights(run: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
@@ -143,8 +135,6 @@ def test_coco_config_reads_the_2014_files(tmp_path):
 
 @pytest.mark.slow
 def test_training_runs_on_karpathy_format_data(tmp_path):
-    from train import train
-
     write_karpathy(tmp_path / "coco")
     cfg = compose_cfg(
         "data=coco_karpathy",
@@ -160,7 +150,7 @@ def test_training_runs_on_karpathy_format_data(tmp_path):
         "trainer.tensorboard=false",
         "trainer.threads=1",
     )
-    summary = train(cfg, run_dir=tmp_path / "run")
+    summary = fit(cfg, run_dir=tmp_path / "run")
     assert summary["history"][0]["val_num_images"] == 1 and summary["test"]["num_images"] == 2
 
 
@@ -212,22 +202,7 @@ def test_scheduled_sampling_ramp():
 
 
 def _model_config(**decoder):
-    return {
-        "encoder": {
-            "_target_": "captioning.models.encoder.vgg_tiny",
-            "width": 4,
-            "image_size": 16,
-            "vector_dim": 8,
-        },
-        "decoder": {
-            "_target_": "captioning.models.decoder.RNNDecoder",
-            "cell": "lstm",
-            "embed_dim": 6,
-            "hidden_dim": 10,
-            "dropout": 0.0,
-            **decoder,
-        },
-    }
+    return tiny_model_config(embed_dim=6, hidden_dim=10, dropout=0.0, **decoder)
 
 
 def _captions(b: int = 5, t: int = 7, v: int = 20, seed: int = 0):
@@ -305,7 +280,9 @@ def test_objective_label_smoothing_and_sampling_run_through_the_model():
     captions, lengths = _captions(b=5)
     index = torch.tensor([0, 0, 1, 1, 1])
     eps = 0.1
-    loss, words = CaptionObjective(model, label_smoothing=eps)(images, captions, lengths, index)
+    loss, words = caption_cross_entropy(
+        model, images, captions, lengths, index, label_smoothing=eps
+    )
     logp = model(images, captions[:, :-1], lengths - 1, index).log_softmax(-1)  # (B, T, V)
     mask = captions[:, 1:] != 0
     nll = -logp.gather(2, captions[:, 1:].unsqueeze(2)).squeeze(2)[mask]
@@ -313,9 +290,9 @@ def test_objective_label_smoothing_and_sampling_run_through_the_model():
     assert int(words) == int(mask.sum())
     torch.testing.assert_close(loss, ((1 - eps) * nll + eps * smooth).sum())
     features = model.encode(images)  # precomputed features give the same loss
-    again, _ = CaptionObjective(model, label_smoothing=eps)(features, captions, lengths, index)
+    again, _ = caption_cross_entropy(model, features, captions, lengths, index, label_smoothing=eps)
     torch.testing.assert_close(again, loss)
-    sampled, _ = CaptionObjective(model)(images, captions, lengths, index, sample_prob=0.5)
+    sampled, _ = caption_cross_entropy(model, images, captions, lengths, index, sample_prob=0.5)
     sampled.backward()
     assert all(p.grad is not None for p in model.decoder.parameters())
 
@@ -324,10 +301,6 @@ def test_objective_label_smoothing_and_sampling_run_through_the_model():
 
 
 def test_bf16_autocast_and_grad_scaler_plumbing_run_on_cpu():
-    from _train_setup import autocast_dtype
-
-    from captioning.engine import train_one_epoch
-
     torch.manual_seed(0)
     model = build_model(_model_config(), vocab_size=20)
     opt = build_optimizer(model, lr=1e-2)
@@ -345,16 +318,15 @@ def test_bf16_autocast_and_grad_scaler_plumbing_run_on_cpu():
         )
     before = [p.detach().clone() for p in model.decoder.parameters()]
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
-    stats = train_one_epoch(
+    loop = TrainLoop(
         model,
-        batches,
         opt,
         device=torch.device("cpu"),
-        progress=False,
         autocast_dtype=torch.bfloat16,
         scaler=scaler,
         channels_last=True,
     )
+    stats = loop.run_epoch(batches)
     assert stats.steps == 3 and math.isfinite(stats.loss) and stats.skipped == 0
     assert all(
         not torch.equal(a, b) for a, b in zip(before, model.decoder.parameters(), strict=True)
@@ -367,8 +339,6 @@ def test_bf16_autocast_and_grad_scaler_plumbing_run_on_cpu():
 
 
 def test_non_finite_gradients_skip_the_step():
-    from captioning.engine import train_one_epoch
-
     torch.manual_seed(0)
     model = build_model(_model_config(), vocab_size=20)
     opt = build_optimizer(model, lr=1e-2)
@@ -376,7 +346,7 @@ def test_non_finite_gradients_skip_the_step():
     images = torch.full((2, 3, 16, 16), float("nan"))
     batch = CaptionBatch(images, captions, lengths, torch.tensor([1, 2]), torch.tensor([0, 1]))
     before = [p.detach().clone() for p in model.parameters()]
-    stats = train_one_epoch(model, [batch], opt, device=torch.device("cpu"), progress=False)
+    stats = TrainLoop(model, opt, device=torch.device("cpu"), grad_clip=5.0).run_epoch([batch])
     assert stats.skipped == 1 and stats.steps == 0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
@@ -385,17 +355,11 @@ def test_non_finite_gradients_skip_the_step():
 def test_gpu_asked_for_without_one_is_a_one_line_error(tmp_path):
     assert compose_cfg("trainer=gpu").trainer.device == "cuda"
     missing = tmp_path / "not_generated"
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "tools" / "train.py"),
-            "trainer.device=cuda",
-            f"data.root={missing}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out = run_tool(
+        "train.py",
+        "trainer.device=cuda",
+        f"data.root={missing}",
+        f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
@@ -407,17 +371,15 @@ def test_gpu_asked_for_without_one_is_a_one_line_error(tmp_path):
 
 
 def test_encoder_fine_tuning_starts_after_n_epochs(shapes_root, tmp_path):
-    from train import train
-
     run = tmp_path / "run"
     args = (
         "encoder.trainable=true",
-        "trainer.finetune_encoder_after=1",
+        "optim.finetune_encoder_after=1",
         "optim.encoder_lr=1e-3",
         "optim.lr=2e-3",
         "optim.schedule=none",
     )  # constant rates: the test reads them back
-    train(tiny_cfg(shapes_root, "trainer.epochs=1", *args), run_dir=run)
+    fit(tiny_cfg(shapes_root, "trainer.epochs=1", *args), run_dir=run)
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     torch.manual_seed(0)
     initial = build_model(ckpt["config"], vocab_size=len(ckpt["vocab"])).state_dict()
@@ -425,12 +387,12 @@ def test_encoder_fine_tuning_starts_after_n_epochs(shapes_root, tmp_path):
         if key.startswith("encoder."):
             assert torch.equal(value, initial[key]), key  # frozen in epoch 1 (BN stats too)
     assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == [2e-3, 1e-3]
-    train(tiny_cfg(shapes_root, "trainer.epochs=2", f"trainer.resume={run}", *args))
+    fit(tiny_cfg(shapes_root, "trainer.epochs=2", f"trainer.resume={run}", *args))
     tuned = weights(run)
     assert not torch.equal(tuned["encoder.features.0.weight"], initial["encoder.features.0.weight"])
     with pytest.raises(CaptioningError, match=r"needs encoder\.trainable=true"):
-        train(
-            tiny_cfg(shapes_root, "encoder.trainable=false", "trainer.finetune_encoder_after=1"),
+        fit(
+            tiny_cfg(shapes_root, "encoder.trainable=false", "optim.finetune_encoder_after=1"),
             run_dir=tmp_path / "bad",
         )
 
@@ -445,15 +407,13 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 def test_resume_at_an_epoch_boundary_is_exact(shapes_root, tmp_path):
-    from train import train
-
     # a 1-epoch run continued to 2 epochs equals a 2-epoch run only with a schedule that does not
     # depend on the total (cosine decays to zero at trainer.epochs): the mid-epoch test covers cosine
     const = "optim.schedule=none"
-    full = train(tiny_cfg(shapes_root, "trainer.epochs=2", const), run_dir=tmp_path / "full")
+    full = fit(tiny_cfg(shapes_root, "trainer.epochs=2", const), run_dir=tmp_path / "full")
     run = tmp_path / "parts"
-    train(tiny_cfg(shapes_root, "trainer.epochs=1", const), run_dir=run)
-    resumed = train(
+    fit(tiny_cfg(shapes_root, "trainer.epochs=1", const), run_dir=run)
+    resumed = fit(
         tiny_cfg(shapes_root, "trainer.epochs=2", f"trainer.resume={run}", const),
         run_dir=tmp_path / "ignored",
     )
@@ -470,20 +430,18 @@ def test_resume_at_an_epoch_boundary_is_exact(shapes_root, tmp_path):
 
 
 def test_resume_mid_epoch_is_exact_with_schedules_sampling_and_dropout(shapes_root, tmp_path):
-    from train import train
-
     args = (
         "trainer.epochs=2",
         "optim.schedule=cosine",
         "optim.warmup_steps=2",
-        "optim.label_smoothing=0.1",
-        "trainer.scheduled_sampling.start_epoch=1",
-        "trainer.scheduled_sampling.increase_prob=0.3",
+        "objective.label_smoothing=0.1",
+        "objective.scheduled_sampling.start_epoch=1",
+        "objective.scheduled_sampling.increase_prob=0.3",
         "decoder.dropout=0.3",
     )
-    train(tiny_cfg(shapes_root, *args), run_dir=tmp_path / "full")
+    fit(tiny_cfg(shapes_root, *args), run_dir=tmp_path / "full")
     run = tmp_path / "parts"
-    stopped = train(
+    stopped = fit(
         tiny_cfg(shapes_root, *args),
         run_dir=run,
         should_stop=lambda epoch, batch: (epoch, batch) == (2, 1),
@@ -491,7 +449,7 @@ def test_resume_mid_epoch_is_exact_with_schedules_sampling_and_dropout(shapes_ro
     assert stopped["interrupted"] == "stop requested" and len(stopped["history"]) == 1
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 1 and ckpt["trainer_state"]["batch"] == 1 and ckpt["step"] == 4
-    train(tiny_cfg(shapes_root, *args, f"trainer.resume={run}"))
+    fit(tiny_cfg(shapes_root, *args, f"trainer.resume={run}"))
     assert_same_weights(weights(tmp_path / "full"), weights(run))
     rows = read_metrics_csv(run / "metrics.csv")
     expected = read_metrics_csv(tmp_path / "full" / "metrics.csv")
@@ -499,6 +457,57 @@ def test_resume_mid_epoch_is_exact_with_schedules_sampling_and_dropout(shapes_ro
     for a, b in zip(rows, expected, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)
         assert a["lr"] == b["lr"]
+
+
+def test_augmentation_depends_only_on_seed_epoch_and_item(shapes_root):
+    from captioning.data.coco import CaptionDataset, load_coco_captions
+    from captioning.data.transforms import imagenet_preprocess, train_transform
+    from captioning.vocab import Vocabulary
+
+    records = load_coco_captions(
+        shapes_root / "annotations" / "captions_val.json", shapes_root / "images"
+    )[:3]
+    vocab = Vocabulary.build(c for r in records for c in r.captions)
+    augment = train_transform(imagenet_preprocess(32), augment=True)
+    data = CaptionDataset(records, vocab, augment, seed=7)
+    data.set_epoch(1)
+    first = data[2][0]
+    torch.manual_seed(123)  # the global generator neither matters nor moves
+    state = torch.get_rng_state()
+    again = data[2][0]
+    assert torch.equal(first, again) and torch.equal(torch.get_rng_state(), state)
+    data.set_epoch(2)
+    assert not torch.equal(data[2][0], first)  # a new augmentation every epoch
+    other = CaptionDataset(records, vocab, augment, seed=8)
+    other.set_epoch(1)
+    assert not torch.equal(other[2][0], first)
+
+
+@pytest.mark.slow
+def test_resume_mid_epoch_is_exact_with_loader_workers_and_augmentation(shapes_root, tmp_path):
+    args = (
+        "trainer.epochs=2",
+        "trainer.num_workers=2",
+        "data.augment=true",
+        "decoder.dropout=0.3",
+    )
+    fit(tiny_cfg(shapes_root, *args), run_dir=tmp_path / "full")
+    run = tmp_path / "parts"
+    stopped = fit(
+        tiny_cfg(shapes_root, *args),
+        run_dir=run,
+        should_stop=lambda epoch, batch: (epoch, batch) == (2, 2),
+    )
+    assert stopped["interrupted"] == "stop requested"
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["trainer_state"]["batch"] == 2 and ckpt["sampler"]["epoch"] == 2
+    assert ckpt["loader_generator"] is not None
+    fit(tiny_cfg(shapes_root, *args, f"trainer.resume={run}"))
+    assert_same_weights(weights(tmp_path / "full"), weights(run))
+    rows = read_metrics_csv(run / "metrics.csv")
+    expected = read_metrics_csv(tmp_path / "full" / "metrics.csv")
+    for a, b in zip(rows, expected, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)
 
 
 @pytest.mark.slow
@@ -540,19 +549,14 @@ def test_sigterm_writes_a_last_checkpoint_and_the_run_resumes(shapes_root, tmp_p
 
 
 def test_resume_needs_the_same_model(shapes_root, tmp_path):
-    from _train_setup import resume_source
-
     with pytest.raises(CaptioningError, match="no such run directory"):
         resume_source(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CaptioningError, match=r"no checkpoints/last\.pt"):
         resume_source(tmp_path / "empty")
     assert resume_source(None) is None
-    cfg = OmegaConf.to_container(tiny_cfg(shapes_root), resolve=True)
+    cfg = parse_config(tiny_cfg(shapes_root)).to_dict()
     other = {**cfg, "decoder": {**cfg["decoder"], "hidden_dim": 64}}
-    from _train_setup import load_resume
-
-    from captioning.checkpoint import save_checkpoint
 
     path = save_checkpoint(
         tmp_path / "ck.pt", model={}, config=other, vocab=["<pad>"], epoch=1, step=1

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_tool, tiny_checkpoint, tiny_model_config
 from PIL import Image
 
 from captioning.data.transforms import Preprocess, eval_transform
@@ -250,85 +251,59 @@ def test_plot_training_curves(tmp_path: Path) -> None:
         plot_training_curves([], tmp_path / "none.png")
 
 
-def test_plot_run_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import plot_run
-
+def test_plot_run_tool(tmp_path: Path) -> None:
     run = _run_dir(tmp_path / "run")
-    assert plot_run.main([str(run)]) == 0
-    assert (run / "curves.png").is_file() and "4 epochs plotted" in capsys.readouterr().out
-    assert plot_run.main([str(run / "metrics.csv"), "--out", str(tmp_path / "x.svg")]) == 0
+    done = run_tool("plot_run.py", run)
+    assert done.returncode == 0, done.stderr
+    assert (run / "curves.png").is_file() and "4 epochs plotted" in done.stdout
+    assert run_tool("plot_run.py", run / "metrics.csv", "--out", tmp_path / "x.svg").returncode == 0
     assert (tmp_path / "x.svg").read_text().lstrip().startswith("<?xml")
-    assert plot_run.main([str(tmp_path / "nowhere")]) == 2
+    missing = run_tool("plot_run.py", tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "metrics.csv").write_text("epoch\n")
-    assert plot_run.main([str(tmp_path / "empty")]) == 2
-    err = capsys.readouterr().err
+    empty = run_tool("plot_run.py", tmp_path / "empty")
+    assert missing.returncode == 2 and empty.returncode == 2
+    err = missing.stderr + empty.stderr
     assert "nowhere" in err and "no epochs" in err and "Traceback" not in err
 
 
 # --------------------------------------------------------------------------- caption.py
 
 
-def _checkpoint(path: Path, decoder: dict) -> Path:
-    """An untrained model saved as training would (enough to exercise the tools)."""
-    from captioning.checkpoint import save_checkpoint
-    from captioning.models.captioner import build_model
+def _checkpoint(path: Path, decoder: str, **settings) -> Path:
+    """An untrained model saved as training would, that emits no special token (`<pad>`,
+    `<start>`, `<end>`, `<unk>`): every caption has max_len = 5 words (enough to exercise the
+    tools)."""
+    from captioning.checkpoint import load_checkpoint, save_checkpoint
 
-    config = {
-        "encoder": {
-            "_target_": "captioning.models.encoder.vgg_tiny",
-            "width": 4,
-            "vector_dim": 16,
-            "image_size": 32,
-        },
-        "decoder": decoder,
-        "decoding": {"max_len": 5},
-    }
-    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "red", "circle"])
-    model = build_model(config, vocab_size=len(vocab))
-    return save_checkpoint(
-        path, model=model.state_dict(), config=config, vocab=vocab.to_list(), epoch=0, step=0
-    )
+    config = tiny_model_config(decoder=decoder, vector_dim=16, image_size=32, max_len=5, **settings)
+    ckpt = load_checkpoint(tiny_checkpoint(path, config, words=["a red circle"]))
+    ckpt["model"]["decoder.out.bias"][:4] = -1e4  # the specials
+    fields = ("model", "config", "vocab", "epoch", "step")
+    return save_checkpoint(path, **{k: ckpt[k] for k in fields})
 
 
-def test_caption_tool_draws_attention_maps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    import caption
-
-    attention = {
-        "_target_": "captioning.models.attention_decoder.AttentionDecoder",
-        "embed_dim": 8,
-        "hidden_dim": 8,
-        "attention_dim": 8,
-    }
-    ckpt = _checkpoint(tmp_path / "att.pt", attention)
+def test_caption_tool_draws_attention_maps(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path / "att.pt", "attention", attention_dim=8)
     images = []
     for k in range(2):
         images.append(tmp_path / f"img{k}.png")
         _picture((60, 40), seed=k).save(images[-1])
     out = tmp_path / "maps" / "att.png"
-    assert caption.main(["-c", str(ckpt), str(images[0]), "--attention-map", str(out)]) == 0
+    done = run_tool("caption.py", "-c", ckpt, images[0], "--attention-map", out)
+    assert done.returncode == 0, done.stderr
     with Image.open(out) as png:
-        assert png.size[0] > png.size[1]
-    captured = capsys.readouterr()
-    assert captured.out.startswith(f"{images[0]}\t") and f"attention map: {out}" in captured.err
-    assert (
-        caption.main(
-            ["-c", str(ckpt), *map(str, images), "--attention-map", str(out), "--beam-size", "2"]
-        )
-        == 0
-    )
+        assert png.size[0] > png.size[1]  # the image and 5 word panels: one row of six
+    assert done.stdout.startswith(f"{images[0]}\t") and f"attention map: {out}" in done.stderr
+    assert len(done.stdout.split("\t")[1].split()) == 5
+    done = run_tool("caption.py", "-c", ckpt, *images, "--attention-map", out, "--beam-size", "2")
+    assert done.returncode == 0, done.stderr
     assert {p.name for p in out.parent.iterdir()} == {"att.png", "att_img0.png", "att_img1.png"}
 
-    lstm = {
-        "_target_": "captioning.models.decoder.RNNDecoder",
-        "cell": "lstm",
-        "embed_dim": 8,
-        "hidden_dim": 8,
-    }
-    ckpt = _checkpoint(tmp_path / "lstm.pt", lstm)
-    capsys.readouterr()
-    assert caption.main(["-c", str(ckpt), str(images[0]), "--attention-map", str(out)]) == 2
-    err = capsys.readouterr().err
+    ckpt = _checkpoint(tmp_path / "lstm.pt", "rnn", cell="lstm")
+    done = run_tool("caption.py", "-c", ckpt, images[0], "--attention-map", out)
+    assert done.returncode == 2
     assert (
-        err.startswith("error: --attention-map needs an attention model") and err.count("\n") == 1
+        done.stderr.startswith("error: --attention-map needs an attention model")
+        and done.stderr.count("\n") == 1
     )

@@ -34,11 +34,11 @@ from captioning.data.features import FeatureCaptionDataset, build_feature_cache
 from captioning.data.loader import build_train_loader, start_epoch
 from captioning.data.shapes import generate_shapes
 from captioning.data.transforms import eval_transform
-from captioning.engine import train_one_epoch
-from captioning.models.captioner import CaptionModel
+from captioning.models.caption_model import CaptionModel
 from captioning.models.decoder import RNNDecoder
 from captioning.models.encoder import vgg16
-from captioning.optim import build_optimizer
+from captioning.training import TrainLoop
+from captioning.training.optim import build_optimizer
 from captioning.vocab import Vocabulary
 
 DECODERS = {
@@ -114,7 +114,7 @@ def encoder_vs_gemm(encoder: nn.Module, batch: int, repeats: int, n: int = 2048)
 def _epoch_seconds(model: CaptionModel, loader: Any, optimizer: Any, epoch: int) -> float:
     start_epoch(loader, epoch)
     start = time.perf_counter()
-    train_one_epoch(model, loader, optimizer, device=torch.device("cpu"), progress=False)
+    TrainLoop(model, optimizer, device=torch.device("cpu"), grad_clip=5.0).run_epoch(loader)
     return time.perf_counter() - start
 
 

@@ -24,21 +24,8 @@ from typing import Any
 
 import _common
 
-from captioning.errors import CaptioningError
-from captioning.metrics import (
-    ScoreReport,
-    evaluate_captions,
-    format_table,
-    load_references,
-    load_results,
-)
-
 #: decoding options: argparse destination -> keyword of captioning.decoding.generate
 DECODING_OPTIONS = ("beam_size", "max_len", "length_penalty", "no_repeat_ngram_size")
-TOKENIZERS = {
-    "ptb": "PTB tokenizer (Stanford CoreNLP, as the official toolkit)",
-    "project": "project tokenizer (java not found: scores differ slightly from the official)",
-}
 
 
 def _positive(text: str) -> int:
@@ -121,96 +108,34 @@ def decode_split(args: argparse.Namespace) -> tuple[dict, dict[int, str], Path, 
     Returns:
         (references, predictions, results file, image files), all keyed by image id.
     """
-    from captioning.checkpoint import load_checkpoint  # model code: checkpoint mode only
-    from captioning.data.loader import build_eval_loader, load_split, prepare_data
-    from captioning.engine import predict
-    from captioning.inference import Captioner
+    from captioning.evaluation import decode_checkpoint  # model code: checkpoint mode only
 
-    captioner = Captioner.from_checkpoint(args.checkpoint, device=args.device)
-    data = load_checkpoint(args.checkpoint)["config"].get("data")
-    if not isinstance(data, dict):
-        raise CaptioningError(
-            f"{args.checkpoint} records no data config; score its captions in results mode "
-            "(--references ANN.json --results RES.json)"
-        )
-    data = dict(data)
-    if args.data_root:
-        data["root"] = args.data_root
-    prepare_data(data)
-    records = load_split(data, args.split)
-    loader = build_eval_loader(records, captioner.transform, batch_size=args.batch_size)
-    decoding = {**captioner.decoding, **decoding_overrides(args)}
-    predictions = predict(
-        captioner.model,
-        loader,
-        captioner.vocab,
-        device=captioner.device,
-        decoding=decoding,
+    decoded = decode_checkpoint(
+        args.checkpoint,
+        split=args.split,
+        data_root=args.data_root,
+        decoding=decoding_overrides(args),
+        batch_size=args.batch_size,
+        device=args.device,
         progress=sys.stderr.isatty(),
     )
-    if not predictions:
-        raise CaptioningError(
-            f"none of the {len(records)} images of split {args.split!r} can be read"
-        )
     ckpt = Path(args.checkpoint)
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent.parent
     results = Path(args.results) if args.results else run_dir / f"{args.split}_results.json"
     results.parent.mkdir(parents=True, exist_ok=True)
-    payload = [{"image_id": i, "caption": c} for i, c in sorted(predictions.items())]
+    payload = [{"image_id": i, "caption": c} for i, c in sorted(decoded.predictions.items())]
     results.write_text(json.dumps(payload) + "\n")
-    how = ", ".join(f"{k}={v}" for k, v in decoding.items()) or "defaults"
+    how = ", ".join(f"{k}={v}" for k, v in decoded.decoding.items()) or "defaults"
     print(
-        f"decoded {len(predictions)} images of split {args.split!r}, each once ({how}) -> {results}"
+        f"decoded {len(decoded.predictions)} images of split {args.split!r}, each once ({how}) "
+        f"-> {results}"
     )
-    if len(predictions) < len(records):
+    if decoded.unreadable:
         print(
-            f"note: {len(records) - len(predictions)} images could not be read and are left out "
-            "of scoring (named above)"
+            f"note: {decoded.unreadable} images could not be read and are left out of scoring "
+            "(named above)"
         )
-    return loader.dataset.references(), predictions, results, {r.image_id: r.path for r in records}
-
-
-def image_files(annotation_file: str, image_dir: str) -> dict[int, Path]:
-    """Results mode: image id -> file under `image_dir`, from the annotation file's images."""
-    try:
-        images = json.loads(Path(annotation_file).read_text(encoding="utf-8")).get("images", [])
-    except (OSError, ValueError, AttributeError) as exc:
-        raise CaptioningError(
-            f"cannot read image file names from {annotation_file}: {exc}"
-        ) from exc
-    return {
-        im["id"]: Path(image_dir) / im["file_name"]
-        for im in images
-        if isinstance(im, dict) and "id" in im and "file_name" in im
-    }
-
-
-def write_report(
-    args: argparse.Namespace,
-    report: ScoreReport,
-    references: dict,
-    predictions: dict[int, str],
-    images: dict[int, Path],
-    notes: list[str],
-) -> None:
-    """Write the --html page; say how many images have no thumbnail."""
-    from captioning.visualize import report_items, write_html_report
-
-    missing = [i for i in predictions if i in images and not images[i].is_file()]
-    if images and missing:
-        notes.append(
-            f"{len(missing)} of {len(predictions)} image files not found "
-            f"(e.g. {images[missing[0]]}): no thumbnails for them"
-        )
-        print(f"note: {notes[-1]}")
-    found = {i: p for i, p in images.items() if p.is_file()}
-    items = report_items(references, predictions, report.per_image, found or None)
-    title = f"{args.checkpoint} on split {args.split}" if args.checkpoint else f"{args.results}"
-    scores = {**report.scores, "num_images": report.num_images}
-    path = write_html_report(
-        args.html, items, title=f"Captions: {title}", scores=scores, notes=notes
-    )
-    print(f"HTML report written to {path}")
+    return decoded.references, decoded.predictions, results, decoded.images
 
 
 @_common.one_line_errors
@@ -222,27 +147,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:  # its notices are printed below, once
         logging.getLogger("captioning.metrics").setLevel(logging.ERROR)
+    from captioning.metrics import format_table, load_references, load_results
+    from captioning.scoring import image_files, score_captions
+
     if args.checkpoint:
         references, predictions, results, images = decode_split(args)
+        title = f"{args.checkpoint} on split {args.split}"
     else:
         references = load_references(args.references)
         predictions = load_results(args.results, references)
-        results = Path(args.results)
+        results, title = Path(args.results), str(args.results)
         images = image_files(args.references, args.images) if args.images else {}
-    references = {i: references[i] for i in predictions}
-    report = evaluate_captions(references, predictions, spice=args.spice, per_image=bool(args.html))
-    notes = [f"tokenizer: {TOKENIZERS[report.tokenizer]}", *report.notices]
-    for note in notes:
+    scored = score_captions(
+        references,
+        predictions,
+        out=args.out or results.with_name(results.stem + "_scores.json"),
+        spice=args.spice,
+        html=args.html,
+        images=images,
+        title=title,
+    )
+    for note in scored.notes:
         print(note if note.startswith("tokenizer") else f"note: {note}")
-    scores = {**report.scores, "num_images": report.num_images}
-    out = Path(args.out) if args.out else results.with_name(results.stem + "_scores.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(scores, indent=2) + "\n")
-    print(format_table(report.scores))
-    print(f"images scored: {report.num_images}")
-    print(f"scores written to {out}")
-    if args.html:
-        write_report(args, report, references, predictions, images, notes)
+    print(format_table(scored.report.scores))
+    print(f"images scored: {scored.report.num_images}")
+    print(f"scores written to {scored.out}")
+    if scored.html:
+        print(f"HTML report written to {scored.html}")
     return 0
 
 

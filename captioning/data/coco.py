@@ -361,6 +361,7 @@ class CaptionDataset(Dataset):
         *,
         max_len: int | None = None,
         max_pixels: int | None = MAX_PIXELS,
+        seed: int | None = None,
     ) -> None:
         """Args:
         records: the images and their captions.
@@ -368,10 +369,16 @@ class CaptionDataset(Dataset):
         transform: PIL image -> tensor (3, H, W).
         max_len: caption length cap in words (longer captions are truncated).
         max_pixels: larger images are skipped (see :func:`~captioning.data.images.load_image`).
+        seed: for a random `transform` (augmentation): item i of epoch e is transformed with
+            torch's generator seeded from ``(seed, e, i)``, whichever process loads it and
+            whatever was loaded before (so resumed runs, and any number of loader workers, see
+            the same augmentation); the caller's random state is left as it was. None: the
+            transform draws from the global generator.
         """
         self.records = list(records)
         self.transform = transform
         self.max_pixels = max_pixels
+        self.seed, self.epoch = seed, 0
         # captions are encoded once, up front
         self.captions = [
             [torch.tensor(vocab.encode(c, max_len=max_len), dtype=torch.long) for c in rec.captions]
@@ -386,9 +393,19 @@ class CaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose items are loaded next (it seeds the augmentation, see ``seed``)."""
+        self.epoch = int(epoch)
+
     def __getitem__(self, index: int) -> tuple[Tensor, list[Tensor], int] | SkippedImage:
         record = self.records[index]
-        image = _read_image(record, self.transform, self.max_pixels)
+        if self.seed is None:
+            image = _read_image(record, self.transform, self.max_pixels)
+        else:
+            with torch.random.fork_rng(devices=[]):  # the caller's CPU generator is restored
+                key = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+                torch.manual_seed(key % (1 << 63))
+                image = _read_image(record, self.transform, self.max_pixels)
         if isinstance(image, SkippedImage):
             return image
         return image, self.captions[index], record.image_id

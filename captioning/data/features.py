@@ -40,11 +40,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from captioning.contracts import EncoderOutput
 from captioning.data.coco import ImageDataset, ImageRecord, SkippedImage
 from captioning.data.images import MAX_PIXELS, ImageLoadError, load_image
 from captioning.data.loader import collate_images
 from captioning.errors import CaptioningError
-from captioning.models.encoder import EncoderOutput
 from captioning.vocab import Vocabulary
 
 __all__ = [

@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from captioning.contracts import EncoderOutput
 from captioning.data.coco import (
     CaptionDataset,
     ImageDataset,
@@ -20,9 +21,9 @@ from captioning.data.coco import (
     load_coco_captions,
     load_karpathy,
 )
+from captioning.data.config import DataConfig, data_config
 from captioning.data.images import MAX_PIXELS
 from captioning.errors import CaptioningError
-from captioning.models.encoder import EncoderOutput
 from captioning.vocab import Vocabulary
 
 __all__ = [
@@ -211,6 +212,14 @@ class EpochSampler(DistributedSampler):
         """Where the sampler stands: seed, epoch and the items skipped at the epoch's start."""
         return {"seed": self.seed, "epoch": self.epoch, "start": self.start}
 
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """Continue from :meth:`state_dict`'s output (the permutation's seed included)."""
+        self.seed, self.epoch, self.start = (
+            int(state["seed"]),
+            int(state["epoch"]),
+            int(state["start"]),
+        )
+
 
 def build_train_loader(
     dataset: Dataset,
@@ -230,7 +239,8 @@ def build_train_loader(
         seed: seeds the shuffling.
         rank: this process's rank (distributed training).
         world_size: number of processes.
-        num_workers: loader worker processes (persistent across epochs).
+        num_workers: loader worker processes, started anew each epoch (so that they see the
+            dataset's epoch, which seeds its random augmentation).
         pin_memory: page-lock batches (for CUDA).
 
     Returns:
@@ -246,7 +256,6 @@ def build_train_loader(
         collate_fn=collate_captions,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        persistent_workers=num_workers > 0,
         generator=torch.Generator(),
     )
 
@@ -254,8 +263,10 @@ def build_train_loader(
 def start_epoch(loader: DataLoader, epoch: int, *, skip_batches: int = 0) -> None:
     """Prepare a :func:`build_train_loader` loader for `epoch` (1-based), skipping some batches.
 
-    The shuffling depends on ``(seed, epoch)`` only, and the loader's own generator (which
-    seeds its workers) is reseeded the same way, so the global random state is never touched.
+    The shuffling depends on ``(seed, epoch)`` only, the loader's own generator (which seeds its
+    workers) is reseeded the same way, and a dataset with ``set_epoch`` (random augmentation)
+    is told the epoch, so the global random state is never touched and an epoch resumed
+    part-way sees exactly the items, in the same order and with the same augmentation.
 
     Args:
         loader: the training loader.
@@ -265,6 +276,8 @@ def start_epoch(loader: DataLoader, epoch: int, *, skip_batches: int = 0) -> Non
     sampler = loader.sampler
     sampler.set_epoch(epoch, start=skip_batches * int(loader.batch_size))
     loader.generator.manual_seed(sampler.seed * 100_003 + epoch)
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)
 
 
 def build_eval_loader(
@@ -300,20 +313,19 @@ def build_eval_loader(
     )
 
 
-def prepare_data(data: Mapping[str, Any]) -> None:
+def prepare_data(data: DataConfig | Mapping[str, Any]) -> None:
     """Create generated data sets on first use (the shapes data); real data sets are checked.
 
     Args:
-        data: the ``data`` config node (``root``, ``splits``, and for shapes ``generate``).
+        data: the ``data`` settings (``root``, and for shapes ``generate``, ``seed``, ``sizes``).
     """
-    root = Path(str(data["root"]))
-    if data.get("generate") == "shapes":
+    data = data_config(data, legacy=True)
+    root = Path(data.root)
+    if data.generate == "shapes":
         from captioning.data.shapes import generate_shapes
 
-        sizes = dict(data.get("sizes") or {})
-        generate_shapes(
-            root, seed=int(data.get("seed", 0)), **{k: int(v) for k, v in sizes.items()}
-        )
+        sizes = {k: int(v) for k, v in (data.sizes or {}).items()}
+        generate_shapes(root, seed=int(data.seed or 0), **sizes)
     elif not root.is_dir():
         raise CaptioningError(
             f"data.root {root} does not exist: point data.root at your data set "
@@ -321,11 +333,11 @@ def prepare_data(data: Mapping[str, Any]) -> None:
         )
 
 
-def load_split(data: Mapping[str, Any], split: str) -> list[ImageRecord]:
-    """Records of one split as the ``data`` config describes it.
+def load_split(data: DataConfig | Mapping[str, Any], split: str) -> list[ImageRecord]:
+    """Records of one split as the ``data`` settings describe it.
 
     Args:
-        data: the ``data`` config node: ``root`` and ``splits.<split>.{annotations,images}``
+        data: the ``data`` settings: ``root`` and ``splits.<split>.{annotations,images}``
             (COCO files), or ``format: karpathy``, ``annotations`` (the split file, relative
             to ``root``) and ``splits.<split>: [karpathy split names]``.
         split: e.g. ``"train"``, ``"val"``, ``"test"``.
@@ -333,21 +345,20 @@ def load_split(data: Mapping[str, Any], split: str) -> list[ImageRecord]:
     Returns:
         The split's image records.
     """
-    splits = data.get("splits") or {}
-    if split not in splits:
-        raise CaptioningError(f"data config has no split {split!r}; it has {sorted(splits)}")
-    root, spec = Path(str(data["root"])), splits[split]
-    strict = bool(data.get("strict", True))
-    if data.get("format", "coco") == "karpathy":
+    data = data_config(data, legacy=True)
+    if split not in data.splits:
+        raise CaptioningError(f"data config has no split {split!r}; it has {sorted(data.splits)}")
+    root, spec = Path(data.root), data.splits[split]
+    if data.format == "karpathy":
+        if not data.annotations:
+            raise CaptioningError("data.format=karpathy needs data.annotations (the split file)")
         names = [spec] if isinstance(spec, str) else list(spec)
-        return load_karpathy(root / str(data["annotations"]), root, names, strict=strict)
-    if data.get("format", "coco") != "coco":
-        raise CaptioningError(f"unknown data.format {data.get('format')!r}; use coco or karpathy")
+        return load_karpathy(root / data.annotations, root, names, strict=data.strict)
     if not isinstance(spec, Mapping) or not {"annotations", "images"} <= set(spec):
         raise CaptioningError(
             f"data.splits.{split} needs 'annotations' and 'images' (paths relative to data.root), "
             f"got {spec!r}"
         )
     return load_coco_captions(
-        root / str(spec["annotations"]), root / str(spec["images"]), strict=strict
+        root / str(spec["annotations"]), root / str(spec["images"]), strict=data.strict
     )

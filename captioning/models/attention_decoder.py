@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captioning.contracts import EncoderOutput
 from captioning.errors import CaptioningError
 from captioning.models.attention import SoftAttention
-from captioning.models.encoder import EncoderOutput
 
 __all__ = ["AttentionDecoder", "AttentionState"]
 

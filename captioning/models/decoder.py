@@ -28,8 +28,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from captioning.contracts import EncoderOutput
 from captioning.errors import CaptioningError
-from captioning.models.encoder import EncoderOutput
 
 __all__ = ["CELLS", "INJECTIONS", "RNNDecoder", "State", "reorder_state"]
 

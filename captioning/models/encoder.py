@@ -11,18 +11,18 @@ import itertools
 import logging
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
+from captioning.contracts import EncoderOutput
 from captioning.data.transforms import Preprocess, imagenet_preprocess, preprocess_from_weights
 from captioning.errors import CaptioningError
 
 __all__ = [
-    "EncoderOutput",
+    "EncoderOutput",  # re-exported from captioning.contracts
     "VGGEncoder",
     "preprocess_from_weights",  # re-exported from captioning.data.transforms
     "vgg11",
@@ -35,23 +35,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Weights = str | os.PathLike[str] | WeightsEnum | None
-
-
-class EncoderOutput(NamedTuple):
-    """What an encoder returns for a batch of images.
-
-    Attributes:
-        vector: ``(B, D_v)`` fc7 after its ReLU (dropout only in train mode, never when frozen).
-        grid: ``(B, L, D_g)`` last conv block before its final max-pool, flattened row-major
-            (VGG-16 at 224 px: 14x14x512 -> ``L=196``, ``D_g=512``).
-    """
-
-    vector: Tensor
-    grid: Tensor
-
-    def select(self, index: Tensor) -> EncoderOutput:
-        """Rows `index` of both tensors: one row per caption, or per beam hypothesis."""
-        return EncoderOutput(self.vector.index_select(0, index), self.grid.index_select(0, index))
 
 
 def _out_side(side: int, layer: nn.Module) -> int:

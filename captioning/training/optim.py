@@ -1,5 +1,5 @@
-"""Optimisation schedules: the optimizer (encoder with its own learning rate), learning-rate
-schedules (warmup, step decay, cosine) and the scheduled-sampling probability ramp.
+"""Optimisation: the optimizer (encoder with its own learning rate) and the learning-rate
+schedules (warmup, step decay, cosine), from the ``optim`` settings.
 
 All schedules are pure functions of a step or epoch counter, so a resumed run recomputes exactly
 the values an uninterrupted one would have used.
@@ -15,7 +15,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from captioning.errors import CaptioningError
 
-__all__ = ["SCHEDULES", "build_optimizer", "build_scheduler", "lr_factor", "sampling_probability"]
+__all__ = ["SCHEDULES", "build_optimizer", "build_scheduler", "lr_factor"]
 
 SCHEDULES = ("none", "step", "cosine")
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -148,34 +148,3 @@ def build_scheduler(
         )
 
     return LambdaLR(optimizer, factor)
-
-
-def sampling_probability(
-    epoch: int,
-    *,
-    start_epoch: int | None = None,
-    increase_every: int = 5,
-    increase_prob: float = 0.05,
-    max_prob: float = 0.25,
-) -> float:
-    """Scheduled sampling (Bengio et al. 2015): chance of feeding the model's own previous word.
-
-    Off before `start_epoch` (1-based; None: never); from then on
-    ``min(max_prob, increase_prob * (1 + (epoch - start_epoch) // increase_every))``, i.e. it
-    rises by `increase_prob` every `increase_every` epochs (ruotianluo's
-    ``scheduled_sampling_*`` options, whose defaults these are).
-
-    Args:
-        epoch: the epoch about to run (1-based).
-        start_epoch: first epoch with scheduled sampling.
-        increase_every: epochs between increases.
-        increase_prob: increase per step of the ramp.
-        max_prob: the ceiling.
-
-    Returns:
-        The probability for this epoch.
-    """
-    if start_epoch is None or epoch < int(start_epoch):
-        return 0.0
-    rises = 1 + (epoch - int(start_epoch)) // max(int(increase_every), 1)
-    return float(min(float(max_prob), float(increase_prob) * rises))

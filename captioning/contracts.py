@@ -1,0 +1,82 @@
+"""The two contracts every part of the project is written against.
+
+**Encoder output.** An encoder maps images ``(B, 3, H, W)`` to an :class:`EncoderOutput`: a global
+``vector`` (B, D_v) and a ``grid`` of region features (B, L, D_g). Show-and-Tell / neuraltalk2
+decoders read ``vector``; Show-Attend-and-Tell attends over ``grid``.
+
+**Decoder step contract.** Every decoder implements :class:`CaptionDecoder`; training (teacher
+forcing, scheduled sampling, self-critical sampling) and decoding (greedy, sampling, beam search)
+rely on nothing else, so a new decoder that implements it works with all of them::
+
+    state = decoder.init_state(features)                              # features: EncoderOutput
+    logprobs, state, extras = decoder.step(tokens, state, features)   # (N,) -> (N, V)
+    state = decoder.reorder_state(state, index)                       # beam search: gather rows
+    logits = decoder(features, inputs, lengths)                       # teacher forcing, (B, T, V)
+
+``extras`` carries per-step outputs such as the attention weights ``alpha`` (N, L). See
+``docs/ARCHITECTURE.md`` for how the pieces fit together.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from torch import Tensor
+
+__all__ = ["CaptionDecoder", "DecoderState", "EncoderOutput"]
+
+
+class EncoderOutput(NamedTuple):
+    """What an encoder returns for a batch of images.
+
+    Attributes:
+        vector: ``(B, D_v)`` fc7 after its ReLU (dropout only in train mode, never when frozen).
+        grid: ``(B, L, D_g)`` last conv block before its final max-pool, flattened row-major
+            (VGG-16 at 224 px: 14x14x512 -> ``L=196``, ``D_g=512``).
+    """
+
+    vector: Tensor
+    grid: Tensor
+
+    def select(self, index: Tensor) -> EncoderOutput:
+        """Rows `index` of both tensors: one row per caption, or per beam hypothesis."""
+        return EncoderOutput(self.vector.index_select(0, index), self.grid.index_select(0, index))
+
+
+#: A decoder's recurrent state: whatever it needs between steps (a tensor, a tuple of tensors, a
+#: NamedTuple). Only the decoder itself looks inside; search code only calls ``reorder_state``.
+DecoderState = Any
+
+
+@runtime_checkable
+class CaptionDecoder(Protocol):
+    """The decoder step contract (see the module docstring).
+
+    Attributes:
+        vocab_size: size V of the output vocabulary.
+        has_attention: ``True`` when ``step`` returns ``extras["alpha"]`` (N, L) and the
+            teacher-forced pass accepts ``return_alphas=True``.
+    """
+
+    vocab_size: int
+    has_attention: bool
+
+    def init_state(self, features: EncoderOutput | None) -> DecoderState:
+        """The state before `<start>` is fed, for the N rows of `features`."""
+        ...
+
+    def step(
+        self, tokens: Tensor, state: DecoderState, features: EncoderOutput | None
+    ) -> tuple[Tensor, DecoderState, dict[str, Tensor]]:
+        """Feed one word per row: tokens (N,) -> log-probabilities (N, V), new state, extras."""
+        ...
+
+    def reorder_state(self, state: DecoderState, index: Tensor) -> DecoderState:
+        """Rows `index` (M,) of `state`: beam search keeps the hypotheses it extends."""
+        ...
+
+    def forward(
+        self, features: EncoderOutput, inputs: Tensor, lengths: Tensor, **kwargs: Any
+    ) -> Any:
+        """Teacher forcing: inputs (B, T) `<start> w1 ... wn`, lengths (B,) -> logits (B, T, V)."""
+        ...

@@ -1,0 +1,70 @@
+"""``data`` settings: which data set, where, and how its images and captions are read.
+
+The values live in ``conf/data/`` (``base.yaml`` for what every data set shares); this dataclass
+says which keys exist and what they may hold (see :mod:`captioning.settings`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from captioning.data.images import MAX_PIXELS
+from captioning.settings import bounded, parse_settings
+
+__all__ = ["LEGACY_DATA_DEFAULTS", "DataConfig", "data_config"]
+
+#: Values for keys that configs saved in older checkpoints may lack (the keys were added later,
+#: with these values as their defaults then); used only by :func:`data_config` with
+#: ``legacy=True``, never for a config composed from ``conf/``.
+LEGACY_DATA_DEFAULTS: dict[str, Any] = {
+    "format": "coco",
+    "max_len": None,
+    "min_count": 1,
+    "strict": True,
+    "augment": False,
+    "feature_cache": "auto",
+    "cache_dir": "cache/features",
+    "max_bad_image_fraction": 0.001,
+    "max_pixels": MAX_PIXELS,
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``data``: which data set, where, and how its images and captions are read (conf/data/)."""
+
+    root: str
+    format: Literal["coco", "karpathy"]
+    splits: dict[str, Any]
+    max_len: int | None = bounded(ge=1)
+    min_count: int = bounded(ge=1)
+    strict: bool
+    augment: bool
+    feature_cache: Literal["auto", "true", "false", True, False]
+    cache_dir: str
+    max_bad_image_fraction: float = bounded(ge=0.0, le=1.0)
+    max_pixels: int | None = bounded(ge=1)
+    name: str | None = None  # a label for logs (every file in conf/data/ sets it)
+    annotations: str | None = None  # karpathy: the split file, relative to root
+    generate: Literal["shapes"] | None = None  # shapes: generated on first use
+    seed: int | None = None  # shapes: generator seed
+    sizes: dict[str, int] | None = None  # shapes: images per split
+
+
+def data_config(node: Mapping[str, Any], *, legacy: bool = False) -> DataConfig:
+    """Parse a ``data`` node.
+
+    Args:
+        node: the ``data`` mapping.
+        legacy: fill keys an older checkpoint's config lacks from :data:`LEGACY_DATA_DEFAULTS`.
+
+    Returns:
+        The typed settings.
+    """
+    if isinstance(node, DataConfig):
+        return node
+    if legacy and isinstance(node, Mapping):
+        node = {**LEGACY_DATA_DEFAULTS, **node}
+    return parse_settings(DataConfig, node, "data")

@@ -1,0 +1,152 @@
+"""Typed settings: dataclasses that the YAML files in ``conf/`` fill, and their parser.
+
+Every default is written once, in ``conf/``: a settings dataclass declares which keys exist,
+their types (``int``, ``float``, ``bool``, ``str``, ``Literal[...]`` choices, ``X | None``,
+``dict``, nested dataclasses) and their valid ranges (:func:`bounded`), and :func:`parse_settings`
+checks a mapping against it. A misspelt key, a missing one, a wrong type or a value out of range
+is one :class:`~captioning.errors.CaptioningError` line naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import field
+from typing import Any, Literal, TypeVar
+
+from captioning.errors import CaptioningError
+
+__all__ = ["bounded", "parse_settings", "plain", "unknown_key"]
+
+T = TypeVar("T")
+
+
+def bounded(*, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
+    """A field with bounds, checked by :func:`parse_settings` (no default: the YAML gives it)."""
+    return field(metadata={"ge": ge, "gt": gt, "le": le})
+
+
+def plain(value: Any) -> Any:
+    """Nested mappings and sequences (hydra's DictConfig/ListConfig too) as dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [plain(v) for v in value]
+    return value
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        names = dict.fromkeys(str(a).lower() if isinstance(a, bool) else a for a in args)
+        return "one of " + ", ".join(names)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(hint, "a mapping" if origin is dict or hint is dict else str(hint))
+
+
+def _coerce(value: Any, hint: Any, key: str, renamed: Mapping[str, str] | None = None) -> Any:
+    """`value` checked against (and, for numbers, converted to) the type `hint`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    bad = CaptioningError(f"{key}={value!r}: must be {_describe(hint)}")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key, renamed)
+            except CaptioningError:
+                continue
+        raise bad
+    if origin is Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise bad
+    if dataclasses.is_dataclass(hint):
+        return parse_settings(hint, value, key, renamed=renamed)
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise bad
+        return plain(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # e.g. data.root=2024
+        raise bad
+    return plain(value)
+
+
+def _check_range(value: Any, bounds: Mapping[str, Any], key: str) -> None:
+    if value is None or not bounds:
+        return
+    ge, gt, le = bounds.get("ge"), bounds.get("gt"), bounds.get("le")
+    if ge is not None and value < ge:
+        raise CaptioningError(f"{key}={value}: must be >= {ge}")
+    if gt is not None and value <= gt:
+        raise CaptioningError(f"{key}={value}: must be > {gt}")
+    if le is not None and value > le:
+        raise CaptioningError(f"{key}={value}: must be <= {le}")
+
+
+def unknown_key(
+    key: str, known: Sequence[str], renamed: Mapping[str, str] | None = None
+) -> CaptioningError:
+    """The error for a key that is not a setting: its new name (`renamed`), or the closest ones."""
+    for old, new in (renamed or {}).items():
+        if key == old or key.startswith(old + "."):
+            return CaptioningError(f"{key} is now {new + key[len(old) :]}: use that key instead")
+    section, _, name = key.rpartition(".")
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else f"it has {', '.join(sorted(known))}"
+    where = f"{section} has no setting {name!r}" if section else f"no section {name!r}"
+    return CaptioningError(f"{key} is not a setting: {where} ({hint})")
+
+
+def parse_settings(
+    cls: type[T], node: Any, prefix: str = "", *, renamed: Mapping[str, str] | None = None
+) -> T:
+    """A `cls` instance from a mapping; every error names the dotted key.
+
+    Args:
+        cls: a settings dataclass.
+        node: the mapping (hydra's DictConfig, or plain dicts).
+        prefix: the dotted path of `node` in the whole config (``"trainer"``).
+        renamed: old dotted key -> new one, for the error message of a key that moved.
+
+    Returns:
+        The dataclass instance.
+    """
+    if not isinstance(node, Mapping):
+        raise CaptioningError(f"{prefix or 'the config'} must be a mapping, got {node!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in node:
+        if key not in fields and not (not prefix and key == "hydra"):
+            raise unknown_key(f"{prefix}.{key}" if prefix else str(key), list(fields), renamed)
+    values = {}
+    for name, spec in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in node:
+            if spec.default is dataclasses.MISSING:
+                raise CaptioningError(f"{key} is missing: add it to the config (see conf/)")
+            continue
+        values[name] = _coerce(node[name], hints[name], key, renamed)
+        _check_range(values[name], spec.metadata, key)
+    return cls(**values)

@@ -1,0 +1,136 @@
+"""What training reads: the split records, the vocabulary, and the training dataset, which is
+either the images or, for a frozen encoder, its features cached on disk (the feature-cache
+decision)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from captioning.data.coco import CaptionDataset, ImageRecord
+from captioning.data.config import DataConfig
+from captioning.data.features import FeatureCaptionDataset, build_feature_cache, use_feature_cache
+from captioning.data.loader import load_split, prepare_data
+from captioning.data.transforms import eval_transform, train_transform
+from captioning.distributed import DistContext, barrier, broadcast_object
+from captioning.models.caption_model import CaptionModel
+from captioning.training.state import check_writable
+from captioning.vocab import Vocabulary
+
+__all__ = ["bad_image_budget", "build_vocabulary", "load_records", "train_dataset"]
+
+log = logging.getLogger(__name__)
+
+
+def load_records(
+    data: DataConfig, ctx: DistContext, splits: tuple[str, ...] = ("train", "val")
+) -> dict[str, list[ImageRecord]]:
+    """The records of `splits`; a generated data set is written once (by rank 0)."""
+    if ctx.is_main:
+        prepare_data(data)
+    barrier()
+    if not ctx.is_main:
+        prepare_data(data)  # checks only: rank 0 wrote it
+    return {split: load_split(data, split) for split in splits}
+
+
+def build_vocabulary(data: DataConfig, records: list[ImageRecord]) -> Vocabulary:
+    """The vocabulary of the training captions (words seen at least ``data.min_count`` times)."""
+    return Vocabulary.build((c for r in records for c in r.captions), min_count=data.min_count)
+
+
+def bad_image_budget(data: DataConfig, images: int) -> int:
+    """How many unreadable training images ``data.max_bad_image_fraction`` allows per epoch."""
+    return math.floor(data.max_bad_image_fraction * images)
+
+
+def train_dataset(
+    data: DataConfig,
+    model: CaptionModel,
+    records: list[ImageRecord],
+    vocab: Vocabulary,
+    *,
+    encoder_config: Mapping[str, Any],
+    seed: int,
+    fine_tuning: bool,
+    device: torch.device,
+    ctx: DistContext,
+    batch_size: int,
+    num_workers: int,
+    channels_last: bool = False,
+    progress: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> Dataset | None:
+    """The training images, or the frozen encoder's cached features.
+
+    Features are cached (``data.feature_cache=auto``) when the encoder never learns: frozen,
+    no fine-tuning scheduled, no augmentation. Rank 0 builds the cache; the others wait and
+    then open it.
+
+    Args:
+        data: the data settings.
+        model: the model (its encoder and preprocessing).
+        records: the training records.
+        vocab: the vocabulary.
+        encoder_config: the ``encoder`` settings (part of the cache's fingerprint).
+        seed: seeds the random augmentation (with the epoch and the item).
+        fine_tuning: encoder fine-tuning is scheduled (``optim.finetune_encoder_after``).
+        device: where the encoder runs to build the cache.
+        ctx: the process's place in a DDP run.
+        batch_size: images per encoder batch while building the cache.
+        num_workers: image-loading workers while building the cache.
+        channels_last: channels-last encoder input.
+        progress: show a progress bar while building the cache.
+        should_stop: polled while building; ``True`` stops (the build resumes next time).
+
+    Returns:
+        The dataset, or None when the cache build was stopped.
+    """
+    pre = model.encoder.preprocess
+    frozen = not any(p.requires_grad for p in model.encoder.parameters())
+    cached = use_feature_cache(
+        data.feature_cache, frozen=frozen, fine_tuning=fine_tuning, augment=data.augment
+    )
+    if not cached:
+        return CaptionDataset(
+            records,
+            vocab,
+            train_transform(pre, augment=data.augment),
+            max_len=data.max_len,
+            max_pixels=data.max_pixels,
+            seed=seed if data.augment else None,
+        )
+    cache_dir = Path(data.cache_dir)
+    if ctx.is_main:
+        check_writable(cache_dir, "data.cache_dir (or data.feature_cache=false)")
+
+    def build_cache() -> Any:
+        return build_feature_cache(
+            cache_dir,
+            model.encoder,
+            records,
+            eval_transform(pre),
+            encoder_config=encoder_config,
+            with_grid=bool(getattr(model.decoder, "has_attention", False)),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            channels_last=channels_last,
+            progress=progress and ctx.is_main,
+            should_stop=should_stop,
+            max_pixels=data.max_pixels,
+        )
+
+    store = build_cache() if ctx.is_main else None  # rank 0 builds it ...
+    if not broadcast_object(store is not None):  # (the other ranks wait here)
+        return None
+    if store is None:
+        store = build_cache()  # ... and the others find it complete
+    log.info("training the decoder from cached encoder features (%s)", store.folder)
+    return FeatureCaptionDataset(store, records, vocab, max_len=data.max_len)

@@ -1,0 +1,286 @@
+"""The epoch loop: one pass over the training batches, with the faults it survives.
+
+:class:`TrainLoop` holds what stays fixed for a run (model, step module, optimizer, schedule,
+precision, limits) and :meth:`TrainLoop.run_epoch` runs one epoch. The loss of a step is what
+the objective returns (:class:`~captioning.training.objectives.StepLoss`): a sum over the
+step's units divided by their number. Under DDP each rank divides its sum by the *global*
+count (one all-reduce) and multiplies by the world size, so DDP's gradient averaging yields
+exactly the gradient of one process holding all ranks' batches, whatever each rank's count.
+
+Faults do not end the epoch: a step whose loss or gradient norm is not finite is skipped (no
+update; counted in ``nonfinite``), and images the loader could not read (``batch.skipped``) are
+logged, left out and counted in ``bad_images``. Only ``max_nonfinite_steps`` consecutive
+non-finite steps (:class:`NonFiniteLossError`) or more than ``max_bad_images`` unreadable images
+(:class:`~captioning.errors.CaptioningError`) stop training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from captioning.contracts import EncoderOutput
+from captioning.data.loader import CaptionBatch
+from captioning.distributed import all_reduce_sum, is_distributed
+from captioning.errors import CaptioningError
+from captioning.training.objectives import CrossEntropyObjective, Objective, TrainStep
+
+__all__ = ["EpochStats", "NonFiniteLossError", "TrainLoop"]
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(CaptioningError):
+    """The loss (or its gradient) stayed non-finite for too many consecutive steps."""
+
+
+@dataclass
+class EpochStats:
+    """What one training epoch did (``loss`` and ``words`` over all ranks when distributed)."""
+
+    loss: float
+    words: int  # units the loss is averaged over (target words for cross-entropy)
+    steps: int
+    seconds: float
+    skipped: int = 0  # batches without an optimizer step (non-finite, or no readable image)
+    extra: dict[str, float] = field(default_factory=dict)  # the objective's logs, per-step mean
+    interrupted: bool = False  # stopped early by `should_stop`; ``steps + skipped`` batches done
+    loss_sum: float = 0.0  # summed per-unit loss (``loss * words``, without rounding)
+    nonfinite: int = 0  # steps skipped because the loss or the gradient norm was not finite
+    nonfinite_streak: int = 0  # consecutive non-finite steps at the end of the epoch
+    bad_images: int = 0  # images that could not be read and were left out (this rank)
+
+
+def _unusable(batch: CaptionBatch, batch_norm_1d: bool) -> str | None:
+    """Why a batch cannot be trained on (None: it can)."""
+    if batch.captions.size(0) == 0:
+        return "no image of the batch could be read"
+    if batch_norm_1d and batch.images is not None and batch.images.size(0) == 1:
+        return "a single image is left, and the model's BatchNorm1d layers need two or more"
+    return None
+
+
+def _to_device(batch: CaptionBatch, device: torch.device, channels_last: bool) -> CaptionBatch:
+    """The batch with images (or cached features, as float32) and captions on `device`;
+    ``lengths`` stay on the CPU (packing needs them there)."""
+    images, features = batch.images, batch.features
+    if features is not None:
+        features = EncoderOutput(*(f.to(device, non_blocking=True).float() for f in features))
+    else:
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+    return batch._replace(
+        images=images,
+        features=features,
+        captions=batch.captions.to(device, non_blocking=True),
+        image_index=batch.image_index.to(device, non_blocking=True),
+    )
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True when `flag` is set on any rank (so that all ranks stop at the same batch)."""
+    if not is_distributed():
+        return flag
+    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
+
+
+class TrainLoop:
+    """Runs training epochs of a model with an objective.
+
+    Args:
+        model: the CaptionModel (train mode is set each epoch; its parameters are clipped).
+        optimizer: updates the parameters that get a gradient.
+        device: where to compute.
+        objective: what to minimise (None: plain cross-entropy).
+        step: the module to call instead of ``TrainStep(model, objective)``, e.g. that module
+            wrapped in ``DistributedDataParallel`` or ``torch.compile``.
+        scheduler: stepped after every optimizer step (per-step learning-rate schedule).
+        scaler: gradient scaler for float16 mixed precision.
+        autocast_dtype: mixed precision (``torch.bfloat16`` / ``torch.float16``; None: off).
+        grad_clip: clip the global gradient norm to this (None: no clipping).
+        channels_last: feed the encoder channels-last images.
+        progress: show a tqdm bar.
+        max_bad_images: most unreadable images allowed per epoch (None: no limit).
+        max_nonfinite_steps: stop after this many consecutive non-finite steps (None: never).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        device: torch.device,
+        objective: Objective | None = None,
+        step: nn.Module | None = None,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        grad_clip: float | None = None,
+        channels_last: bool = False,
+        progress: bool = False,
+        max_bad_images: int | None = None,
+        max_nonfinite_steps: int | None = None,
+    ) -> None:
+        self.model, self.optimizer, self.device = model, optimizer, device
+        self.objective = objective or CrossEntropyObjective()
+        self.step = step if step is not None else TrainStep(model, self.objective)
+        self.scheduler, self.scaler, self.autocast_dtype = scheduler, scaler, autocast_dtype
+        self.grad_clip, self.channels_last, self.progress = grad_clip, channels_last, progress
+        self.max_bad_images, self.max_nonfinite_steps = max_bad_images, max_nonfinite_steps
+
+    def _skip_unreadable(self, batch: CaptionBatch, epoch: int, bad: int) -> int:
+        """Log the batch's unreadable images; return the epoch's new count, or raise over budget."""
+        for item in batch.skipped:
+            log.warning("epoch %d: skipped an unreadable training image: %s", epoch, item.reason)
+        bad += len(batch.skipped)
+        if self.max_bad_images is not None and bad > self.max_bad_images:
+            raise CaptioningError(
+                f"{bad} training images could not be read in epoch {epoch}, more than the "
+                f"{self.max_bad_images} that data.max_bad_image_fraction allows (last: "
+                f"{batch.skipped[-1].reason}); fix or remove the files, or raise "
+                "data.max_bad_image_fraction"
+            )
+        return bad
+
+    def _backward(self, loss: Tensor, params: list[Tensor]) -> Tensor:
+        """Gradients of `loss`, unscaled and clipped; returns their global norm."""
+        self.optimizer.zero_grad(set_to_none=True)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).sum().backward()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        return nn.utils.clip_grad_norm_(params, self.grad_clip or float("inf"))
+
+    def run_epoch(
+        self,
+        batches: Iterable[CaptionBatch],
+        *,
+        epoch: int = 0,
+        total: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        nonfinite_streak: int = 0,
+    ) -> EpochStats:
+        """One pass over `batches`.
+
+        Args:
+            batches: batches of images or cached features, with all their captions.
+            epoch: shown in the progress bar and the log.
+            total: number of batches, for the progress bar.
+            should_stop: polled before each batch; ``True`` ends the epoch early.
+            nonfinite_streak: consecutive non-finite steps at the end of the previous epoch.
+
+        Returns:
+            Mean loss per unit, counts, and the objective's logs averaged over steps.
+
+        Raises:
+            NonFiniteLossError: `max_nonfinite_steps` consecutive steps were not finite.
+            CaptioningError: more than `max_bad_images` images could not be read.
+        """
+        world = dist.get_world_size() if is_distributed() else 1
+        device, scaler = self.device, self.scaler
+        self.model.train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        loss_sum, words, steps, skipped, start = 0.0, 0, 0, 0, time.perf_counter()
+        interrupted, nonfinite, streak, bad = False, 0, nonfinite_streak, 0
+        logs = dict.fromkeys(self.objective.log_names, 0.0)  # the same keys on every rank
+        batch_norm_1d = any(
+            isinstance(m, nn.BatchNorm1d) and m.training for m in self.model.modules()
+        )
+        bar = tqdm(
+            total=total,
+            desc=f"epoch {epoch}",
+            disable=not self.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        batches = iter(batches)
+        while True:
+            if should_stop is not None and _any_rank(should_stop(), device):
+                interrupted = True
+                break
+            batch = next(batches, None)
+            if batch is None:
+                break
+            if batch.skipped:
+                bad = self._skip_unreadable(batch, epoch, bad)
+            unusable = _unusable(batch, batch_norm_1d)
+            if unusable:
+                if world > 1:
+                    raise CaptioningError(
+                        f"epoch {epoch}: {unusable} on this rank, so the ranks cannot take the "
+                        "step together; fix or remove the unreadable images"
+                    )
+                log.warning("epoch %d: batch skipped: %s", epoch, unusable)
+                skipped += 1
+                bar.update(1)
+                continue
+            batch = _to_device(batch, device, self.channels_last)
+            with torch.autocast(
+                device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+            ):
+                out = self.step(batch)
+            local = int(out.count)
+            global_count = all_reduce_sum(torch.tensor([float(local)], device=device))  # (1,)
+            loss = out.total * world / global_count.clamp(min=1.0)  # (1,)
+            norm = self._backward(loss, params)
+            # the norm of the (all-reduced) gradient is the same on every rank: all skip together
+            loss_ok = world > 1 or bool(torch.isfinite(out.total))
+            finite = bool(torch.isfinite(norm)) and loss_ok
+            if scaler is not None:
+                scaler.step(self.optimizer)  # skips the update itself when gradients are not finite
+                scaler.update()
+            elif finite:
+                self.optimizer.step()
+            if not finite:
+                skipped, nonfinite = skipped + 1, nonfinite + 1
+                # float16 loss scaling overflows now and then by design: only a non-finite loss
+                # counts towards the streak there
+                streak += 1 if scaler is None or not loss_ok else 0
+                log.warning(
+                    "non-finite loss or gradient at epoch %d, batch %d: step skipped",
+                    epoch,
+                    steps + skipped,
+                )
+                self.optimizer.zero_grad(set_to_none=True)
+                bar.update(1)
+                if self.max_nonfinite_steps is not None and streak >= self.max_nonfinite_steps:
+                    raise NonFiniteLossError(
+                        f"the loss or its gradient was not finite for {streak} consecutive steps "
+                        f"(epoch {epoch}, batch {steps + skipped}); training stopped"
+                    )
+                continue
+            streak = 0
+            if self.scheduler is not None:
+                self.scheduler.step()
+            loss_sum, words, steps = loss_sum + out.total.item(), words + local, steps + 1
+            for key in logs:
+                logs[key] += float(out.logs[key])
+            bar.update(1)
+            shown = {k: f"{v / steps:.3f}" for k, v in logs.items()}
+            bar.set_postfix(loss=f"{loss_sum / max(words, 1):.3f}", **shown)
+        bar.close()
+        sums = [loss_sum, float(words), float(steps), *logs.values()]
+        totals = all_reduce_sum(torch.tensor(sums, device=device, dtype=torch.float64))
+        loss_sum, words, all_steps = float(totals[0]), int(totals[1]), float(totals[2])
+        extra = {k: float(v) / max(all_steps, 1.0) for k, v in zip(logs, totals[3:], strict=True)}
+        return EpochStats(
+            loss=loss_sum / words if words else math.nan,
+            words=words,
+            steps=steps,
+            seconds=time.perf_counter() - start,
+            skipped=skipped,
+            extra=extra,
+            interrupted=interrupted,
+            loss_sum=loss_sum,
+            nonfinite=nonfinite,
+            nonfinite_streak=streak,
+            bad_images=bad,
+        )

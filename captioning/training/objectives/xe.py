@@ -1,0 +1,224 @@
+"""Cross-entropy (maximum likelihood) training: teacher forcing, label smoothing, scheduled
+sampling, and the attention decoders' doubly stochastic regulariser.
+
+Scheduled sampling runs the decoder one step at a time over the step contract
+(``init_state`` / ``step``), so it works with every decoder; with probability 0 the fused
+teacher-forced pass is used instead (same function, one kernel over time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from captioning.contracts import CaptionDecoder, EncoderOutput
+from captioning.data.loader import CaptionBatch
+from captioning.errors import CaptioningError
+from captioning.training.objectives.base import Objective, ObjectiveContext, StepLoss
+
+__all__ = [
+    "CrossEntropyObjective",
+    "caption_cross_entropy",
+    "sampled_forward",
+    "sampling_probability",
+]
+
+
+def sampling_probability(
+    epoch: int,
+    *,
+    start_epoch: int | None = None,
+    increase_every: int = 5,
+    increase_prob: float = 0.05,
+    max_prob: float = 0.25,
+) -> float:
+    """Scheduled sampling (Bengio et al. 2015): chance of feeding the model's own previous word.
+
+    Off before `start_epoch` (1-based; None: never); from then on
+    ``min(max_prob, increase_prob * (1 + (epoch - start_epoch) // increase_every))``, i.e. it
+    rises by `increase_prob` every `increase_every` epochs (ruotianluo's
+    ``scheduled_sampling_*`` options, whose defaults these are).
+
+    Args:
+        epoch: the epoch about to run (1-based).
+        start_epoch: first epoch with scheduled sampling.
+        increase_every: epochs between increases.
+        increase_prob: increase per step of the ramp.
+        max_prob: the ceiling.
+
+    Returns:
+        The probability for this epoch.
+    """
+    if start_epoch is None or epoch < int(start_epoch):
+        return 0.0
+    rises = 1 + (epoch - int(start_epoch)) // max(int(increase_every), 1)
+    return float(min(float(max_prob), float(increase_prob) * rises))
+
+
+def sampled_forward(
+    decoder: CaptionDecoder,
+    features: EncoderOutput,
+    inputs: Tensor,
+    sample_prob: float,
+    *,
+    return_alphas: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Teacher forcing with scheduled sampling, one decoder step per word.
+
+    At step 0 every row gets ``inputs[:, 0]`` (`<start>`); at each later step, each row
+    independently feeds, with probability `sample_prob`, a word sampled from the model's own
+    previous output distribution (detached) instead of the reference word ``inputs[:, t]``.
+    With ``sample_prob=0`` this is teacher forcing (the decoder's fused ``forward``, stepwise).
+
+    Args:
+        decoder: any decoder with the step contract.
+        features: encoder output, one row per caption (B rows).
+        inputs: (B, T) reference input words `<start> w1 ... wn`, right-padded.
+        sample_prob: probability of feeding the model's own word.
+        return_alphas: also return the attention weights of each step (``extras["alpha"]``).
+
+    Returns:
+        log-probabilities (B, T, V) (cross-entropy treats them like logits), and alphas
+        (B, T, L) or None.
+    """
+    b, t_max = inputs.shape
+    state = decoder.init_state(features)
+    tokens = inputs[:, 0]
+    outputs, alphas = [], []
+    for t in range(t_max):
+        if t > 0:
+            tokens = inputs[:, t]
+            if sample_prob > 0:
+                previous = outputs[-1].detach().float().exp()  # (B, V) probabilities
+                sampled = torch.multinomial(previous, 1).squeeze(1)  # (B,)
+                own = torch.rand(b, device=inputs.device) < sample_prob  # (B,)
+                tokens = torch.where(own, sampled, tokens)
+        logprobs, state, extras = decoder.step(tokens, state, features)  # (B, V)
+        outputs.append(logprobs)
+        if return_alphas:
+            alphas.append(extras["alpha"])  # (B, L)
+    logprobs = torch.stack(outputs, dim=1)  # (B, T, V)
+    return logprobs, (torch.stack(alphas, dim=1) if return_alphas else None)  # (B, T, L)
+
+
+def caption_cross_entropy(
+    model: nn.Module,
+    images: Tensor | EncoderOutput,
+    captions: Tensor,
+    lengths: Tensor,
+    image_index: Tensor,
+    *,
+    pad_id: int = 0,
+    label_smoothing: float = 0.0,
+    sample_prob: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """Summed cross-entropy of a CaptionModel on a batch of images (or cached features).
+
+    Args:
+        model: the CaptionModel.
+        images: (N, 3, H, W) images, or their precomputed EncoderOutput (N rows).
+        captions: (B, T + 1) `<start> w1 ... wn <end>`, right-padded.
+        lengths: (B,) caption lengths, specials included (on the CPU).
+        image_index: (B,) image row of each caption.
+        pad_id: `<pad>` id, ignored by the loss.
+        label_smoothing: cross-entropy label smoothing.
+        sample_prob: scheduled-sampling probability (0: plain teacher forcing).
+
+    Returns:
+        (loss summed over the batch's real target words, number of those words). The sum is
+        ``cross-entropy + attention_penalty * words`` for attention decoders, so dividing by
+        the word count gives the usual mean loss plus the penalty.
+    """
+    inputs, targets = captions[:, :-1], captions[:, 1:]  # (B, T) each
+    steps = lengths - 1  # input words per caption
+    decoder = model.decoder
+    attention = bool(getattr(decoder, "has_attention", False))
+    alphas = None
+    if sample_prob > 0:
+        features = images if isinstance(images, EncoderOutput) else model.encode(images)
+        features = features.select(image_index)  # (B, ...) one row per caption
+        logits, alphas = sampled_forward(
+            decoder, features, inputs, sample_prob, return_alphas=attention
+        )
+    elif attention:
+        # attention decoders also return alpha (B, T, L) for their regulariser
+        logits, alphas = model(images, inputs, steps, image_index, return_alphas=True)
+    else:
+        logits = model(images, inputs, steps, image_index)  # (B, T, V)
+    with torch.autocast(logits.device.type, enabled=False):  # the loss in float32
+        words = (targets != pad_id).sum()
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1),  # (B*T, V)
+            targets.flatten(),
+            ignore_index=pad_id,
+            reduction="sum",
+            label_smoothing=label_smoothing,
+        )
+        if alphas is not None:
+            penalty = decoder.attention_penalty(alphas.float(), steps.to(logits.device))
+            loss = loss + penalty * words
+    return loss, words
+
+
+class CrossEntropyObjective(Objective):
+    """Maximum likelihood of the reference captions (``objective=xe``, the default).
+
+    Args:
+        label_smoothing: cross-entropy label smoothing (0: none).
+        scheduled_sampling: the ramp of :func:`sampling_probability` (``start_epoch``,
+            ``increase_every``, ``increase_prob``, ``max_prob``); ``start_epoch: null`` is off.
+    """
+
+    def __init__(
+        self,
+        *,
+        label_smoothing: float = 0.0,
+        scheduled_sampling: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise CaptioningError(
+                f"objective.label_smoothing={label_smoothing}: must be in [0, 1) (e.g. 0.1)"
+            )
+        ramp = dict(scheduled_sampling or {})
+        known = {"start_epoch", "increase_every", "increase_prob", "max_prob"}
+        if set(ramp) - known:
+            raise CaptioningError(
+                f"objective.scheduled_sampling.{sorted(set(ramp) - known)[0]} is not a setting "
+                f"(it has {', '.join(sorted(known))})"
+            )
+        for key in ("increase_prob", "max_prob"):
+            if key in ramp and not 0.0 <= float(ramp[key]) <= 1.0:
+                raise CaptioningError(
+                    f"objective.scheduled_sampling.{key}={ramp[key]}: must be in [0, 1]"
+                )
+        self.label_smoothing = float(label_smoothing)
+        self.ramp = ramp
+        self.pad_id = 0
+        self.sample_prob = 0.0
+
+    def setup(self, context: ObjectiveContext) -> None:
+        """Take `<pad>`'s id from the vocabulary."""
+        self.pad_id = context.vocab.pad_id
+
+    def start_epoch(self, epoch: int) -> None:
+        """Set this epoch's scheduled-sampling probability."""
+        self.sample_prob = sampling_probability(epoch, **self.ramp)
+
+    def loss(self, model: nn.Module, batch: CaptionBatch) -> StepLoss:
+        """Summed cross-entropy over the batch's target words (see :func:`caption_cross_entropy`)."""
+        images = batch.features if batch.features is not None else batch.images
+        total, words = caption_cross_entropy(
+            model,
+            images,
+            batch.captions,
+            batch.lengths,
+            batch.image_index,
+            pad_id=self.pad_id,
+            label_smoothing=self.label_smoothing,
+            sample_prob=self.sample_prob,
+        )
+        return StepLoss(total, words)
