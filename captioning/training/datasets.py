@@ -11,19 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from captioning.data.coco import CaptionDataset, ImageRecord
 from captioning.data.config import DataConfig
 from captioning.data.features import FeatureCaptionDataset, build_feature_cache, use_feature_cache
-from captioning.data.loader import load_split, prepare_data
+from captioning.data.loader import build_train_loader, load_split, prepare_data
 from captioning.data.transforms import eval_transform, train_transform
 from captioning.distributed import DistContext, barrier, broadcast_object
 from captioning.models.caption_model import CaptionModel
 from captioning.training.state import check_writable
 from captioning.vocab import Vocabulary
 
-__all__ = ["bad_image_budget", "build_vocabulary", "load_records", "train_dataset"]
+__all__ = [
+    "bad_image_budget",
+    "build_vocabulary",
+    "load_records",
+    "train_dataset",
+    "train_loader",
+]
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +140,56 @@ def train_dataset(
         store = build_cache()  # ... and the others find it complete
     log.info("training the decoder from cached encoder features (%s)", store.folder)
     return FeatureCaptionDataset(store, records, vocab, max_len=data.max_len)
+
+
+def train_loader(
+    config: Any,
+    model: CaptionModel,
+    records: list[ImageRecord],
+    vocab: Vocabulary,
+    device: torch.device,
+    ctx: DistContext,
+    should_stop: Callable[[], bool] | None = None,
+) -> DataLoader | None:
+    """The training loader of a run (:func:`train_dataset`, shuffled and sharded per epoch).
+
+    Args:
+        config: the run's :class:`~captioning.training.config.RunConfig`.
+        model: the model (its encoder and preprocessing).
+        records: the training records.
+        vocab: the vocabulary.
+        device: where training runs.
+        ctx: the process's place in a DDP run.
+        should_stop: polled while a feature cache is built.
+
+    Returns:
+        The loader, or None when the cache build was stopped.
+    """
+    t = config.trainer
+    dataset = train_dataset(
+        config.data,
+        model,
+        records,
+        vocab,
+        encoder_config=config.encoder,
+        seed=config.seed,
+        fine_tuning=config.optim.finetune_encoder_after is not None,
+        device=device,
+        ctx=ctx,
+        batch_size=t.eval_batch_size,
+        num_workers=t.num_workers,
+        channels_last=t.channels_last,
+        progress=t.progress,
+        should_stop=should_stop,
+    )
+    if dataset is None:
+        return None
+    return build_train_loader(
+        dataset,
+        batch_size=t.batch_size,
+        seed=config.seed,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        num_workers=t.num_workers,
+        pin_memory=device.type == "cuda",
+    )

@@ -29,11 +29,11 @@ from tqdm.auto import tqdm
 
 from captioning.contracts import EncoderOutput
 from captioning.data.loader import CaptionBatch
-from captioning.distributed import all_reduce_sum, is_distributed
+from captioning.distributed import DistContext, all_reduce_sum, is_distributed
 from captioning.errors import CaptioningError
 from captioning.training.objectives import CrossEntropyObjective, Objective, TrainStep
 
-__all__ = ["EpochStats", "NonFiniteLossError", "TrainLoop"]
+__all__ = ["EpochStats", "NonFiniteLossError", "TrainLoop", "wrap_step"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,37 @@ class EpochStats:
     nonfinite: int = 0  # steps skipped because the loss or the gradient norm was not finite
     nonfinite_streak: int = 0  # consecutive non-finite steps at the end of the epoch
     bad_images: int = 0  # images that could not be read and were left out (this rank)
+
+    def faults(self) -> list[str]:
+        """What went wrong but did not stop the epoch, e.g. ``["2 non-finite steps skipped"]``."""
+        counts = (
+            (self.nonfinite, "non-finite steps skipped"),
+            (self.bad_images, "unreadable images skipped"),
+        )
+        return [f"{n} {what}" for n, what in counts if n]
+
+
+def wrap_step(
+    model: nn.Module,
+    objective: Objective,
+    device: torch.device,
+    ctx: DistContext,
+    *,
+    compile: bool = False,
+    unused: bool = False,
+) -> nn.Module:
+    """The training step as one module, in ``DistributedDataParallel`` (several processes) and
+    ``torch.compile`` (``compile``); `unused`: DDP's ``find_unused_parameters``."""
+    module: nn.Module = TrainStep(model, objective)
+    if ctx.world_size > 1:
+        module = nn.parallel.DistributedDataParallel(
+            module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=unused,
+        )
+    if compile:
+        module = torch.compile(module)
+    return module
 
 
 def _unusable(batch: CaptionBatch, batch_norm_1d: bool) -> str | None:

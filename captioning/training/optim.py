@@ -8,6 +8,7 @@ the values an uninterrupted one would have used.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,7 +16,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from captioning.errors import CaptioningError
 
-__all__ = ["SCHEDULES", "build_optimizer", "build_scheduler", "lr_factor"]
+__all__ = ["SCHEDULES", "build_optimization", "build_optimizer", "build_scheduler", "lr_factor"]
 
 SCHEDULES = ("none", "step", "cosine")
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -148,3 +149,38 @@ def build_scheduler(
         )
 
     return LambdaLR(optimizer, factor)
+
+
+def build_optimization(
+    model: nn.Module, optim: Any, *, steps_per_epoch: int, epochs: int
+) -> tuple[torch.optim.Optimizer, LambdaLR]:
+    """The optimizer and its per-step schedule as the ``optim`` settings say.
+
+    Args:
+        model: the CaptionModel.
+        optim: the ``optim`` settings (:class:`~captioning.training.config.OptimConfig`).
+        steps_per_epoch: optimizer steps per epoch.
+        epochs: epochs of the run.
+
+    Returns:
+        (optimizer, scheduler).
+    """
+    momentum = {"momentum": optim.momentum} if optim.momentum is not None else {}
+    optimizer = build_optimizer(
+        model,
+        name=optim.name,
+        lr=optim.lr,
+        encoder_lr=optim.encoder_lr,
+        weight_decay=optim.weight_decay,
+        **momentum,
+    )
+    scheduler = build_scheduler(
+        optimizer,
+        schedule=optim.schedule,
+        warmup_steps=optim.warmup_steps,
+        step_size_epochs=optim.step_size,
+        gamma=optim.gamma,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+    )
+    return optimizer, scheduler

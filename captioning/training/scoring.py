@@ -1,5 +1,5 @@
-"""The trainer's scoring and wrapping: validation and test decoding, and the step module that
-DDP and ``torch.compile`` wrap."""
+"""Scoring during training: validation after each epoch, and the final test of the best
+checkpoint (each image decoded once, sharded over ranks under DDP)."""
 
 from __future__ import annotations
 
@@ -7,45 +7,20 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
 import torch.distributed as dist
-from torch import nn
 
 from captioning.data.coco import ImageRecord
 from captioning.data.loader import load_split
 from captioning.distributed import DistContext, barrier, is_distributed
 from captioning.evaluation import evaluate_records
-from captioning.training.config import TrainerConfig
-from captioning.training.objectives import Objective, TrainStep
 
 if TYPE_CHECKING:
     from captioning.training.trainer import Trainer
 
-__all__ = ["TEST_METRICS", "evaluate_split", "test_checkpoint", "wrap_step"]
+__all__ = ["TEST_METRICS", "evaluate_split", "test_checkpoint"]
 
 #: what the final test reports (validation runs only BLEU and CIDEr: METEOR needs Java and time)
 TEST_METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
-
-
-def wrap_step(
-    model: nn.Module,
-    objective: Objective,
-    trainer: TrainerConfig,
-    device: torch.device,
-    ctx: DistContext,
-) -> nn.Module:
-    """The training step as one module, in ``DistributedDataParallel`` (several processes) and
-    ``torch.compile`` (``trainer.compile``)."""
-    module: nn.Module = TrainStep(model, objective)
-    if ctx.world_size > 1:
-        module = nn.parallel.DistributedDataParallel(
-            module,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=trainer.find_unused_parameters,
-        )
-    if trainer.compile:
-        module = torch.compile(module)
-    return module
 
 
 def evaluate_split(

@@ -16,6 +16,7 @@ import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from captioning.checkpoint import get_rng_state, load_checkpoint, save_checkpoint
-from captioning.distributed import DistContext, gather_objects
+from captioning.distributed import DistContext, broadcast_object, gather_objects
 from captioning.errors import CaptioningError
 from captioning.training.loop import EpochStats
 
@@ -36,6 +37,7 @@ __all__ = [
     "merge_stats",
     "restore_state",
     "resume_source",
+    "run_directory",
     "save_run_checkpoints",
 ]
 
@@ -111,6 +113,22 @@ def resume_source(value: str | Path | None) -> tuple[Path, Path | None] | None:
     if not path.is_file():
         raise CaptioningError(f"trainer.resume={path}: no such run directory or checkpoint")
     return path, path.parent.parent if path.parent.name == "checkpoints" else None
+
+
+def run_directory(
+    run_dir: str | Path | None, resume: tuple[Path, Path | None] | None, ctx: DistContext
+) -> Path:
+    """Where a run writes: a resumed run directory, else `run_dir`, else ``outputs/DATE/TIME``;
+    the same on every rank (rank 0's), and checked to be writable before any long work."""
+    if resume is not None and resume[1] is not None:
+        run_dir, where = resume[1], "trainer.resume"
+    else:
+        run_dir = run_dir or Path("outputs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+        where = "hydra.run.dir (run_dir)"
+    run_dir = Path(broadcast_object(str(run_dir)))
+    if ctx.is_main:
+        check_writable(run_dir, where)
+    return run_dir
 
 
 def _differences(old: Any, new: Any, prefix: str) -> list[str]:
