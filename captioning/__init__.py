@@ -2,27 +2,30 @@
 
 The public API, re-exported here::
 
-    from captioning import Captioner, Vocabulary, beam_search, build_model
+    from captioning import Captioner, Trainer, Vocabulary, beam_search, build_model
 """
 
 __version__ = "0.1.0"
 
 from captioning.checkpoint import load_checkpoint, save_checkpoint
-from captioning.contracts import EncoderOutput
+from captioning.contracts import CaptionDecoder, EncoderOutput
 from captioning.decoding import Generation, beam_search, generate, greedy, sample
 from captioning.errors import CaptioningError
 from captioning.inference import Captioner
 from captioning.models.caption_model import CaptionModel, build_model
 from captioning.models.decoder import RNNDecoder
+from captioning.training import Trainer
 from captioning.vocab import Vocabulary
 
 __all__ = [
+    "CaptionDecoder",
     "CaptionModel",
     "Captioner",
     "CaptioningError",
     "EncoderOutput",
     "Generation",
     "RNNDecoder",
+    "Trainer",
     "Vocabulary",
     "__version__",
     "beam_search",
