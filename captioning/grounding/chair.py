@@ -65,7 +65,8 @@ def find_mentions(tokens: Sequence[str], table: Mapping[Phrase, str | None]) -> 
     mentions: list[Mention] = []
     i = 0
     while i < len(tokens):
-        n = next((n for n in range(longest, 0, -1) if tuple(tokens[i : i + n]) in table), 0)
+        longer = range(min(longest, len(tokens) - i), 0, -1)
+        n = next((n for n in longer if tuple(tokens[i : i + n]) in table), 0)
         if n == 0:
             i += 1
             continue

@@ -59,9 +59,9 @@ def parse_shapes_caption(caption: str) -> ParsedCaption:
         caption: e.g. ``"two shapes : a small red circle and a blue square"``.
 
     Returns:
-        Its tokens (:func:`captioning.text.tokenize`), the mentions in order (here
-        ``red circle`` size ``small`` at ``tokens[3:6]``, ``blue square`` at ``tokens[8:10]``, none
-        hallucinated yet) and the claims (here ``((0, 2),)``).
+        Its tokens (:func:`captioning.text.tokenize`), the mentions in order and the claims.
+        Here: ``Mention(3, 6, "red circle", size="small")``, ``Mention(8, 10, "blue
+        square")`` (none marked hallucinated yet) and ``((0, 2),)``.
     """
     tokens = tuple(tokenize(caption))
     mentions = []
@@ -211,8 +211,9 @@ def load_shapes_objects(annotation_file: str | os.PathLike) -> dict[int, list[Sh
 
     Raises:
         CaptioningError: a missing or non-JSON file, no ``images`` list, images without an
-            integer ``id`` (or listed twice) or without an ``objects`` list, or objects without a known ``shape``,
-            ``colour``, ``size`` and an integer ``bbox`` [x, y, w, h]; one line naming the file.
+            integer ``id``, listed twice or without an ``objects`` list, or objects without a
+            known ``shape``, ``colour``, ``size`` and an integer ``bbox`` [x, y, w, h]; one
+            line naming the file.
     """
     hint = "pass a caption file written by the shapes generator"
     data = read_json(annotation_file, "shapes caption file", hint)
