@@ -90,7 +90,7 @@ def test_every_template_with_every_object_count_parses_back_to_its_objects() -> 
     while min(len(s) for s in scenes.values()) < 40:
         scene = sample_scene(rng)
         scenes[len(scene)].append(scene)
-    checked = 0
+    checked = 0  # private names on purpose: a template added to the generator is tested here
     for count, templates in shapes_data._TEMPLATES.items():
         for template in templates:
             for scene in scenes[count][:40]:

@@ -4,8 +4,9 @@ A caption is read with the generator's own vocabulary (:mod:`captioning.data.sha
 
 - a *mention* is a shape word ("circle", "square", "triangle"), with the colour word directly
   before it, if any, and the size word ("small", "little", "tiny", "large", "big") directly
-  before that, if any: "a big red circle" names ``red circle`` (size ``large``), tokens 1..3;
-  a shape word with no colour before it names just ``circle`` and matches no object;
+  before that, if any: "a big red circle" names ``red circle`` (size ``large``) with
+  ``tokens[1:4]``; a shape word with no colour before it names just ``circle``, which is no
+  object's label, so it counts as hallucinated;
 - a *claim* is a number word: "one", "single" (as in "a single"), "two" ... "ten";
 - nothing else counts (articles, relations, "shapes", "objects", "gray background"), so every
   caption the generator writes names exactly its objects and claims exactly their number.
@@ -59,9 +60,9 @@ def parse_shapes_caption(caption: str) -> ParsedCaption:
         caption: e.g. ``"two shapes : a small red circle and a blue square"``.
 
     Returns:
-        Its tokens (:func:`captioning.text.tokenize`), the mentions in order and the claims.
-        Here: ``Mention(3, 6, "red circle", size="small")``, ``Mention(8, 10, "blue
-        square")`` (none marked hallucinated yet) and ``((0, 2),)``.
+        Its tokens (:func:`captioning.text.tokenize`), the mentions in order and the claims;
+        for the example ``Mention(3, 6, "red circle", size="small")`` and
+        ``Mention(8, 10, "blue square")`` (none marked hallucinated yet), and ``((0, 2),)``.
     """
     tokens = tuple(tokenize(caption))
     mentions = []
