@@ -1,0 +1,111 @@
+"""Grounded caption metrics: are the objects a caption names in the image?
+
+BLEU and CIDEr reward the easy words; these scores check the objects. One entry point::
+
+    truth = load_shapes_truth("shapes/annotations/captions_test.json")     # shapes data
+    truth = load_coco_truth("coco/annotations/instances_val2014.json")     # COCO-style data
+    report = grounding_scores(predictions, truth)    # predictions: {image_id: caption}
+    report.scores                      # {"CHAIR_i": 0.12, ...}: plain floats
+    report.per_image[42].hallucinated_positions      # token positions to mark in HTML
+
+Score names (stable; ratios pooled over all scored images, ``nan`` when a denominator is 0):
+
+=========================  =====  ==================================================
+``shapes_precision``       shapes matched mentions / mentions (colour + shape)
+``shapes_recall``          shapes matched mentions / objects in the images
+``shapes_exact_match``     shapes images named exactly right (multiset of colour + shape)
+``shapes_count_accuracy``  shapes images whose named and claimed numbers are right
+``shapes_size_accuracy``   shapes matched mentions with a right size word / with one
+``CHAIR_i``                both   hallucinated mentions / mentions
+``CHAIR_s``                both   captions with a hallucinated mention / captions
+``object_recall``          coco   present categories named / present categories
+=========================  =====  ==================================================
+
+Exact definitions: :func:`~captioning.grounding.shapes.shapes_grounding` (shapes) and
+:func:`~captioning.grounding.chair.coco_chair` (CHAIR, Rohrbach et al., EMNLP 2018, with the
+synonyms of :mod:`captioning.grounding.synonyms`). Token positions index
+:func:`captioning.text.tokenize` of the caption, also given as ``per_image[i].tokens``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from captioning.errors import CaptioningError
+from captioning.grounding.chair import CocoObjects, coco_chair, find_mentions, load_coco_objects
+from captioning.grounding.report import GroundingReport, ImageGrounding, Mention
+from captioning.grounding.shapes import load_shapes_objects, parse_shapes_caption, shapes_grounding
+from captioning.grounding.synonyms import COCO_CATEGORIES, COCO_SYNONYMS, phrase_table
+
+__all__ = [
+    "COCO_CATEGORIES",
+    "COCO_SYNONYMS",
+    "CocoObjects",
+    "GroundingReport",
+    "GroundingTruth",
+    "ImageGrounding",
+    "Mention",
+    "coco_chair",
+    "find_mentions",
+    "grounding_scores",
+    "load_coco_objects",
+    "load_coco_truth",
+    "load_shapes_objects",
+    "load_shapes_truth",
+    "parse_shapes_caption",
+    "phrase_table",
+    "shapes_grounding",
+]
+
+
+@dataclass(frozen=True)
+class GroundingTruth:
+    """What the images hold, for :func:`grounding_scores`.
+
+    Attributes:
+        kind: ``"shapes"`` (objects: ``{image_id: [ShapeObject]}``) or ``"coco"`` (objects:
+            ``{image_id: frozenset of category names}``).
+        objects: Per image, as said for ``kind``.
+        categories: ``"coco"`` only: the category names whose synonyms are looked for.
+    """
+
+    kind: Literal["shapes", "coco"]
+    objects: Mapping[int, Any]
+    categories: tuple[str, ...] = field(default=COCO_CATEGORIES)
+
+
+def load_shapes_truth(annotation_file: str | os.PathLike) -> GroundingTruth:
+    """The ground truth of a shapes caption file (see :func:`load_shapes_objects`)."""
+    return GroundingTruth("shapes", load_shapes_objects(annotation_file))
+
+
+def load_coco_truth(
+    instances_file: str | os.PathLike, *, references: Mapping[int, Sequence[str]] | None = None
+) -> GroundingTruth:
+    """The ground truth of a COCO instances file (see :func:`load_coco_objects`)."""
+    present, categories = load_coco_objects(instances_file, references=references)
+    return GroundingTruth("coco", present, categories)
+
+
+def grounding_scores(predictions: Mapping[int, str], truth: GroundingTruth) -> GroundingReport:
+    """Grounded scores of captions: shapes scores and CHAIR, or CHAIR and object recall.
+
+    Args:
+        predictions: ``{image_id: caption}``; every id needs ground truth in ``truth``.
+        truth: From :func:`load_shapes_truth` or :func:`load_coco_truth`.
+
+    Returns:
+        A :class:`GroundingReport`: ``scores`` (names in the module docstring), ``per_image``
+        (mentions, hallucinated words and their positions, missed objects) and ``totals``.
+
+    Raises:
+        CaptioningError: no predictions, ids without ground truth, or an unknown kind.
+    """
+    if truth.kind == "shapes":
+        return shapes_grounding(predictions, truth.objects)
+    if truth.kind == "coco":
+        return coco_chair(predictions, truth.objects, categories=truth.categories)
+    raise CaptioningError(f"unknown grounding truth kind {truth.kind!r}; use 'shapes' or 'coco'")

@@ -1,0 +1,141 @@
+"""What the grounded metrics return: the mentions found in a caption and the scores.
+
+Shared by :mod:`captioning.grounding.shapes` and :mod:`captioning.grounding.chair`, together
+with the checks on their inputs (predictions, JSON files) that both need.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from captioning.errors import CaptioningError
+
+__all__ = ["GroundingReport", "ImageGrounding", "Mention"]
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One object named in a caption.
+
+    Attributes:
+        start: Index of its first token in :func:`captioning.text.tokenize` of the caption.
+        end: One past its last token (``tokens[start:end]`` are its words).
+        object: What it names: ``"red circle"`` (shapes; just ``"circle"`` without a colour)
+            or a COCO category name such as ``"hot dog"``.
+        hallucinated: The image holds no such object.
+        size: The size word's meaning, ``"small"`` / ``"large"`` (shapes; ``None`` if unsaid).
+    """
+
+    start: int
+    end: int
+    object: str
+    hallucinated: bool = False
+    size: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageGrounding:
+    """One image's caption, checked against its objects.
+
+    Attributes:
+        tokens: The caption's tokens (:func:`captioning.text.tokenize`); positions index them.
+        mentions: Every object named, in caption order (a repeated name is repeated here).
+        present: The image's objects: ``"red circle"`` labels, one per object (shapes), or
+            its category names, once each (COCO).
+        missed: Present objects the caption does not name (shapes: a multiset difference).
+        extra: Shapes only: mentions of present objects beyond how many there are (the
+            second "red circle" when there is one); unmatched, yet not hallucinated.
+        claims: Shapes only: ``(position, number)`` for each number word ("two", "single").
+        count_correct: Shapes only: see :func:`captioning.grounding.shapes.shapes_grounding`.
+        exact_match: Shapes only: the named objects equal the present ones as multisets.
+    """
+
+    tokens: tuple[str, ...]
+    mentions: tuple[Mention, ...]
+    present: tuple[str, ...]
+    missed: tuple[str, ...]
+    extra: tuple[Mention, ...] = ()
+    claims: tuple[tuple[int, int], ...] = ()
+    count_correct: bool | None = None
+    exact_match: bool | None = None
+
+    @property
+    def hallucinated(self) -> tuple[Mention, ...]:
+        """The mentions of objects the image does not hold."""
+        return tuple(m for m in self.mentions if m.hallucinated)
+
+    @property
+    def hallucinated_positions(self) -> tuple[int, ...]:
+        """Token positions of the hallucinated mentions' words, ascending (to mark in HTML)."""
+        return tuple(i for m in self.hallucinated for i in range(m.start, m.end))
+
+
+@dataclass
+class GroundingReport:
+    """The result of :func:`captioning.grounding.grounding_scores`.
+
+    Attributes:
+        scores: Corpus scores, plain floats, under stable names (see the package docstring);
+            ``nan`` where a ratio has nothing to count (e.g. precision with no mention).
+        per_image: ``{image_id: ImageGrounding}`` for every scored image.
+        totals: The integer counts behind the scores (``images``, ``mentions``, ...), so
+            anyone can recompute them.
+        kind: ``"shapes"`` or ``"coco"``.
+    """
+
+    scores: dict[str, float]
+    per_image: dict[int, ImageGrounding] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+    kind: str = ""
+
+
+def ratio(num: int, den: int) -> float:
+    """``num / den`` as a float, ``nan`` when ``den`` is 0."""
+    return num / den if den else math.nan
+
+
+def few(items: Iterable[object], n: int = 5) -> str:
+    """The first ``n`` items, and how many more there are: ``[3, 7] (and 12 more)``."""
+    items = list(items)
+    more = f" (and {len(items) - n} more)" if len(items) > n else ""
+    return f"{items[:n]}{more}"
+
+
+def checked_ids(predictions: Mapping[int, str], truth: Mapping[int, object], what: str) -> list:
+    """The predicted image ids; an error when there are none or some lack ground truth."""
+    if not predictions:
+        raise CaptioningError("no predictions to score; generate captions first")
+    missing = [i for i in predictions if i not in truth]
+    if missing:
+        raise CaptioningError(
+            f"{len(missing)} predicted image ids have no {what}: {few(missing)}; "
+            "use the ground truth of the split the captions were generated for"
+        )
+    return list(predictions)
+
+
+def read_json(path: str | os.PathLike, what: str, hint: str) -> Any:
+    """Parse a JSON file; a missing or non-JSON file is a one-line error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CaptioningError(f"{what} not found: {path} ({hint})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CaptioningError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+            f"it should be a {what}"
+        ) from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise CaptioningError(f"cannot read {path} as a {what} ({exc}); {hint}") from None
+
+
+def is_int(value: object) -> bool:
+    """An int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
