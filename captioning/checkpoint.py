@@ -97,6 +97,7 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it (mkstemp makes it 0600)
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
@@ -111,6 +112,13 @@ def save_checkpoint(
     finally:
         os.close(dir_fd)
     return path
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it, then put back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
@@ -134,6 +142,13 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
                 break
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch's zip format, or legacy pickle
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (not a torch file); pass a .pt file written by "
+            "training (RUN_DIR/checkpoints/best.pt) or a run directory"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -146,10 +161,11 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
             f"refused to load {path}: it holds a pickled Python object ({found.group(1)}), not "
             "plain data, and unpickling it could run code; nothing of it was executed"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # truncated, not a torch file (text: KeyError deep in the unpickler)
+        detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or not a torch file): "
-            f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"
+            f"{path} is not a readable checkpoint (truncated or not a torch file: {detail}); "
+            "pass a .pt file written by training (RUN_DIR/checkpoints/best.pt) or a run directory"
         ) from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]

@@ -229,7 +229,7 @@ def decode_checkpoint(
             "(--references ANN.json --results RES.json)"
         )
     data = data_config({**data, **({"root": str(data_root)} if data_root else {})}, legacy=True)
-    prepare_data(data)
+    prepare_data(data, generate=False)  # never writes a data set where nobody asked for one
     records = load_split(data, split)
     loader = build_eval_loader(records, captioner.transform, batch_size=batch_size)
     args = {**captioner.decoding, **(decoding or {})}

@@ -14,6 +14,7 @@ from captioning.data.images import MAX_PIXELS, ImageLoadError, load_image, to_rg
 from captioning.data.transforms import eval_transform
 from captioning.decoding import Generation, generate
 from captioning.devices import resolve_device
+from captioning.errors import CaptioningError
 from captioning.models.caption_model import CaptionModel
 from captioning.vocab import Vocabulary
 
@@ -137,6 +138,8 @@ class Captioner:
         Returns:
             The :class:`~captioning.decoding.Generation` for the batch.
         """
+        if len(images) == 0:
+            raise CaptioningError("no images to decode: pass at least one image")
         batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)  # (B, 3, H, W)
         features = self.model.encode(batch)
         args = {**self.decoding, **decoding}
@@ -168,6 +171,8 @@ class Captioner:
         """
         single = isinstance(images, (str, os.PathLike, Image.Image, torch.Tensor))
         batch = [images] if single else list(images)
+        if not batch:
+            return []  # nothing in, nothing out
         gen = self.generate(batch, **decoding)
         seqs = gen.sequences
         if seqs.dim() == 2:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -59,3 +60,18 @@ def no_java(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         metrics.shutil, "which", lambda cmd, *a, **k: None if cmd == "java" else real_which(cmd)
     )
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The headless browser's path. Outside CI a missing Chromium skips the test (with how to
+    install it); in CI (``CI`` set, where .ci/run installs it) it fails: the rendering must run."""
+    found = next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
+    if found is None:
+        message = "chromium not installed (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}, but CI is set: .ci/run should have installed it")
+        pytest.skip(f"{message}: the page is not rendered")
+    return found

@@ -58,14 +58,26 @@ def test_round_trip_plain_data_and_identical_captions(tmp_path, shapes_root):
     assert not list(tmp_path.glob("*.tmp"))  # nothing left behind by the atomic write
 
 
-def test_rng_state_round_trip(tmp_path):
+def _draws() -> tuple:
+    import random
+
+    import numpy as np
+
+    return random.random(), float(np.random.rand()), torch.rand(3).tolist()
+
+
+def test_rng_state_round_trip_through_a_checkpoint(tmp_path):
+    """Python's, NumPy's and torch's generators continue after a save/load exactly as after the
+    moment they were saved."""
     state = get_rng_state()
-    a = torch.rand(3)
-    set_rng_state(state)
-    assert torch.equal(torch.rand(3), a)
-    _, path = saved(tmp_path)
+    expected = _draws()
+    path = save_checkpoint(
+        tmp_path / "rng.pt", model={}, config={}, vocab=["<pad>"], epoch=0, step=0, rng=state
+    )
+    _draws(), _draws()  # move every generator on
     set_rng_state(load_checkpoint(path)["rng"])
-    torch.rand(1)
+    assert _draws() == expected
+    assert _draws() != expected  # (the draws do move on)
 
 
 def test_refuses_pickled_objects_and_runs_none_of_them(tmp_path):
@@ -102,3 +114,17 @@ def test_config_targets_outside_the_library_are_refused(tmp_path):
     torch.save(ckpt, tmp_path / "target.pt")
     with pytest.raises(CheckpointError.__mro__[1], match="not allowed"):
         Captioner.from_checkpoint(tmp_path / "target.pt")
+
+
+def test_checkpoints_get_the_permissions_of_any_new_file(tmp_path):
+    """Written through a temporary file (0600 by default), a checkpoint still ends up with the
+    mode the user's umask gives new files, as torch.save's own files do."""
+    import os
+
+    for mask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+        old = os.umask(mask)
+        try:
+            _, path = saved(tmp_path, f"ck{mask:o}.pt")
+        finally:
+            os.umask(old)
+        assert path.stat().st_mode & 0o777 == mode, oct(path.stat().st_mode)

@@ -356,7 +356,9 @@ def test_checkpoint_mode_cli_reports_the_decoding_it_used(tiny_run: Path, tmp_pa
     assert done.returncode == 0, done.stderr
     for given in ("beam_size=2", "length_penalty=0.5", "no_repeat_ngram_size=2"):
         assert given in done.stdout
-    assert (tiny_run / "test_results.json").is_file()  # default: RUN_DIR/<split>_results.json
+    written = tiny_run / "eval" / "test_beam2_lp0.5_norepeat2_results.json"
+    assert written.is_file() and "-> " + str(written) in done.stdout  # the default name
+    assert not (tiny_run / "test_results.json").exists()  # (this run skipped its test)
 
 
 @pytest.mark.slow

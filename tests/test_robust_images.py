@@ -120,12 +120,28 @@ def test_decompression_bombs_are_refused_before_decoding(tmp_path):
     bomb = png_header_only(tmp_path / "bomb.png", 12_000, 12_000)  # 144 M pixels, 432 MB as RGB
     with pytest.raises(ImageLoadError, match=r"bomb\.png.*exceeds max_pixels=100000000"):
         load_image(bomb)
-    huge = png_header_only(tmp_path / "huge.png", 40_000, 40_000)  # over twice Pillow's limit
-    with pytest.raises(ImageLoadError, match=r"huge\.png.*decompression bomb"):
-        load_image(huge, max_pixels=None)  # Pillow's own limit still applies
     small = png_header_only(tmp_path / "small.png", 300, 200)
     with pytest.raises(ImageLoadError, match="60000 pixels exceeds max_pixels=50000"):
         load_image(small, max_pixels=50_000)
+
+
+def test_max_pixels_is_the_one_size_rule_not_pillows(tmp_path, monkeypatch):
+    """Pillow refuses images over twice its MAX_IMAGE_PIXELS with its own message; the project's
+    max_pixels is the rule instead (None: no limit), and Pillow's setting is left as it was."""
+    from PIL import Image as PILImage
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1_000)  # 100 x 100 is over twice that
+    path = tmp_path / "plain.png"
+    Image.new("RGB", (100, 100), (10, 200, 30)).save(path)
+    assert load_image(path, max_pixels=None).size == (100, 100)
+    assert load_image(path, max_pixels=10_000).size == (100, 100)
+    with pytest.raises(ImageLoadError, match="10000 pixels exceeds max_pixels=5000"):
+        load_image(path, max_pixels=5_000)
+    assert PILImage.MAX_IMAGE_PIXELS == 1_000
+    big = png_header_only(tmp_path / "big.png", 100_000, 100_000)  # 10 gigapixels
+    with pytest.raises(ImageLoadError, match=r"big\.png.*exceeds max_pixels=100000000") as info:
+        load_image(big)
+    assert "decompression bomb" not in str(info.value)
 
 
 def test_captioner_preprocesses_what_it_can_and_names_the_rest(tmp_path):

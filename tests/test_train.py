@@ -70,6 +70,7 @@ def test_end_to_end(shapes_root, tmp_path):
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "missing.png" in bad.stderr
 
     # evaluate decodes each test image once and reproduces the training run's test scores
+    training_results = (run / "test_results.json").read_bytes()
     ev = subprocess.run(
         [
             sys.executable,
@@ -84,6 +85,7 @@ def test_end_to_end(shapes_root, tmp_path):
         check=True,
     )
     assert "decoded 20 images" in ev.stdout
-    scores = json.loads((run / "test_results_scores.json").read_text())
+    assert (run / "test_results.json").read_bytes() == training_results  # not overwritten
+    scores = json.loads((run / "eval" / "test_greedy_results_scores.json").read_text())
     assert scores["num_images"] == 20
     assert scores["Bleu_4"] == pytest.approx(summary["test"]["Bleu_4"], abs=1e-12)

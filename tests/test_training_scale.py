@@ -338,6 +338,92 @@ def test_bf16_autocast_and_grad_scaler_plumbing_run_on_cpu():
         autocast_dtype("fp16", cpu)
 
 
+def _model_and_batches(n: int = 3):
+    """A tiny model without dropout (its draws differ between eager and compiled code) and `n`
+    batches of two images."""
+    torch.manual_seed(0)
+    model = build_model(_model_config(), vocab_size=20)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    batches = []
+    for seed in range(n):
+        captions, lengths = _captions(b=4, seed=seed)
+        images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+        index = torch.tensor([0, 0, 1, 1])
+        batches.append(CaptionBatch(images, captions, lengths, torch.tensor([1, 1, 2, 2]), index))
+    return model, batches
+
+
+def test_float16_autocast_with_a_cpu_grad_scaler_trains():
+    """The float16 path of trainer.amp=fp16 (CUDA) runs on the CPU too: autocast in float16,
+    the loss scaled, gradients unscaled before clipping, the scale kept while they are finite."""
+    model, batches = _model_and_batches()
+    before = [p.detach().clone() for p in model.decoder.parameters()]
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
+    loop = TrainLoop(
+        model,
+        build_optimizer(model, lr=1e-2),
+        device=torch.device("cpu"),
+        autocast_dtype=torch.float16,
+        scaler=scaler,
+        grad_clip=5.0,
+    )
+    stats = loop.run_epoch(batches)
+    assert stats.steps == 3 and stats.nonfinite == 0 and math.isfinite(stats.loss)
+    after = model.decoder.parameters()
+    assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert scaler.get_scale() == 2.0**11  # two finite steps in a row: the scale grew once
+
+
+def test_float16_overflow_skips_the_step_and_lowers_the_scale_without_stopping():
+    """An overflowing loss scale gives non-finite gradients: the scaler skips the update and
+    halves the scale; such steps do not count towards max_nonfinite_steps (overflow is normal
+    there), so training continues once the scale is small enough."""
+    model, batches = _model_and_batches(4)
+    before = [p.detach().clone() for p in model.parameters()]
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40, growth_interval=1000)
+    loop = TrainLoop(
+        model,
+        build_optimizer(model, lr=1e-2),
+        device=torch.device("cpu"),
+        autocast_dtype=torch.float16,
+        scaler=scaler,
+        max_nonfinite_steps=1,  # a non-finite *loss* would stop at once
+    )
+    first = loop.run_epoch(batches[:1])
+    assert (first.steps, first.nonfinite, first.nonfinite_streak) == (0, 1, 0)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert scaler.get_scale() == 2.0**39
+    scaler.update(2.0**8)  # a workable scale: the next steps go through
+    rest = loop.run_epoch(batches[1:])
+    assert rest.steps == 3 and rest.nonfinite == 0
+
+
+@pytest.mark.slow
+def test_compiled_training_step_matches_eager():
+    """trainer.compile=true (inductor, on the CPU here): the same losses and weights as eager."""
+    from captioning.distributed import DistContext
+    from captioning.training.loop import wrap_step
+    from captioning.training.objectives import CrossEntropyObjective
+
+    results = []
+    for compile in (False, True):
+        model, batches = _model_and_batches(2)
+        objective = CrossEntropyObjective()
+        step = wrap_step(model, objective, torch.device("cpu"), DistContext(), compile=compile)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        loop = TrainLoop(
+            model, optimizer, device=torch.device("cpu"), objective=objective, step=step
+        )
+        stats = loop.run_epoch(batches)
+        results.append((stats.loss, [p.detach().clone() for p in model.parameters()]))
+    (eager_loss, eager), (compiled_loss, compiled) = results
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-5)
+    for a, b in zip(eager, compiled, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
 def test_non_finite_gradients_skip_the_step():
     torch.manual_seed(0)
     model = build_model(_model_config(), vocab_size=20)

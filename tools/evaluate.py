@@ -6,7 +6,9 @@ Two modes, one output format:
     python tools/evaluate.py --references ANN.json --results RES.json          # score a file
 
 Checkpoint mode decodes every image of the split exactly once and writes the captions as a COCO
-results file (``--results``; default RUN_DIR/<split>_results.json). Both modes print a table and
+results file (``--results``; default RUN_DIR/eval/<split>_<decoding>_results.json, e.g.
+``test_beam3_results.json``: never the training run's own ``test_results.json``). Both modes print
+a table and
 write the scores as JSON (``--out``; default <results>_scores.json) under the official names
 (``Bleu_1``..``Bleu_4``, ``METEOR``, ``ROUGE_L``, ``CIDEr``, ``SPICE`` with ``--spice``) plus
 ``nltk_Bleu_1``..``nltk_Bleu_4`` and ``num_images``. ``--html report.html`` also writes a
@@ -47,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--results",
         help="COCO results file: read (results mode) or written "
-        "(checkpoint mode; default RUN_DIR/<split>_results.json)",
+        "(checkpoint mode; default RUN_DIR/eval/<split>_<decoding>_results.json)",
     )
     parser.add_argument("--split", default="test", help="data split to decode (checkpoint mode)")
     parser.add_argument("--data-root", help="override the data root stored in the checkpoint")
@@ -102,6 +104,15 @@ def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in DECODING_OPTIONS if getattr(args, k) is not None}
 
 
+def decoding_tag(decoding: dict[str, Any], overrides: dict[str, Any]) -> str:
+    """A file-name tag for the decoding used: ``greedy``, ``beam3``, and each setting given on
+    the command line (``beam3_lp0.5_maxlen16``)."""
+    beam = int(decoding.get("beam_size", 1))
+    names = {"length_penalty": "lp", "no_repeat_ngram_size": "norepeat", "max_len": "maxlen"}
+    given = [f"{short}{overrides[key]}" for key, short in names.items() if key in overrides]
+    return "_".join(["greedy" if beam == 1 else f"beam{beam}", *given])
+
+
 def decode_split(args: argparse.Namespace) -> tuple[dict, dict[int, str], Path, dict[int, Path]]:
     """Checkpoint mode: caption every image of the split once; write the results file.
 
@@ -121,7 +132,8 @@ def decode_split(args: argparse.Namespace) -> tuple[dict, dict[int, str], Path, 
     )
     ckpt = Path(args.checkpoint)
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent.parent
-    results = Path(args.results) if args.results else run_dir / f"{args.split}_results.json"
+    tag = decoding_tag(decoded.decoding, decoding_overrides(args))
+    results = Path(args.results or run_dir / "eval" / f"{args.split}_{tag}_results.json")
     results.parent.mkdir(parents=True, exist_ok=True)
     payload = [{"image_id": i, "caption": c} for i, c in sorted(decoded.predictions.items())]
     results.write_text(json.dumps(payload) + "\n")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from captioning.errors import CaptioningError
 __all__ = ["MAX_PIXELS", "ImageLoadError", "load_image", "to_rgb"]
 
 logger = logging.getLogger(__name__)
+_PILLOW_LIMIT_LIFTED = threading.Lock()  # Image.MAX_IMAGE_PIXELS is module state
 
 #: Default upper bound on ``width * height`` accepted by :func:`load_image` (checked before
 #: decoding, so a decompression bomb never allocates its pixels).
@@ -125,8 +126,9 @@ def load_image(
     Args:
         path: The image file.
         max_pixels: Largest ``width * height`` accepted, checked from the header before any
-            decoding; ``None`` disables this check (Pillow's own decompression-bomb limit,
-            ``PIL.Image.MAX_IMAGE_PIXELS``, still applies to images more than twice that size).
+            decoding; ``None``: no limit. This is the one size rule: Pillow's own
+            decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is lifted while the file
+            is opened here.
 
     Returns:
         The image in RGB mode, upright.
@@ -148,18 +150,16 @@ def load_image(
     if file.stat().st_size == 0:
         raise fail("the file is empty (0 bytes)")
 
-    with warnings.catch_warnings():
-        # Our max_pixels check below is the limit; Pillow's warning (at MAX_IMAGE_PIXELS) would
-        # only be noise, and its error (at twice that) is converted below.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with _PILLOW_LIMIT_LIFTED:  # max_pixels below is the limit (Pillow's would be a second one)
+        pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
             image = Image.open(file)
         except UnidentifiedImageError:
             raise fail("not a recognised image format") from None
-        except Image.DecompressionBombError as exc:
-            raise fail(_one_line(exc), "resize the image") from exc
         except OSError as exc:
             raise fail(_one_line(exc)) from exc
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
 
     with image:
         width, height = image.size

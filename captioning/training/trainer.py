@@ -13,6 +13,7 @@ checkpoint on the test split (:meth:`Trainer.test`). The run directory receives 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import random
@@ -87,7 +88,9 @@ class Trainer:
         objective: Objective | None = None,
         should_stop: Callable[[int, int], bool] | None = None,
     ) -> None:
-        self.config = config
+        # the data folder as an absolute path, so the run's checkpoints find it from anywhere
+        root = str(Path(config.data.root).resolve())
+        self.config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=root))
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.objective = objective if objective is not None else build_objective(config.objective)
         self.should_stop = should_stop
