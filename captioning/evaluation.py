@@ -183,6 +183,7 @@ class DecodedSplit:
         images: image id -> image file, for every image of the split.
         decoding: the decoding arguments used (the run's config and the overrides).
         unreadable: how many images of the split could not be read (left out).
+        data: the data settings the split was read with.
     """
 
     predictions: dict[int, str]
@@ -190,6 +191,7 @@ class DecodedSplit:
     images: dict[int, Path]
     decoding: dict[str, Any]
     unreadable: int
+    data: Any = None
 
 
 def decode_checkpoint(
@@ -250,4 +252,5 @@ def decode_checkpoint(
         images={r.image_id: r.path for r in records},
         decoding=args,
         unreadable=len(records) - len(predictions),
+        data=data,
     )

@@ -1,5 +1,6 @@
-"""Scoring a set of captions as ``tools/evaluate.py`` does: the official metrics, the notes that go
-with them (tokenizer, anything skipped), the scores file and the HTML report.
+"""Scoring a set of captions as ``tools/evaluate.py`` does: the official metrics, the grounded
+metrics where the data set has ground truth (:mod:`captioning.grounding`), the notes that go with
+them (tokenizer, anything skipped), the scores file and the HTML report.
 
     scored = score_captions(references, predictions, out="scores.json", html="report.html")
     print(scored.notes, scored.scores)
@@ -11,15 +12,18 @@ checkpoint (:func:`captioning.evaluation.decode_checkpoint`).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from captioning.errors import CaptioningError
+from captioning.grounding import GroundingReport, GroundingTruth, grounding_scores
 from captioning.metrics import ScoreReport, evaluate_captions
 
-__all__ = ["TOKENIZERS", "ScoredCaptions", "image_files", "score_captions"]
+__all__ = ["TOKENIZERS", "ScoredCaptions", "image_files", "json_scores", "score_captions"]
 
 TOKENIZERS = {
     "ptb": "PTB tokenizer (Stanford CoreNLP, as the official toolkit)",
@@ -32,8 +36,10 @@ class ScoredCaptions:
     """What :func:`score_captions` computed and wrote.
 
     Attributes:
-        scores: the corpus scores under the official names, plus ``num_images``.
+        scores: the corpus scores under the official names, the grounded scores (when there
+            is ground truth), and ``num_images``.
         report: the full :class:`~captioning.metrics.ScoreReport` (per-image scores with HTML).
+        grounding: the :class:`~captioning.grounding.GroundingReport`, or None.
         notes: one line each: the tokenizer used, anything skipped, missing thumbnails.
         out: the scores JSON file written.
         html: the HTML report written, or None.
@@ -41,9 +47,16 @@ class ScoredCaptions:
 
     scores: dict[str, float]
     report: ScoreReport
+    grounding: GroundingReport | None = None
     notes: list[str] = field(default_factory=list)
     out: Path | None = None
     html: Path | None = None
+
+
+def json_scores(scores: Mapping[str, Any]) -> str:
+    """Scores as strict JSON: a ratio with nothing to count (``nan``) is written as ``null``."""
+    plain = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in scores.items()}
+    return json.dumps(plain, indent=2, allow_nan=False) + "\n"
 
 
 def image_files(
@@ -72,6 +85,7 @@ def score_captions(
     html: str | os.PathLike | None = None,
     images: Mapping[int, Path] | None = None,
     title: str = "",
+    grounding: GroundingTruth | None = None,
 ) -> ScoredCaptions:
     """Score every predicted image against all its references; write the scores (and a page).
 
@@ -83,19 +97,23 @@ def score_captions(
         html: write a sortable HTML report of every image here (None: not written).
         images: image id -> file, for thumbnails in the report.
         title: the report's title.
+        grounding: what the images hold (shapes objects, COCO instances), for the grounded
+            metrics (:func:`captioning.grounding.grounding_scores`); None: none.
 
     Returns:
         The scores, the notes and the files written.
     """
     references = {i: references[i] for i in predictions}
     report = evaluate_captions(references, predictions, spice=spice, per_image=bool(html))
-    scores = {**report.scores, "num_images": report.num_images}
-    scored = ScoredCaptions(scores, report, [f"tokenizer: {TOKENIZERS[report.tokenizer]}"])
-    scored.notes += report.notices
+    grounded = grounding_scores(predictions, grounding) if grounding is not None else None
+    scores = {**report.scores, **(grounded.scores if grounded else {})}
+    scores["num_images"] = report.num_images
+    notes = [f"tokenizer: {TOKENIZERS[report.tokenizer]}", *report.notices]
+    scored = ScoredCaptions(scores, report, grounded, notes)
     if out is not None:
         scored.out = Path(out)
         scored.out.parent.mkdir(parents=True, exist_ok=True)
-        scored.out.write_text(json.dumps(scores, indent=2) + "\n")
+        scored.out.write_text(json_scores(scores))
     if html is not None:
         scored.html = _write_report(Path(html), scored, references, predictions, images, title)
     return scored
@@ -120,7 +138,9 @@ def _write_report(
             f"(e.g. {images[missing[0]]}): no thumbnails for them"
         )
     found = {i: p for i, p in images.items() if p.is_file()}
-    items = report_items(references, predictions, scored.report.per_image, found or None)
+    items = report_items(
+        references, predictions, scored.report.per_image, found or None, scored.grounding
+    )
     return write_html_report(
         path, items, title=f"Captions: {title}", scores=scored.scores, notes=scored.notes
     )

@@ -394,3 +394,77 @@ def captioner_data(run: Path) -> dict:
     from captioning.checkpoint import load_checkpoint
 
     return load_checkpoint(run)["config"]["data"]
+
+
+# --------------------------------------------------------------------------- grounded metrics
+
+
+@pytest.mark.slow
+def test_checkpoint_mode_reports_grounded_metrics_and_marks_hallucinations(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """On the shapes data evaluation scores the objects too (from the data set's own ground
+    truth), the same numbers the grounding module gives, and the page marks the words naming
+    objects that are not in the image."""
+    from captioning.grounding import grounding_scores, load_shapes_truth
+
+    results, page = tmp_path / "res.json", tmp_path / "report.html"
+    done = run_tool("evaluate.py", "-c", tiny_run, "--results", results, "--html", page)
+    assert done.returncode == 0, done.stderr
+    assert "shapes_precision" in done.stdout and "CHAIR_i" in done.stdout
+    assert "grounded metrics (shapes)" in done.stdout
+    scores = json.loads((tmp_path / "res_scores.json").read_text())
+    predictions = {r["image_id"]: r["caption"] for r in json.loads(results.read_text())}
+    data = captioner_data(tiny_run)
+    truth = load_shapes_truth(Path(data["root"]) / data["splits"]["test"]["annotations"])
+    report = grounding_scores(predictions, truth)
+    for key, value in report.scores.items():
+        assert scores[key] == (None if value != value else pytest.approx(value)), key
+    marked = sum(len(g.hallucinated_positions) for g in report.per_image.values())
+    assert page.read_text().count("<mark ") == marked
+
+
+def test_results_mode_chair_from_an_instances_file(tmp_path: Path, no_java: None) -> None:
+    """--instances gives CHAIR and object recall for any COCO-style results file."""
+    refs = write_json(
+        tmp_path / "refs.json",
+        {
+            "images": [{"id": 1, "file_name": "1.jpg"}, {"id": 2, "file_name": "2.jpg"}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "caption": "a dog on a couch"},
+                {"id": 2, "image_id": 2, "caption": "a man riding a horse"},
+            ],
+        },
+    )
+    instances = write_json(
+        tmp_path / "instances.json",
+        {
+            "images": [{"id": 1}, {"id": 2}],
+            "categories": [
+                {"id": 18, "name": "dog"},
+                {"id": 63, "name": "couch"},
+                {"id": 1, "name": "person"},
+                {"id": 19, "name": "horse"},
+                {"id": 17, "name": "cat"},  # (a category no image here holds)
+            ],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 18},
+                {"id": 2, "image_id": 1, "category_id": 63},
+                {"id": 3, "image_id": 2, "category_id": 1},
+                {"id": 4, "image_id": 2, "category_id": 19},
+            ],
+        },
+    )
+    res = write_json(
+        tmp_path / "res.json",
+        [
+            {"image_id": 1, "caption": "a dog and a cat on a couch"},  # the cat: hallucinated
+            {"image_id": 2, "caption": "a woman riding a horse"},
+        ],
+    )
+    done = run_tool("evaluate.py", "--references", refs, "--results", res, "--instances", instances)
+    assert done.returncode == 0, done.stderr
+    scores = json.loads((tmp_path / "res_scores.json").read_text())
+    assert scores["CHAIR_i"] == pytest.approx(1 / 5)  # dog, cat, couch, woman, horse
+    assert scores["CHAIR_s"] == pytest.approx(1 / 2)
+    assert scores["object_recall"] == pytest.approx(1.0)  # dog, couch, person, horse

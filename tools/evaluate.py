@@ -1,4 +1,5 @@
-"""Score captions with BLEU-1..4, METEOR, ROUGE-L, CIDEr (and SPICE) with the official COCO code.
+"""Score captions with BLEU-1..4, METEOR, ROUGE-L, CIDEr (and SPICE) with the official COCO code,
+and with grounded metrics (objects named right, CHAIR) where the data set has ground truth.
 
 Two modes, one output format:
 
@@ -8,11 +9,12 @@ Two modes, one output format:
 Checkpoint mode decodes every image of the split exactly once and writes the captions as a COCO
 results file (``--results``; default RUN_DIR/eval/<split>_<decoding>_results.json, e.g.
 ``test_beam3_results.json``: never the training run's own ``test_results.json``). Both modes print
-a table and
-write the scores as JSON (``--out``; default <results>_scores.json) under the official names
-(``Bleu_1``..``Bleu_4``, ``METEOR``, ``ROUGE_L``, ``CIDEr``, ``SPICE`` with ``--spice``) plus
-``nltk_Bleu_1``..``nltk_Bleu_4`` and ``num_images``. ``--html report.html`` also writes a
-sortable page of every image with its caption, references and per-image CIDEr / BLEU-4.
+a table and write the scores as JSON (``--out``; default <results>_scores.json) under the
+official names (``Bleu_1``..``Bleu_4``, ``METEOR``, ``ROUGE_L``, ``CIDEr``, ``SPICE`` with
+``--spice``), ``nltk_Bleu_1``..``nltk_Bleu_4``, the grounded metrics (:mod:`captioning.grounding`:
+the shapes data's own ground truth, or COCO instances via ``data.instances`` / ``--instances``)
+and ``num_images``. ``--html report.html`` also writes a sortable page of every image with its
+caption (hallucinated words marked), references and per-image scores.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ import _common
 
 #: decoding options: argparse destination -> keyword of captioning.decoding.generate
 DECODING_OPTIONS = ("beam_size", "max_len", "length_penalty", "no_repeat_ngram_size")
+GROUNDING_NOTE = {
+    "shapes": "shapes_* = colour+shape objects named right (precision, recall), images named "
+    "exactly right, right counts, sizes; CHAIR_i / CHAIR_s = objects named that are not in the "
+    "image, per mention / per caption (lower is better)",
+    "coco": "CHAIR_i / CHAIR_s = COCO objects named that are not in the image, per mention / "
+    "per caption (lower is better); object_recall = objects in the image that are named",
+}
 
 
 def _positive(text: str) -> int:
@@ -63,6 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     decoding.add_argument(
         "--no-repeat-ngram-size", type=int, help="forbid repeating any n-gram of this size (0: off)"
+    )
+    parser.add_argument(
+        "--instances",
+        metavar="INSTANCES.json",
+        help="COCO instance annotations of the images, for the object-hallucination metrics "
+        "(CHAIR); checkpoint mode takes data.instances from the run, and the shapes data its own "
+        "ground truth",
     )
     parser.add_argument(
         "--spice",
@@ -113,11 +129,24 @@ def decoding_tag(decoding: dict[str, Any], overrides: dict[str, Any]) -> str:
     return "_".join(["greedy" if beam == 1 else f"beam{beam}", *given])
 
 
-def decode_split(args: argparse.Namespace) -> tuple[dict, dict[int, str], Path, dict[int, Path]]:
+def shapes_truth(annotation_file: str) -> Any:
+    """Results mode: the shapes ground truth when the references file carries it, else None."""
+    from captioning.grounding import load_shapes_truth
+
+    try:
+        images = json.loads(Path(annotation_file).read_text(encoding="utf-8")).get("images") or []
+    except (OSError, ValueError, AttributeError):
+        return None  # load_references reports what is wrong with the file
+    has_objects = bool(images) and all(isinstance(i, dict) and "objects" in i for i in images)
+    return load_shapes_truth(annotation_file) if has_objects else None
+
+
+def decode_split(args: argparse.Namespace) -> tuple[dict, dict[int, str], Path, dict, Any]:
     """Checkpoint mode: caption every image of the split once; write the results file.
 
     Returns:
-        (references, predictions, results file, image files), all keyed by image id.
+        (references, predictions, results file, image files) keyed by image id, and the
+        data settings.
     """
     from captioning.evaluation import decode_checkpoint  # model code: checkpoint mode only
 
@@ -147,7 +176,7 @@ def decode_split(args: argparse.Namespace) -> tuple[dict, dict[int, str], Path, 
             f"note: {decoded.unreadable} images could not be read and are left out of scoring "
             "(named above)"
         )
-    return decoded.references, decoded.predictions, results, decoded.images
+    return decoded.references, decoded.predictions, results, decoded.images, decoded.data
 
 
 @_common.one_line_errors
@@ -159,17 +188,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:  # its notices are printed below, once
         logging.getLogger("captioning.metrics").setLevel(logging.ERROR)
+    from captioning.grounding import load_coco_truth, truth_for_split
     from captioning.metrics import format_table, load_references, load_results
     from captioning.scoring import image_files, score_captions
 
+    truth = load_coco_truth(args.instances) if args.instances else None
     if args.checkpoint:
-        references, predictions, results, images = decode_split(args)
+        references, predictions, results, images, data = decode_split(args)
         title = f"{args.checkpoint} on split {args.split}"
+        truth = truth or truth_for_split(data, args.split)
     else:
         references = load_references(args.references)
         predictions = load_results(args.results, references)
         results, title = Path(args.results), str(args.results)
         images = image_files(args.references, args.images) if args.images else {}
+        truth = truth or shapes_truth(args.references)
     scored = score_captions(
         references,
         predictions,
@@ -178,10 +211,15 @@ def main(argv: list[str] | None = None) -> int:
         html=args.html,
         images=images,
         title=title,
+        grounding=truth,
     )
     for note in scored.notes:
         print(note if note.startswith("tokenizer") else f"note: {note}")
-    print(format_table(scored.report.scores))
+    print(format_table({k: v for k, v in scored.scores.items() if k != "num_images"}))
+    if scored.grounding is not None:
+        print(
+            f"grounded metrics ({scored.grounding.kind}): {GROUNDING_NOTE[scored.grounding.kind]}"
+        )
     print(f"images scored: {scored.report.num_images}")
     print(f"scores written to {scored.out}")
     if scored.html:

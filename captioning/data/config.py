@@ -28,6 +28,7 @@ LEGACY_DATA_DEFAULTS: dict[str, Any] = {
     "cache_dir": "cache/features",
     "max_bad_image_fraction": 0.001,
     "max_pixels": MAX_PIXELS,
+    "instances": None,
 }
 
 
@@ -46,6 +47,7 @@ class DataConfig:
     cache_dir: str
     max_bad_image_fraction: float = bounded(ge=0.0, le=1.0)
     max_pixels: int | None = bounded(ge=1)
+    instances: str | None  # COCO instance annotations (relative to root), for CHAIR
     name: str | None = None  # a label for logs (every file in conf/data/ sets it)
     annotations: str | None = None  # karpathy: the split file, relative to root
     generate: Literal["shapes"] | None = None  # shapes: generated on first use

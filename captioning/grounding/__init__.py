@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from captioning.errors import CaptioningError
@@ -58,6 +59,7 @@ __all__ = [
     "parse_shapes_caption",
     "phrase_table",
     "shapes_grounding",
+    "truth_for_split",
 ]
 
 
@@ -109,3 +111,30 @@ def grounding_scores(predictions: Mapping[int, str], truth: GroundingTruth) -> G
     if truth.kind == "coco":
         return coco_chair(predictions, truth.objects, categories=truth.categories)
     raise CaptioningError(f"unknown grounding truth kind {truth.kind!r}; use 'shapes' or 'coco'")
+
+
+def truth_for_split(data: Any, split: str) -> GroundingTruth | None:
+    """The ground truth a data set offers for one split, if any.
+
+    The shapes data (``data.generate: shapes``) carries its objects in the split's caption file;
+    COCO-style data sets give an instances file with ``data.instances`` (relative to the root).
+
+    Args:
+        data: the ``data`` settings (:class:`~captioning.data.config.DataConfig` or a mapping,
+            e.g. a checkpoint's).
+        split: the split scored.
+
+    Returns:
+        The truth, or None when the data set has none.
+    """
+    from captioning.data.config import data_config
+
+    data = data_config(data, legacy=True)
+    root = Path(data.root)
+    if data.generate == "shapes":
+        spec = data.splits.get(split)
+        if isinstance(spec, Mapping) and "annotations" in spec:
+            return load_shapes_truth(root / str(spec["annotations"]))
+    if data.instances:
+        return load_coco_truth(root / data.instances)
+    return None

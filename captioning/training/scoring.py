@@ -13,6 +13,8 @@ from captioning.data.coco import ImageRecord
 from captioning.data.loader import load_split
 from captioning.distributed import DistContext, barrier, is_distributed
 from captioning.evaluation import evaluate_records
+from captioning.grounding import grounding_scores, truth_for_split
+from captioning.scoring import json_scores
 
 if TYPE_CHECKING:
     from captioning.training.trainer import Trainer
@@ -75,8 +77,12 @@ def test_checkpoint(trainer: Trainer) -> dict[str, Any]:
         rank=ctx.rank,
         world_size=ctx.world_size,
     )
+    truth = truth_for_split(trainer.config.data, "test")
+    if truth is not None:  # objects named right, CHAIR: what BLEU and CIDEr do not check
+        num_images = scores.pop("num_images")
+        scores.update(grounding_scores(predictions, truth).scores, num_images=num_images)
     if ctx.is_main:
-        (run_dir / "test_scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+        (run_dir / "test_scores.json").write_text(json_scores(scores))
         results = [{"image_id": i, "caption": c} for i, c in sorted(predictions.items())]
         (run_dir / "test_results.json").write_text(json.dumps(results) + "\n")
     paths = {r.image_id: r.path for r in test}

@@ -20,6 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from captioning.data.images import ImageLoadError, load_image, to_rgb
+from captioning.grounding import GroundingReport
 from captioning.visualize.attention import ImageSource
 
 __all__ = ["REPORT_METRICS", "ReportItem", "report_items", "write_html_report"]
@@ -33,6 +34,7 @@ REPORT_METRICS = {
     "METEOR": "METEOR",
     "ROUGE_L": "ROUGE-L",
     "SPICE": "SPICE",
+    "hallucinated": "hallucinated objects",
 }
 
 
@@ -44,8 +46,11 @@ class ReportItem:
         image_id: the image's id.
         caption: the generated caption.
         references: its reference captions.
-        scores: per-image metrics under the official keys (``CIDEr``, ``Bleu_4``, ...).
+        scores: per-image metrics under the official keys (``CIDEr``, ``Bleu_4``, ...), and
+            ``hallucinated`` (objects named that the image does not hold) with ground truth.
         image: a path or PIL image for the thumbnail, or None.
+        tokens: the caption's tokens when some are marked (None: the caption as it is).
+        marked: positions in `tokens` of hallucinated words, shown highlighted.
     """
 
     image_id: int
@@ -53,6 +58,8 @@ class ReportItem:
     references: Sequence[str]
     scores: Mapping[str, float]
     image: ImageSource | None = None
+    tokens: Sequence[str] | None = None
+    marked: frozenset[int] = frozenset()
 
 
 def report_items(
@@ -60,6 +67,7 @@ def report_items(
     predictions: Mapping[int, str],
     per_image: Mapping[int, Mapping[str, float]],
     images: Mapping[int, ImageSource] | None = None,
+    grounding: GroundingReport | None = None,
 ) -> list[ReportItem]:
     """Rows for :func:`write_html_report`, one per predicted image, in prediction order.
 
@@ -68,15 +76,36 @@ def report_items(
         predictions: image id -> generated caption.
         per_image: image id -> scores (``ScoreReport.per_image``).
         images: image id -> path or PIL image, for thumbnails (None: no thumbnails).
+        grounding: the grounded metrics' report: each caption's hallucinated words are marked
+            and counted (None: no grounding).
 
     Returns:
         The items.
     """
     images = images or {}
-    return [
-        ReportItem(i, c, list(references.get(i, ())), dict(per_image.get(i, {})), images.get(i))
-        for i, c in predictions.items()
-    ]
+    items = []
+    for i, caption in predictions.items():
+        item = ReportItem(
+            i, caption, list(references.get(i, ())), dict(per_image.get(i, {})), images.get(i)
+        )
+        checked = grounding.per_image.get(i) if grounding is not None else None
+        if checked is not None:
+            item.scores["hallucinated"] = len(checked.hallucinated)
+            item.tokens, item.marked = checked.tokens, frozenset(checked.hallucinated_positions)
+        items.append(item)
+    return items
+
+
+def _caption_html(item: ReportItem) -> str:
+    """The caption, its hallucinated words in ``<mark>`` (the tokens shown when any are)."""
+    if item.tokens is None:
+        return html.escape(item.caption)
+    words = [
+        f'<mark title="not in the image">{html.escape(w)}</mark>' if k in item.marked else
+        html.escape(w)
+        for k, w in enumerate(item.tokens)
+    ]  # fmt: skip
+    return " ".join(words)
 
 
 def _thumbnail(image: ImageSource, size: int) -> str | None:
@@ -107,7 +136,8 @@ text-align:left;vertical-align:top}#captions th[data-key]{cursor:pointer;backgro
 user-select:none}th[aria-sort=ascending]::after{content:" \\25B2"}
 th[aria-sort=descending]::after{content:" \\25BC"}td.num{text-align:right;
 font-variant-numeric:tabular-nums}ul{margin:0;padding-left:1.1em;color:#555}
-.caption{font-weight:600}#summary td{text-align:right}"""
+.caption{font-weight:600}#summary td{text-align:right}
+mark{background:#ffd6d6;color:#900;text-decoration:line-through wavy #c00}"""
 
 _JS = """(function () {
   var table = document.getElementById("captions"), body = table.tBodies[0];
@@ -196,7 +226,7 @@ def write_html_report(
         refs = "".join(f"<li>{e(r)}</li>" for r in item.references)
         cells += [
             f'<td class="num" data-value="{item.image_id}">{item.image_id}</td>',
-            f'<td class="caption">{e(item.caption)}</td>',
+            f'<td class="caption">{_caption_html(item)}</td>',
             f"<td><ul>{refs}</ul></td>",
         ]
         for k in metrics:
