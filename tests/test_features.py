@@ -114,6 +114,59 @@ def test_cache_holds_the_encoder_outputs_and_is_reused(records, tmp_path):
     assert len(pickle.dumps(again)) < 20_000  # workers reopen the memory-maps, no copies
 
 
+def test_a_data_set_regenerated_in_the_same_folder_gets_a_new_cache(tmp_path):
+    """Same paths, same ids, different pixels (another seed written over the same folder): the
+    cache built for the first data set is not served for the second."""
+    from captioning.data.loader import annotation_files
+    from captioning.data.shapes import generate_shapes
+
+    def cached(seed: int):
+        root = generate_shapes(tmp_path / "shapes", train=0, val=6, test=0, seed=seed)
+        records = load_coco_captions(root / "annotations" / "captions_val.json", root / "images")
+        data = {"root": str(root), "splits": {"val": {"annotations": "annotations/captions_val.json",
+                                                       "images": "images"}}}  # fmt: skip
+        enc = encoder()
+        store = build_feature_cache(
+            tmp_path / "cache",
+            enc,
+            records,
+            eval_transform(enc.preprocess),
+            encoder_config=CONFIG,
+            with_grid=False,
+            progress=False,
+            sources=annotation_files(data, "val"),
+        )
+        return records, store
+
+    first_records, first = cached(seed=1)
+    second_records, second = cached(seed=2)
+    assert [r.path for r in first_records] == [r.path for r in second_records]  # same paths
+    assert second.folder != first.folder
+    assert not torch.equal(second[0].vector, first[0].vector)  # the new pixels' features
+
+
+def test_fingerprint_covers_file_size_and_modification_time(records, tmp_path):
+    import os
+    import shutil
+
+    from captioning.data.coco import ImageRecord
+
+    copies = []
+    for r in records[:3]:
+        shutil.copy(r.path, tmp_path / r.path.name)
+        copies.append(ImageRecord(r.image_id, tmp_path / r.path.name, r.captions))
+    enc = encoder()
+    base = fingerprint(enc, CONFIG, copies, enc.preprocess)
+    stat = copies[1].path.stat()
+    os.utime(copies[1].path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert fingerprint(enc, CONFIG, copies, enc.preprocess) != base
+    ann = tmp_path / "ann.json"
+    ann.write_text("[1]")
+    with_ann = fingerprint(enc, CONFIG, copies, enc.preprocess, [ann])
+    ann.write_text("[2]")
+    assert fingerprint(enc, CONFIG, copies, enc.preprocess, [ann]) != with_ann
+
+
 def test_vector_only_cache_and_new_weights_make_a_new_cache(records, tmp_path):
     enc = encoder()
     transform = eval_transform(enc.preprocess)

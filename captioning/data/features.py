@@ -7,8 +7,10 @@ yields ``(EncoderOutput, [caption ids], image id)`` items, so the training batch
 features instead of images and the model skips its encoder.
 
 One cache folder per *fingerprint*: a hash of the encoder's config, of its state dict (weights
-and buffers), of the image list (ids and paths) and of the preprocessing. Change any of them and
-a new cache is built; nothing stale is ever read. A build writes rows in order and records how
+and buffers), of the image list (ids, paths, and each file's size and modification time, as
+build tools key their caches), of the annotation files' contents and of the preprocessing.
+Change any of them (regenerating a data set in the same folder included) and a new cache is
+built; nothing stale is ever read. A build writes rows in order and records how
 many rows are safely on disk after every chunk (``progress.json``), so an interrupted build
 continues where it stopped.
 
@@ -18,8 +20,8 @@ Layout of ``<cache_dir>/<fingerprint[:20]>-<parts>/``: ``vector.npy`` (N, D_v), 
 
 An image that cannot be read while the cache is built gets a zero row and is listed under
 ``skipped``; :class:`FeatureCaptionDataset` then yields a :class:`~captioning.data.coco.SkippedImage`
-for it, which training drops and counts like an unreadable image file. (Delete the cache folder to
-retry such images after fixing them: the fingerprint covers paths, not file contents.)
+for it, which training drops and counts like an unreadable image file; fixing the file changes its
+size or modification time, and with it the fingerprint.
 """
 
 from __future__ import annotations
@@ -102,19 +104,31 @@ def state_dict_hash(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def _file_key(path: Path) -> str:
+    """What identifies a file's contents without reading it: size and modification time."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def fingerprint(
     encoder: nn.Module,
     encoder_config: Mapping[str, Any],
     records: Sequence[ImageRecord],
     preprocess: Any,
+    sources: Sequence[str | os.PathLike] = (),
 ) -> str:
-    """The cache key: encoder config + weights hash + image list + preprocessing.
+    """The cache key: encoder config + weights + images (paths, sizes, modification times) +
+    annotation files (contents) + preprocessing.
 
     Args:
         encoder: the (frozen) encoder whose outputs are cached.
         encoder_config: its config node (plain mapping).
         records: the images, in cache row order.
         preprocess: the encoder's input contract (a dataclass, e.g. ``encoder.preprocess``).
+        sources: the annotation files the records come from (hashed whole).
 
     Returns:
         A hex digest.
@@ -125,7 +139,13 @@ def fingerprint(
     prep = asdict(preprocess) if hasattr(preprocess, "__dataclass_fields__") else repr(preprocess)
     digest.update(json.dumps(prep, sort_keys=True, default=str).encode())
     for record in records:
-        digest.update(f"{record.image_id}\t{record.path}\n".encode())
+        digest.update(
+            f"{record.image_id}\t{record.path}\t{_file_key(Path(record.path))}\n".encode()
+        )
+    for source in sources:
+        with open(source, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -250,6 +270,7 @@ def build_feature_cache(
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
     max_pixels: int | None = MAX_PIXELS,
+    sources: Sequence[str | os.PathLike] = (),
 ) -> FeatureStore | None:
     """Return the cache of `encoder`'s outputs on `records`, computing what is missing.
 
@@ -268,12 +289,13 @@ def build_feature_cache(
         progress: show a tqdm bar.
         should_stop: polled between batches; ``True`` stops the build (resumable later).
         max_pixels: larger images are skipped like unreadable ones.
+        sources: the annotation files the records come from (part of the fingerprint).
 
     Returns:
         The complete cache, or ``None`` when `should_stop` interrupted the build.
     """
     cache_dir = Path(cache_dir)
-    key = fingerprint(encoder, encoder_config, records, encoder.preprocess)
+    key = fingerprint(encoder, encoder_config, records, encoder.preprocess, sources)
     for candidate in (_folder(cache_dir, key, True), _folder(cache_dir, key, with_grid)):
         if _complete(candidate, key):
             log.info("feature cache: using %s", candidate)

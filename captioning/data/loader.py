@@ -33,6 +33,7 @@ __all__ = [
     "CaptionBatch",
     "EpochSampler",
     "ImageBatch",
+    "annotation_files",
     "build_eval_loader",
     "build_loaders",
     "build_train_loader",
@@ -343,6 +344,17 @@ def prepare_data(data: DataConfig | Mapping[str, Any], *, generate: bool = True)
             "for the expected layout"
         )
         raise CaptioningError(f"data.root {root} ({root.resolve()}) does not exist: {hint}")
+
+
+def annotation_files(data: DataConfig | Mapping[str, Any], split: str) -> list[Path]:
+    """The annotation files a split is read from (what the feature cache's key hashes)."""
+    data = data_config(data, legacy=True)
+    spec = data.splits.get(split)
+    if data.format == "karpathy" and data.annotations:
+        return [Path(data.root) / data.annotations]
+    if isinstance(spec, Mapping) and "annotations" in spec:
+        return [Path(data.root) / str(spec["annotations"])]
+    return []
 
 
 def load_split(data: DataConfig | Mapping[str, Any], split: str) -> list[ImageRecord]:

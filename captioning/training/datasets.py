@@ -16,7 +16,12 @@ from torch.utils.data import DataLoader, Dataset
 from captioning.data.coco import CaptionDataset, ImageRecord
 from captioning.data.config import DataConfig
 from captioning.data.features import FeatureCaptionDataset, build_feature_cache, use_feature_cache
-from captioning.data.loader import build_train_loader, load_split, prepare_data
+from captioning.data.loader import (
+    annotation_files,
+    build_train_loader,
+    load_split,
+    prepare_data,
+)
 from captioning.data.transforms import eval_transform, train_transform
 from captioning.distributed import DistContext, barrier, broadcast_object
 from captioning.models.caption_model import CaptionModel
@@ -131,6 +136,7 @@ def train_dataset(
             progress=progress and ctx.is_main,
             should_stop=should_stop,
             max_pixels=data.max_pixels,
+            sources=annotation_files(data, "train"),
         )
 
     store = build_cache() if ctx.is_main else None  # rank 0 builds it ...
