@@ -17,7 +17,9 @@ from captioning.decoding import Generation
 from captioning.errors import CaptioningError
 from captioning.tracking import RunLog
 from captioning.visualize import (
+    COLORMAP,
     ReportItem,
+    attention_figure,
     attention_grids,
     attention_steps,
     model_view,
@@ -75,7 +77,35 @@ def test_upsampled_attention_lies_over_its_grid_cell() -> None:
     assert upsample_attention(attention_grids(alphas), (32, 48)).shape == (2, 32, 48)
 
 
-def test_save_attention_map_writes_one_panel_per_word(tmp_path: Path) -> None:
+def test_attention_figure_shows_each_words_weights_over_the_gray_image() -> None:
+    """One panel per word after the image; each shows the image in gray (the objects' colours
+    cannot blend with the map's) and that word's weights upsampled to it, every panel on one
+    scale from 0 to the caption's largest weight, read off the colour bar."""
+    image = _picture((48, 40))
+    words = ["a", "red", "circle", "<end>"]
+    alphas = torch.rand(4, 16, generator=torch.Generator().manual_seed(0)).softmax(dim=1)
+    alphas[1] = 0.0
+    alphas[1, 5] = 1.0  # "red": all on region (1, 1) of the 4 x 4 grid
+    fig = attention_figure(image, words, alphas, columns=5, panel_size=64)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["image", *words]
+    bar = fig.axes[-1]
+    assert bar.get_ylabel() == "attention weight"
+    view = np.asarray(panels[0].images[0].get_array())  # the image, in colour
+    assert view.shape[2] == 3 and np.ptp(view.astype(int), axis=2).max() > 0
+    maps = upsample_attention(alphas, view.shape[:2])  # (T, H, W)
+    for k, ax in enumerate(panels[1:]):
+        gray, heat = ax.images
+        backdrop = np.asarray(gray.get_array()).astype(int)
+        assert np.ptp(backdrop, axis=2).max() == 0  # R = G = B
+        np.testing.assert_allclose(np.asarray(heat.get_array()), maps[k], rtol=1e-6)
+        assert heat.norm.vmin == 0.0 and heat.norm.vmax == pytest.approx(float(maps.max()))
+        assert heat.get_cmap().name == COLORMAP
+    row, col = np.unravel_index(np.asarray(panels[2].images[1].get_array()).argmax(), maps[1].shape)
+    assert (row // (maps.shape[1] // 4), col // (maps.shape[2] // 4)) == (1, 1)
+
+
+def test_save_attention_map_lays_panels_out_in_rows(tmp_path: Path) -> None:
     image = _picture((48, 40))
     image.save(tmp_path / "in.png")
     words = ["a", "red", "circle", "<end>"]
@@ -228,16 +258,28 @@ def _run_dir(tmp_path: Path, epochs: int = 4) -> Path:
     return tmp_path
 
 
-def test_plot_training_curves(tmp_path: Path) -> None:
+def test_training_curves_plot_every_metric_per_epoch(tmp_path: Path) -> None:
     from captioning.tracking import read_metrics_csv
+    from captioning.visualize import training_curves_figure
 
     rows = read_metrics_csv(_run_dir(tmp_path) / "metrics.csv")
+    fig = training_curves_figure(rows, title="run")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["train loss", "validation", "validation CIDEr"]
+    lines = {line.get_label(): line for ax in fig.axes for line in ax.get_lines()}
+    assert set(lines) == {"train_loss", "Bleu_1", "Bleu_4", "CIDEr"}
+    for label, key in (
+        ("train_loss", "train_loss"),
+        ("Bleu_4", "val_Bleu_4"),
+        ("CIDEr", "val_CIDEr"),
+    ):
+        xs, ys = lines[label].get_data()
+        assert list(xs) == [1, 2, 3, 4] and list(ys) == pytest.approx([r[key] for r in rows])
     out = plot_training_curves(rows, tmp_path / "c.png", title="run")
     with Image.open(out) as png:
         assert png.size[0] > 2 * png.size[1]  # three panels side by side
-    out = plot_training_curves([{"epoch": 1, "train_loss": 2.0}], tmp_path / "one.png")
-    with Image.open(out) as png:
-        assert png.size[0] < 1.5 * png.size[1]  # loss only: one panel
+    loss_only = training_curves_figure([{"epoch": 1, "train_loss": 2.0}])
+    assert [ax.get_title() for ax in loss_only.axes] == ["train loss"]
     with pytest.raises(CaptioningError, match="no epochs"):
         plot_training_curves([], tmp_path / "none.png")
 

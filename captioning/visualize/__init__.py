@@ -9,26 +9,31 @@
 """
 
 from captioning.visualize.attention import (
+    COLORMAP,
     ImageSource,
+    attention_figure,
     attention_grids,
     attention_steps,
     model_view,
     save_attention_map,
     upsample_attention,
 )
-from captioning.visualize.curves import plot_training_curves
+from captioning.visualize.curves import plot_training_curves, training_curves_figure
 from captioning.visualize.report import REPORT_METRICS, ReportItem, report_items, write_html_report
 
 __all__ = [
+    "COLORMAP",
     "REPORT_METRICS",
     "ImageSource",
     "ReportItem",
+    "attention_figure",
     "attention_grids",
     "attention_steps",
     "model_view",
     "plot_training_curves",
     "report_items",
     "save_attention_map",
+    "training_curves_figure",
     "upsample_attention",
     "write_html_report",
 ]

@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,8 +26,8 @@ from captioning.decoding import Generation
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
 
-__all__ = ["ImageSource", "attention_grids", "attention_steps", "model_view", "save_attention_map"]
-__all__ += ["upsample_attention"]
+__all__ = ["COLORMAP", "ImageSource", "attention_figure", "attention_grids", "attention_steps"]
+__all__ += ["model_view", "save_attention_map", "upsample_attention"]
 
 ImageSource = str | os.PathLike | Image.Image
 
@@ -100,37 +101,43 @@ def upsample_attention(
     return maps.clamp_(min=0).squeeze(1).numpy()  # (T, H, W)
 
 
-def save_attention_map(
+#: the attention colour map: perceptually uniform, drawn over a gray version of the image so
+#: that neither the objects' own colours nor the map's blend into each other
+COLORMAP = "viridis"
+
+
+def attention_figure(
     image: ImageSource,
     words: Sequence[str],
     alphas: Tensor | np.ndarray,
-    path: str | os.PathLike,
     *,
     grid_shape: tuple[int, int] | None = None,
     columns: int = 5,
     panel_size: int = 224,
-) -> Path:
-    """Draws the image and one panel per word with its attention overlaid; saves it (PNG, ...).
+) -> Any:
+    """The figure :func:`save_attention_map` saves: the image, then one panel per word.
 
-    Each panel's weights are upsampled bicubically to the image and scaled to that panel's
-    maximum (as matplotlib's ``imshow`` scales them in the Show-Attend-and-Tell figures).
+    Each word's panel shows the image in gray with that step's weights, upsampled bicubically,
+    in :data:`COLORMAP`, all panels on one scale from 0 to the largest weight of the caption,
+    given by the colour bar on the right (so panels compare: a diffuse step looks faint).
 
     Args:
         image: the image as the encoder saw it (see :func:`model_view`), or a path.
         words: the generated words, one per decoding step (``<end>`` included when emitted).
         alphas: (T, L) attention weights, T = ``len(words)``, L = h * w regions (row-major).
-        path: where to write the figure; the suffix picks the format.
         grid_shape: (h, w) of the encoder grid; None infers a square one.
         columns: panels per row.
         panel_size: longer side of each panel in pixels.
 
     Returns:
-        The path written.
+        A ``matplotlib.figure.Figure``: axes 0 the image, axes 1..T the words (each with the
+        gray image and the weights as its two images), the last axes the colour bar.
 
     Raises:
         CaptioningError: weights that are not (T, L), a grid that does not fit L, or a word
             count different from T.
     """
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     grids = attention_grids(alphas, grid_shape)  # (T, h, w)
@@ -145,32 +152,59 @@ def save_attention_map(
         (max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
         Image.Resampling.BICUBIC,
     )
+    gray = np.asarray(picture.convert("L").convert("RGB"))  # (H, W, 3), R = G = B
     maps = upsample_attention(grids, (picture.height, picture.width))  # (T, H, W)
+    norm = Normalize(vmin=0.0, vmax=max(float(maps.max()), 1e-12))  # one scale for all words
     panels = 1 + len(words)
     cols = max(1, min(columns, panels))
     rows = math.ceil(panels / cols)
     aspect = picture.height / picture.width
-    fig = Figure(figsize=(2.2 * cols, 2.2 * aspect * rows + 0.35 * rows), dpi=100)
+    fig = Figure(figsize=(2.2 * cols + 0.9, 2.2 * aspect * rows + 0.45 * rows), dpi=100)
+    grid = fig.add_gridspec(rows, cols + 1, width_ratios=[1] * cols + [0.08])
+    heat = None
     for k in range(rows * cols):
-        ax = fig.add_subplot(rows, cols, k + 1)
+        ax = fig.add_subplot(grid[k // cols, k % cols])
         ax.set_axis_off()
         if k >= panels:
             continue
-        ax.imshow(picture)
         if k == 0:
+            ax.imshow(picture)
             ax.set_title("image", fontsize=10, color="0.4")
             continue
-        heat = maps[k - 1]
-        ax.imshow(
-            heat,
-            cmap="inferno",
-            alpha=0.6,
-            vmin=0.0,
-            vmax=max(float(heat.max()), 1e-12),
-            interpolation="bilinear",
+        ax.imshow(gray)
+        opacity = 0.2 + 0.65 * norm(maps[k - 1])  # (H, W): where it looks, the map shows most
+        heat = ax.imshow(
+            maps[k - 1], cmap=COLORMAP, norm=norm, alpha=opacity, interpolation="bilinear"
         )
         ax.set_title(words[k - 1], fontsize=12)
+    if heat is not None:
+        bar = fig.colorbar(heat, cax=fig.add_subplot(grid[:, cols]))
+        bar.set_label("attention weight", fontsize=9)
+        bar.ax.tick_params(labelsize=8)
     fig.tight_layout(pad=0.4)
+    return fig
+
+
+def save_attention_map(
+    image: ImageSource,
+    words: Sequence[str],
+    alphas: Tensor | np.ndarray,
+    path: str | os.PathLike,
+    *,
+    grid_shape: tuple[int, int] | None = None,
+    columns: int = 5,
+    panel_size: int = 224,
+) -> Path:
+    """Draws the image and one panel per word with its attention overlaid; saves it (PNG, ...).
+
+    See :func:`attention_figure` (arguments alike; `path`'s suffix picks the format).
+
+    Returns:
+        The path written.
+    """
+    fig = attention_figure(
+        image, words, alphas, grid_shape=grid_shape, columns=columns, panel_size=panel_size
+    )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

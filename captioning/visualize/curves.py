@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from captioning.errors import CaptioningError
 
-__all__ = ["plot_training_curves"]
+__all__ = ["plot_training_curves", "training_curves_figure"]
 
 #: validation metrics in [0, 1], drawn together (CIDEr, on a 0..10 scale, gets its own panel)
 _UNIT_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "SPICE")
@@ -30,6 +31,20 @@ def plot_training_curves(
 
     Raises:
         CaptioningError: no rows, or no ``epoch`` column.
+    """
+    fig = training_curves_figure(rows, title=title)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
+
+
+def training_curves_figure(rows: Sequence[Mapping[str, float]], *, title: str | None = None) -> Any:
+    """The figure of :func:`plot_training_curves`: one panel per group of curves (loss,
+    validation BLEU/METEOR/ROUGE-L, validation CIDEr), each curve one line labelled by its key.
+
+    Returns:
+        A ``matplotlib.figure.Figure``.
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -65,7 +80,4 @@ def plot_training_curves(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
+    return fig
