@@ -515,6 +515,29 @@ def test_resume_at_an_epoch_boundary_is_exact(shapes_root, tmp_path):
     assert resumed["best"] == full["best"]
 
 
+def _interrupt_and_resume(shapes_root, tmp_path, args, stop_at):
+    """An uninterrupted run, and the same run stopped before batch `stop_at` = (epoch, batch)
+    and resumed; returns the stopped run's last.pt and both runs' metrics rows."""
+    fit(tiny_cfg(shapes_root, *args), run_dir=tmp_path / "full")
+    run = tmp_path / "parts"
+    stopped = fit(
+        tiny_cfg(shapes_root, *args),
+        run_dir=run,
+        should_stop=lambda epoch, batch: (epoch, batch) == stop_at,
+    )
+    assert stopped["interrupted"] == "stop requested"
+    assert len(stopped["history"]) == stop_at[0] - 1
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    fit(tiny_cfg(shapes_root, *args, f"trainer.resume={run}"))
+    assert_same_weights(weights(tmp_path / "full"), weights(run))
+    rows = read_metrics_csv(run / "metrics.csv")
+    expected = read_metrics_csv(tmp_path / "full" / "metrics.csv")
+    for a, b in zip(rows, expected, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)
+        assert a["lr"] == b["lr"]
+    return ckpt, rows, expected
+
+
 def test_resume_mid_epoch_is_exact_with_schedules_sampling_and_dropout(shapes_root, tmp_path):
     args = (
         "trainer.epochs=2",
@@ -525,24 +548,9 @@ def test_resume_mid_epoch_is_exact_with_schedules_sampling_and_dropout(shapes_ro
         "objective.scheduled_sampling.increase_prob=0.3",
         "decoder.dropout=0.3",
     )
-    fit(tiny_cfg(shapes_root, *args), run_dir=tmp_path / "full")
-    run = tmp_path / "parts"
-    stopped = fit(
-        tiny_cfg(shapes_root, *args),
-        run_dir=run,
-        should_stop=lambda epoch, batch: (epoch, batch) == (2, 1),
-    )
-    assert stopped["interrupted"] == "stop requested" and len(stopped["history"]) == 1
-    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    ckpt, rows, expected = _interrupt_and_resume(shapes_root, tmp_path, args, (2, 1))
     assert ckpt["epoch"] == 1 and ckpt["trainer_state"]["batch"] == 1 and ckpt["step"] == 4
-    fit(tiny_cfg(shapes_root, *args, f"trainer.resume={run}"))
-    assert_same_weights(weights(tmp_path / "full"), weights(run))
-    rows = read_metrics_csv(run / "metrics.csv")
-    expected = read_metrics_csv(tmp_path / "full" / "metrics.csv")
     assert [r["step"] for r in rows] == [r["step"] for r in expected] == [3, 6]
-    for a, b in zip(rows, expected, strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)
-        assert a["lr"] == b["lr"]
 
 
 def test_augmentation_depends_only_on_seed_epoch_and_item(shapes_root):
@@ -571,29 +579,10 @@ def test_augmentation_depends_only_on_seed_epoch_and_item(shapes_root):
 
 @pytest.mark.slow
 def test_resume_mid_epoch_is_exact_with_loader_workers_and_augmentation(shapes_root, tmp_path):
-    args = (
-        "trainer.epochs=2",
-        "trainer.num_workers=2",
-        "data.augment=true",
-        "decoder.dropout=0.3",
-    )
-    fit(tiny_cfg(shapes_root, *args), run_dir=tmp_path / "full")
-    run = tmp_path / "parts"
-    stopped = fit(
-        tiny_cfg(shapes_root, *args),
-        run_dir=run,
-        should_stop=lambda epoch, batch: (epoch, batch) == (2, 2),
-    )
-    assert stopped["interrupted"] == "stop requested"
-    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    args = ("trainer.epochs=2", "trainer.num_workers=2", "data.augment=true", "decoder.dropout=0.3")
+    ckpt, _, _ = _interrupt_and_resume(shapes_root, tmp_path, args, (2, 2))
     assert ckpt["trainer_state"]["batch"] == 2 and ckpt["sampler"]["epoch"] == 2
     assert ckpt["loader_generator"] is not None
-    fit(tiny_cfg(shapes_root, *args, f"trainer.resume={run}"))
-    assert_same_weights(weights(tmp_path / "full"), weights(run))
-    rows = read_metrics_csv(run / "metrics.csv")
-    expected = read_metrics_csv(tmp_path / "full" / "metrics.csv")
-    for a, b in zip(rows, expected, strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)
 
 
 @pytest.mark.slow
