@@ -297,6 +297,47 @@ def test_self_critical_resume_mid_epoch_is_exact(shapes_root, tmp_path):
         assert a["train_reward"] == pytest.approx(b["train_reward"], rel=1e-12)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("baseline", ["mean", "greedy"])
+def test_two_gloo_processes_train_with_self_critical_steps(shapes_root, tmp_path, baseline):
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT, SMALL, TINY
+
+    run = tmp_path / "ddp"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ROOT / "tools" / "train.py"),
+            f"data.root={shapes_root}",
+            *TINY,
+            *SMALL,
+            "trainer.batch_size=4",
+            "trainer.epochs=2",
+            "trainer.distributed=true",
+            "objective=scst",
+            "objective.start_epoch=2",
+            f"objective.baseline={baseline}",
+            "objective.num_samples=2",
+            f"hydra.run.dir={run}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = read_metrics_csv(run / "metrics.csv")
+    assert np.isnan(rows[0]["train_reward"]) and np.isfinite(rows[1]["train_reward"])
+    assert rows[1]["step"] == 6  # both epochs took their 3 steps on both ranks together
+
+
 def test_init_from_takes_weights_vocabulary_and_model_config(shapes_root, tmp_path):
     source = tmp_path / "xe"
     fit(small_cfg(shapes_root, "decoder.cell=gru", "trainer.epochs=1"), run_dir=source)

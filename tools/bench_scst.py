@@ -10,10 +10,10 @@ same machine load:
   sampled captions, as many rows as cross-entropy's captions), ``max_len`` 20.
 
 The reward's share is the time spent scoring captions with CIDEr-D (the objective times its own
-calls) over the whole step. The weights are untrained, so sampled captions run to ``max_len``
-(no `<end>` yet): the most expensive case for sampling and scoring alike (a trained model's shapes
-captions have about 11 words). One torch thread, like ``bench_training`` (small kernels on a
-shared CPU; see there).
+calls) over the whole step. The weights are untrained: their samples are longer (about 13
+words, the last column) than a trained model's (about 10 on the shapes data), so sampling and
+scoring cost a little more than in a real run. One torch thread, like ``bench_training`` (small
+kernels on a shared CPU; see there).
 
 ``python tools/bench.py scst [--quick]``; ``run(quick)`` returns ``rows`` and ``markdown``.
 """
@@ -90,6 +90,7 @@ def run(quick: bool) -> dict[str, Any]:
         optimizer = build_optimizer(model, lr=1e-5)
         seconds: dict[str, list[float]] = {name: [] for name in objectives}
         reward: dict[str, list[float]] = {name: [] for name in objectives}
+        words: dict[str, float] = {}
         for _ in range(repeats + 1):  # the first round warms up
             for name, objective in objectives.items():
                 loop = TrainLoop(
@@ -97,8 +98,9 @@ def run(quick: bool) -> dict[str, Any]:
                 )
                 objective.reward_seconds = 0.0
                 start = time.perf_counter()
-                loop.run_epoch(batches)
+                stats = loop.run_epoch(batches)
                 seconds[name].append(time.perf_counter() - start)
+                words[name] = stats.extra.get("sample_len", float("nan"))
                 reward[name].append(getattr(objective, "reward_seconds", 0.0))
     finally:
         torch.set_num_threads(threads)
@@ -117,6 +119,7 @@ def run(quick: bool) -> dict[str, Any]:
                 "step ms": round(1000 * step / n_batches, 1),
                 "vs cross-entropy": round(base / step, 2),
                 "reward share": round(share, 3) if name != "cross-entropy" else None,
+                "sampled words": round(words[name], 1),
             }
         )
     lines = [
@@ -126,13 +129,14 @@ def run(quick: bool) -> dict[str, Any]:
         f"{repeats}",
         "",
         "| objective | images/s | ms per step | throughput vs cross-entropy | reward share of "
-        "the step |",
-        "|---|---:|---:|---:|---:|",
+        "the step | words per sample |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         share = "-" if r["reward share"] is None else f"{100 * r['reward share']:.1f} %"
+        sampled = "-" if r["reward share"] is None else r["sampled words"]
         lines.append(
             f"| {r['objective']} | {r['images/s']} | {r['step ms']} | {r['vs cross-entropy']} | "
-            f"{share} |"
+            f"{share} | {sampled} |"
         )
     return {"rows": rows, "markdown": "\n".join(lines) + "\n"}
