@@ -272,7 +272,7 @@ class SelfCriticalObjective(Objective):
             "sample_len": float((lengths - stopped.long()).float().mean()),
             "better": float((rewards > baseline).mean()),
         }
-        return StepLoss(total, lengths.sum(), {k: torch.tensor(v) for k, v in logs.items()})
+        return StepLoss(total, lengths.sum(), {key: torch.tensor(v) for key, v in logs.items()})
 
     def _score(self, sequences: Tensor, image_ids: list[int]) -> np.ndarray:
         """Rewards of (N, T) or (N, K, T) captions of the N images (timed)."""
