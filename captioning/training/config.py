@@ -83,6 +83,7 @@ class TrainerConfig:
     tensorboard: bool
     max_nonfinite_steps: int | None = bounded(ge=1)
     resume: str | None
+    init_from: str | None
     amp: Literal["auto", "bf16", "fp16", "none"]
     channels_last: bool
     compile: bool
@@ -149,6 +150,12 @@ def parse_config(config: Mapping[str, Any]) -> RunConfig:
         raise CaptioningError(
             f"decoding.n_best={run.decoding.n_best} must be <= decoding.beam_size="
             f"{run.decoding.beam_size}"
+        )
+    if run.trainer.init_from and run.trainer.resume:
+        raise CaptioningError(
+            f"trainer.init_from={run.trainer.init_from} and trainer.resume={run.trainer.resume}: "
+            "resume continues a run from its own checkpoint; drop one of them (e.g. "
+            "trainer.init_from=null)"
         )
     if run.trainer.monitor not in VALIDATION_METRICS:
         raise CaptioningError(

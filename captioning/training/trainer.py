@@ -55,6 +55,7 @@ from captioning.training.state import (
     run_directory,
     save_run_checkpoints,
 )
+from captioning.training.warm_start import warm_start
 
 __all__ = ["Trainer", "seed_everything"]
 
@@ -130,7 +131,8 @@ class Trainer:
             cleanup_distributed()
 
     def _prepare(self) -> tuple[dict[str, Any] | None, dict[str, list]]:
-        """Run directory, resume checkpoint, records, vocabulary and model."""
+        """Run directory, resume checkpoint, records, vocabulary and model (a warm start's:
+        ``trainer.init_from``)."""
         cfg, ctx, t = self.config, self.ctx, self.config.trainer
         if not ctx.is_main:
             logging.getLogger().setLevel(logging.WARNING)
@@ -142,12 +144,18 @@ class Trainer:
             cudnn_benchmark=t.cudnn_benchmark,
             tf32=t.tf32,
         )
+        init = None
+        if t.init_from:  # the model config is the checkpoint's from here on
+            init, cfg = warm_start(cfg)
+            self.config = cfg
         resume = resume_source(t.resume)
         self.run_dir = run_directory(self.run_dir, resume, ctx)
         ckpt = load_resume(resume[0], cfg.to_dict(), self.run_dir) if resume else None
         records = datasets.load_records(cfg.data, ctx)
         if ckpt is not None:
             self.model, self.vocab = restore_model(ckpt, source=f"trainer.resume={t.resume}")
+        elif init is not None:
+            self.model, self.vocab = restore_model(init, source=f"trainer.init_from={t.init_from}")
         else:
             self.vocab = datasets.build_vocabulary(cfg.data, records["train"])
             self.model = build_model(cfg.to_dict(), vocab_size=len(self.vocab))
@@ -173,6 +181,7 @@ class Trainer:
         return ckpt, records
 
     def _fit(self, stop: StopOnSignal) -> dict[str, Any]:
+        ckpt, records = self._prepare()  # (may take the model config from trainer.init_from)
         cfg, ctx, device, t, o = (
             self.config,
             self.ctx,
@@ -180,7 +189,6 @@ class Trainer:
             self.config.trainer,
             self.config.optim,
         )
-        ckpt, records = self._prepare()
         model, run_dir, decoding = self.model, self.run_dir, cfg.to_dict()["decoding"]
         self.objective.setup(ObjectiveContext(self.vocab, records["train"], device, decoding))
         loader = datasets.train_loader(

@@ -6,8 +6,11 @@ An objective is a plain object (not a module: it has no parameters of its own) w
   and decoding settings (:class:`ObjectiveContext`);
 * ``start_epoch(epoch)``: before each epoch (schedules such as scheduled sampling);
 * ``loss(model, batch) -> StepLoss``: the step's loss *summed* over its units (target words for
-  cross-entropy, sampled captions for self-critical training), the number of those units, and
+  cross-entropy, sampled words for self-critical training), the number of those units, and
   per-step statistics to log.
+
+Implementations: cross-entropy (``xe.py``, ``objective=xe``) and self-critical sequence training
+(``scst.py``, ``objective=scst``).
 
 The training loop divides the sum by the units of the whole (global, under DDP) batch, backs
 it up, clips and steps; :class:`TrainStep` puts model and objective in one ``nn.Module`` so that
@@ -25,6 +28,12 @@ from captioning.training.objectives.base import (
     TrainStep,
     build_objective,
 )
+from captioning.training.objectives.scst import (
+    SelfCriticalObjective,
+    leave_one_out_baseline,
+    sampled_lengths,
+    sequence_logprobs,
+)
 from captioning.training.objectives.xe import (
     CrossEntropyObjective,
     caption_cross_entropy,
@@ -37,10 +46,14 @@ __all__ = [
     "CrossEntropyObjective",
     "Objective",
     "ObjectiveContext",
+    "SelfCriticalObjective",
     "StepLoss",
     "TrainStep",
     "build_objective",
     "caption_cross_entropy",
+    "leave_one_out_baseline",
     "sampled_forward",
+    "sampled_lengths",
     "sampling_probability",
+    "sequence_logprobs",
 ]
