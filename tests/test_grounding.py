@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_coco, write_json
+from helpers import write_coco, write_json
 
 from captioning.data import shapes as shapes_data
 from captioning.data.shapes import ShapeObject, describe_scene, generate_shapes, sample_scene
