@@ -1,4 +1,4 @@
-"""Benchmarks: ``python tools/bench.py {decoder,decoding,training,all} [--quick]``.
+"""Benchmarks: ``python tools/bench.py {decoder,decoding,training,data,all} [--quick]``.
 
 Each benchmark measures our implementation and a reference side by side in one process, prints
 a table of ratios and writes it to ``bench_results/<name>.{json,md}`` (the README quotes them).
@@ -19,7 +19,7 @@ from pathlib import Path
 import _common  # noqa: F401  (puts the repo on sys.path)
 import torch
 
-BENCHMARKS = ("decoder", "decoding", "training")
+BENCHMARKS = ("decoder", "decoding", "training", "data")
 RESULTS = Path(__file__).resolve().parents[1] / "bench_results"
 
 
