@@ -88,13 +88,13 @@ def _words(rng: Any, n: int) -> list[str]:
 
 def _captions(n: int, seed: int) -> list[str]:
     """`n` captions of COCO's length (8-18 words, mean about 10.5) over a Zipf vocabulary of
-    25,000 words (COCO's raw vocabulary size; about 10,000 are seen 5 times or more)."""
+    27,000 words (COCO's raw vocabulary size; about 10,000 are seen 5 times or more)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    vocab = np.array(_words(rng, 25_000), dtype=object)
+    vocab = np.array(_words(rng, 27_000), dtype=object)
     ranks = np.arange(1, len(vocab) + 1)
-    p = 1.0 / ranks**1.1
+    p = 1.0 / ranks**1.4
     lengths = np.clip(rng.poisson(9.5, n) + 2, 8, 18)
     words = vocab[rng.choice(len(vocab), size=int(lengths.sum()), p=p / p.sum())]
     ends = np.cumsum(lengths)
