@@ -110,7 +110,7 @@ def test_flickr30k_config_and_image_folder_settings(tmp_path, caplog):
     flat = tmp_path / "flat"  # the images directly in data.root: found there, with a warning
     write_flickr(flat, {"train": 2, "val": 1, "test": 1}, folder=None)
     data = parse_config(compose_train("data=flickr8k", f"data.root={flat}")).data
-    with caplog.at_level("WARNING", logger="captioning.data.loader"):
+    with caplog.at_level("WARNING", logger="captioning.data.splits"):
         assert load_split(data, "val")[0].path == flat / f"{1000 + 37 * 2}_0002.jpg"
     assert "Flicker8k_Dataset not found" in caplog.text
 
