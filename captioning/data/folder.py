@@ -237,61 +237,33 @@ def load_folder(
     except OSError:
         stamp = (0, 0, 0)  # _read_rows says what is wrong
     rows = _read_rows(path, stamp)
-    root = path.parent if image_root is None else Path(image_root)
-    ids: dict[str, int] = {}  # normalised image path -> id, in order of first row
-    for row in rows:
-        ids.setdefault(os.path.normpath(row.image), len(ids) + 1)
-    first_line: dict[int, int] = {}
-    captions: dict[int, list[str]] = {i: [] for i in ids.values()}
-    image_split: dict[int, str] = {}
-    empty, conflicts, unknown = [], [], []
-    for row in rows:
-        image_id = ids[os.path.normpath(row.image)]
-        first_line.setdefault(image_id, row.line)
-        if row.split is not None:
-            if known_splits is not None and row.split not in known_splits:
-                unknown.append(row.line)
-            elif image_split.setdefault(image_id, row.split) != row.split:
-                conflicts.append(row.line)
-        if has_words(row.caption):
-            captions[image_id].append(row.caption)
-        else:
-            empty.append(row.line)
-    if unknown:
-        named = set(unknown)
-        names = sorted({str(r.split) for r in rows if r.line in named})
-        raise CaptioningError(
-            f"{path}: lines {few(unknown)} name splits {names[:5]} that data.splits does not "
-            f"list (it has {sorted(known_splits or ())}); map them, e.g. data.splits.val=[dev], "
-            "or fix the rows"
-        )
-    if conflicts:
-        raise CaptioningError(
-            f"{path}: lines {few(conflicts)} give their image a split other than its first "
-            "row's; give all rows of an image the same split"
-        )
+    images = _group(rows, path, known_splits)
     if rows[0].split is None:
-        labels = split_by_fraction(len(ids), val_fraction, test_fraction, seed)
-        image_split = {image_id: labels[image_id - 1] for image_id in ids.values()}
+        labels = split_by_fraction(len(images), val_fraction, test_fraction, seed)
+        images = {name: im._replace(split=labels[im.image_id - 1]) for name, im in images.items()}
+    empty = [row.line for row in rows if not has_words(row.caption)]
     report_problems(
         path, strict, [("captions without a word, at lines", empty)], "fix the captions"
     )
+    root = path.parent if image_root is None else Path(image_root)
     wanted = set(splits)
-    records, uncaptioned = [], []
-    for name, image_id in ids.items():
-        if image_split[image_id] not in wanted:
-            continue
-        if captions[image_id]:
-            records.append(ImageRecord(image_id, root / name, tuple(captions[image_id])))
-        else:
-            uncaptioned.append(first_line[image_id])
+    chosen = [(name, im) for name, im in images.items() if im.split in wanted]
+    records = [
+        ImageRecord(im.image_id, root / name, im.captions) for name, im in chosen if im.captions
+    ]
     report_problems(
         path,
         strict,
-        [("images left without a caption, first rows at lines", uncaptioned)],
+        [
+            (
+                "images left without a caption, first rows at lines",
+                [im.first_line for _, im in chosen if not im.captions],
+            )
+        ],
         "fix the captions",
     )
     if check_files:
+        first_line = {im.image_id: im.first_line for _, im in chosen}
         records = check_images(
             records,
             path,
@@ -300,9 +272,50 @@ def load_folder(
             hint=f"the image paths are relative to {root} (data.images changes that)",
         )
     if not records:
-        how = "its split column" if rows[0].split is not None else "the fraction split"
-        raise CaptioningError(
-            f"{path} gives no usable image in split(s) {sorted(wanted)} ({how}; "
-            "data.val_fraction / data.test_fraction size the fraction split)"
+        how = (
+            "its split column; data.splits maps the run's splits to its names"
+            if rows[0].split is not None
+            else "data.val_fraction and data.test_fraction size the random split"
         )
+        raise CaptioningError(f"{path} gives no usable image in split(s) {sorted(wanted)} ({how})")
     return records
+
+
+class _Image(NamedTuple):
+    image_id: int  # 1, 2, 3, ... in order of first row
+    first_line: int
+    split: str | None
+    captions: tuple[str, ...]  # those with words
+
+
+def _group(
+    rows: Sequence[_Row], path: Path, known_splits: Collection[str] | None
+) -> dict[str, _Image]:
+    """The file's images (normalised path -> image), with their split and captions checked."""
+    keys = [os.path.normpath(row.image) for row in rows]
+    first: dict[str, _Row] = {}
+    captions: dict[str, list[str]] = {}
+    for key, row in zip(keys, rows, strict=True):
+        first.setdefault(key, row)
+        captions.setdefault(key, [])
+        if has_words(row.caption):
+            captions[key].append(row.caption)
+    if rows[0].split is not None:
+        strays = [r for r in rows if known_splits is not None and r.split not in known_splits]
+        if strays:
+            unknown, names = [r.line for r in strays], sorted({str(r.split) for r in strays})
+            raise CaptioningError(
+                f"{path}: lines {few(unknown)} name splits {names[:5]} that data.splits does not "
+                f"list (it has {sorted(known_splits or ())}); map them, e.g. "
+                "data.splits.val=[dev], or fix the rows"
+            )
+        conflicts = [r.line for k, r in zip(keys, rows, strict=True) if r.split != first[k].split]
+        if conflicts:
+            raise CaptioningError(
+                f"{path}: lines {few(conflicts)} give their image a split other than its first "
+                "row's; give all rows of an image the same split"
+            )
+    return {
+        key: _Image(k + 1, row.line, row.split, tuple(captions[key]))
+        for k, (key, row) in enumerate(first.items())
+    }

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -136,7 +136,7 @@ def check_images(
     source: Path,
     strict: bool,
     *,
-    name: Any = None,
+    name: Callable[[list[ImageRecord]], tuple[str, list]] | None = None,
     hint: str = "fix data.root / the image folder",
 ) -> list[ImageRecord]:
     """Keep the records whose image file exists; missing files are an error when `strict`.
