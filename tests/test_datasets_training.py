@@ -35,11 +35,12 @@ RUN = [
 
 def evaluate_cli(run: Path, split: str, n_images: int, ids: list[int]) -> None:
     """``tools/evaluate.py -c RUN --split SPLIT`` decodes every image once and scores it."""
-    done = run_tool("evaluate.py", "-c", run, "--split", split, timeout=300)
+    out = run.parent / f"{split}_results.json"
+    done = run_tool("evaluate.py", "-c", run, "--split", split, "--results", out, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"decoded {n_images} images of split '{split}', each once" in done.stdout
     assert f"images scored: {n_images}" in done.stdout and "CIDEr" in done.stdout
-    results = json.loads((run / f"{split}_results.json").read_text())
+    results = json.loads(out.read_text())
     assert sorted(r["image_id"] for r in results) == ids  # the data set's own ids
 
 
