@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from captioning.errors import CaptioningError
-from captioning.text import tokenize
+from captioning.text import tokenize, tokenize_chunks
 
 __all__ = ["BOS", "EOS", "PAD", "SPECIALS", "UNK", "Vocabulary"]
 
@@ -55,7 +55,9 @@ class Vocabulary:
         Returns:
             The vocabulary.
         """
-        counts = Counter(tok for caption in captions for tok in tokenize(caption))
+        counts: Counter[str] = Counter()
+        for tokens, _ in tokenize_chunks(captions):  # COCO's 616K captions: about a second
+            counts.update(tokens)
         if not counts:
             raise CaptioningError(
                 "cannot build a vocabulary from no captions: the caption list is empty"

@@ -162,7 +162,7 @@ def test_karpathy_entry_problems(tmp_path, caplog):
     path.write_text(json.dumps({"images": images}))
     with pytest.raises(CaptioningError, match=r"1 images without a caption, cocoids \[2\]"):
         load_karpathy(path, tmp_path, ["train"])
-    with caplog.at_level("INFO", logger="captioning.data.coco"):
+    with caplog.at_level("INFO", logger="captioning.data.karpathy"):
         records = load_karpathy(path, tmp_path, ["train"], strict=False)
     assert [r.image_id for r in records] == [1, 3] and records[0].captions == ("a dog",)
     assert "3 empty or punctuation-only sentences ignored" in caplog.text

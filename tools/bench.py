@@ -1,7 +1,8 @@
-"""Benchmarks: ``python tools/bench.py {decoder,decoding,training,scst,all} [--quick]``.
+"""Benchmarks: ``python tools/bench.py {decoder,decoding,training,scst,data,all} [--quick]``.
 
 Each benchmark measures our implementation and a reference side by side in one process, prints
-a table of ratios and writes it to ``bench_results/<name>.{json,md}`` (the README quotes them).
+a table of ratios and writes it to ``bench_results/<name>.{json,md}`` (the README quotes them);
+``data`` instead times the start of a COCO-scale training run, phase by phase, in a fresh process.
 The benchmarks live in ``tools/bench_<name>.py``; each has ``run(quick: bool) -> dict`` with
 the keys ``rows`` (list of dicts) and ``markdown`` (the table as text).
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import _common  # noqa: F401  (puts the repo on sys.path)
 import torch
 
-BENCHMARKS = ("decoder", "decoding", "training", "scst")
+BENCHMARKS = ("decoder", "decoding", "training", "scst", "data")
 RESULTS = Path(__file__).resolve().parents[1] / "bench_results"
 
 

@@ -7,7 +7,7 @@ says which keys exist and what they may hold (see :mod:`captioning.settings`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from captioning.data.images import MAX_PIXELS
@@ -37,7 +37,7 @@ class DataConfig:
     """``data``: which data set, where, and how its images and captions are read (conf/data/)."""
 
     root: str
-    format: Literal["coco", "karpathy"]
+    format: Literal["coco", "karpathy", "folder"]
     splits: dict[str, Any]
     max_len: int | None = bounded(ge=1)
     min_count: int = bounded(ge=1)
@@ -49,10 +49,17 @@ class DataConfig:
     max_pixels: int | None = bounded(ge=1)
     instances: str | None  # COCO instance annotations (relative to root), for CHAIR
     name: str | None = None  # a label for logs (every file in conf/data/ sets it)
-    annotations: str | None = None  # karpathy: the split file, relative to root
+    # karpathy: the split file; folder: the CSV / JSON Lines file (null: the only one in root)
+    annotations: str | None = None
+    # karpathy, folder: the folder image paths are relative to, under root (null: root for a
+    # split file, the captions file's folder for folder data)
+    images: str | None = None
     generate: Literal["shapes"] | None = None  # shapes: generated on first use
-    seed: int | None = None  # shapes: generator seed
+    seed: int | None = None  # shapes: generator seed; folder: seed of the fraction split
     sizes: dict[str, int] | None = None  # shapes: images per split
+    # folder without a split column: shares of the images for val and test (the rest trains)
+    val_fraction: float | None = field(default=None, metadata={"ge": 0.0, "le": 1.0})
+    test_fraction: float | None = field(default=None, metadata={"ge": 0.0, "le": 1.0})
 
 
 def data_config(node: Mapping[str, Any], *, legacy: bool = False) -> DataConfig:

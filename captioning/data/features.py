@@ -43,9 +43,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from captioning.contracts import EncoderOutput
-from captioning.data.coco import ImageDataset, ImageRecord, SkippedImage
+from captioning.data.captions import EncodedCaptions
+from captioning.data.datasets import ImageDataset
 from captioning.data.images import MAX_PIXELS, ImageLoadError, load_image
 from captioning.data.loader import collate_images
+from captioning.data.records import ImageRecord, SkippedImage
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
 
@@ -221,15 +223,12 @@ class FeatureCaptionDataset(Dataset):
         if [r.image_id for r in self.records] != store.image_ids:
             raise CaptioningError(f"feature cache {store.folder} was built for other images")
         self.store = store
-        self.captions = [
-            [torch.tensor(vocab.encode(c, max_len=max_len), dtype=torch.long) for c in r.captions]
-            for r in self.records
-        ]
+        self.captions = EncodedCaptions(self.records, vocab, max_len=max_len)
 
     @property
     def num_captions(self) -> int:
         """Captions in one epoch."""
-        return sum(len(c) for c in self.captions)
+        return len(self.captions)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -238,7 +237,7 @@ class FeatureCaptionDataset(Dataset):
         image_id = self.records[index].image_id
         if image_id in self.store.skipped:
             return SkippedImage(image_id, self.store.skipped[image_id])
-        return self.store[index], self.captions[index], image_id
+        return self.store[index], self.captions.image(index), image_id
 
 
 def _folder(cache_dir: Path, key: str, with_grid: bool) -> Path:

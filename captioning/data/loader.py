@@ -1,5 +1,6 @@
 """Batching: padding collate with lengths, the resumable (and distributed) epoch sampler, and the
-train / evaluation data loaders."""
+train / evaluation data loaders; :func:`prepare_data` (generated data sets on first use), and
+:func:`~captioning.data.splits.load_split` (a split's records) re-exported from ``splits.py``."""
 
 from __future__ import annotations
 
@@ -14,16 +15,11 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from captioning.contracts import EncoderOutput
-from captioning.data.coco import (
-    CaptionDataset,
-    ImageDataset,
-    ImageRecord,
-    SkippedImage,
-    load_coco_captions,
-    load_karpathy,
-)
 from captioning.data.config import DataConfig, data_config
+from captioning.data.datasets import CaptionDataset, ImageDataset
 from captioning.data.images import MAX_PIXELS
+from captioning.data.records import ImageRecord, SkippedImage
+from captioning.data.splits import annotation_files, load_split
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
 
@@ -344,45 +340,3 @@ def prepare_data(data: DataConfig | Mapping[str, Any], *, generate: bool = True)
             "for the expected layout"
         )
         raise CaptioningError(f"data.root {root} ({root.resolve()}) does not exist: {hint}")
-
-
-def annotation_files(data: DataConfig | Mapping[str, Any], split: str) -> list[Path]:
-    """The annotation files a split is read from (what the feature cache's key hashes)."""
-    data = data_config(data, legacy=True)
-    spec = data.splits.get(split)
-    if data.format == "karpathy" and data.annotations:
-        return [Path(data.root) / data.annotations]
-    if isinstance(spec, Mapping) and "annotations" in spec:
-        return [Path(data.root) / str(spec["annotations"])]
-    return []
-
-
-def load_split(data: DataConfig | Mapping[str, Any], split: str) -> list[ImageRecord]:
-    """Records of one split as the ``data`` settings describe it.
-
-    Args:
-        data: the ``data`` settings: ``root`` and ``splits.<split>.{annotations,images}``
-            (COCO files), or ``format: karpathy``, ``annotations`` (the split file, relative
-            to ``root``) and ``splits.<split>: [karpathy split names]``.
-        split: e.g. ``"train"``, ``"val"``, ``"test"``.
-
-    Returns:
-        The split's image records.
-    """
-    data = data_config(data, legacy=True)
-    if split not in data.splits:
-        raise CaptioningError(f"data config has no split {split!r}; it has {sorted(data.splits)}")
-    root, spec = Path(data.root), data.splits[split]
-    if data.format == "karpathy":
-        if not data.annotations:
-            raise CaptioningError("data.format=karpathy needs data.annotations (the split file)")
-        names = [spec] if isinstance(spec, str) else list(spec)
-        return load_karpathy(root / data.annotations, root, names, strict=data.strict)
-    if not isinstance(spec, Mapping) or not {"annotations", "images"} <= set(spec):
-        raise CaptioningError(
-            f"data.splits.{split} needs 'annotations' and 'images' (paths relative to data.root), "
-            f"got {spec!r}"
-        )
-    return load_coco_captions(
-        root / str(spec["annotations"]), root / str(spec["images"]), strict=data.strict
-    )
