@@ -118,6 +118,8 @@ def test_bad_files_and_settings_are_one_line_errors(
     images = [files["bad"], files["big"], files["good"], None, files["other"]]
     asks = [Decoding()] * 4 + [Decoding("nonsense")]
     bad, big, good, empty, nonsense = service.answer(images, asks)
+    [huge] = service.answer([files["good"]], [Decoding("beam search", beam_size=10**6)])
+    assert huge.error == "beam_size must be in 1..20, got 1000000"
     assert "cannot load image" in bad.error and str(files["bad"]) in bad.error
     assert "100000" in big.error.replace(",", "").replace("_", "")
     assert "nonsense" in nonsense.error
@@ -157,10 +159,11 @@ def test_page_reports_errors_under_the_uploaded_name(
     pytest.importorskip("gradio", reason="the app extra is not installed")
     from captioning.app import attention_views
 
-    uploads = [_payload(files["bad"], "holiday.png"), _payload(files["good"], "shapes.png")]
+    uploads = [_payload(files["bad"], "my_holiday.png"), _payload(files["good"], "shapes.png")]
     settings = [["greedy", "greedy"], [3, 3], [3, 3], [1.0, 1.0], [0, 0]]
     status, captions, tables, answers = decode_requests(service, uploads, settings)
-    assert status[0].startswith("**Error:** cannot load image holiday.png")
+    # named as uploaded, Markdown's characters shown as themselves
+    assert status[0].startswith("**Error:** cannot load image my\\_holiday.png")
     assert str(files["bad"]) not in status[0]  # the server's path stays on the server
     assert status[1] == "" and captions[1] == answers[1].caption != ""
     assert f"| 1 | {answers[1].nbest[0][0]:.4f} | {captions[1]} |" in tables[1]
@@ -185,6 +188,7 @@ def _rss_mb() -> float:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
 def test_fifty_mixed_requests_leave_memory_flat(
     service: DemoService, files: dict[str, Path]
@@ -220,10 +224,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_cli_errors_are_one_line(files: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_refuses_a_missing_checkpoint_in_one_line(tmp_path: Path) -> None:
     pytest.importorskip("gradio", reason="the app extra is not installed")
     out = run_tool("demo_app.py", "--checkpoint", tmp_path / "missing.pt", timeout=120)
     assert_one_line_error(out, "missing.pt")
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_taken_port_in_one_line(files: dict[str, Path]) -> None:
+    pytest.importorskip("gradio", reason="the app extra is not installed")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -321,6 +330,13 @@ def test_page_in_chromium_captions_uploads_and_survives_a_bad_one(
         status = browser.find_element(By.ID, "status")
         caption = browser.find_element(By.CSS_SELECTOR, "#caption textarea")
 
+        # the page's last example: the tool writes shapes_examples' scenes
+        example = shapes_examples(tmp_path / "examples")[-1]
+        browser.find_elements(By.CSS_SELECTOR, "#examples button.gallery-item")[-1].click()
+        wait.until(lambda b: caption.get_attribute("value"))
+        assert caption.get_attribute("value") == captioner.caption(example)
+
+        upload = browser.find_element(By.CSS_SELECTOR, "#image input[type=file]")
         upload.send_keys(str(files["bad"]))  # not an image: a message on the page
         wait.until(lambda b: "cannot load image" in status.text)
         assert "notes.png" in status.text and "Traceback" not in browser.page_source

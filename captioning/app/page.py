@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 _DRAWING = threading.Lock()  # matplotlib is drawn one figure at a time
 MAX_BATCH = 8  # requests decoded together when several are waiting
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>|~#])")  # shown as themselves in a message
 
 
 def figure_image(fig: Any) -> Image.Image:
@@ -140,7 +142,7 @@ def decode_requests(service: DemoService, files: list, settings: list[list]) -> 
         text = answer.error or ""
         if path and text:
             text = text.replace(str(path), name or Path(path).name)  # not the server's path
-        messages.append(f"**Error:** {text}" if text else "")
+        messages.append("**Error:** " + _MARKDOWN.sub(r"\\\1", text) if text else "")
     return messages, [a.caption for a in answers], [nbest_table(a) for a in answers], answers
 
 
@@ -198,7 +200,10 @@ def build_demo(
                 run = gr.Button("Caption", variant="primary", elem_id="run")
                 if examples:
                     gr.Examples(
-                        [[str(p)] for p in examples], inputs=[image], label="Shapes examples"
+                        [[str(p)] for p in examples],
+                        inputs=[image],
+                        label="Shapes examples",
+                        elem_id="examples",
                     )
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="status")

@@ -27,10 +27,12 @@ from captioning.errors import CaptioningError
 from captioning.inference import Captioner
 from captioning.visualize.attention import attention_steps, model_view
 
-__all__ = ["METHODS", "Answer", "Decoding", "DemoService"]
+__all__ = ["MAX_BEAM", "METHODS", "Answer", "Decoding", "DemoService"]
 
 #: the searches the page offers
 METHODS = ("greedy", "beam search", "sampling")
+#: the largest beam and the most captions listed a request may ask for (the page offers 10)
+MAX_BEAM = 20
 
 
 @dataclass(frozen=True)
@@ -53,25 +55,32 @@ class Decoding:
 
     def arguments(self, defaults: dict[str, Any], device: torch.device) -> dict[str, Any]:
         """Keyword arguments of :func:`captioning.decoding.generate`: `defaults` (the
-        checkpoint's decoding: ``max_len``, ``length_penalty``, ...) with this search."""
+        checkpoint's decoding: ``max_len``, ``length_penalty``, ...) with this search.
+
+        Raises:
+            CaptioningError: an unknown method, or sizes outside 1..:data:`MAX_BEAM`.
+        """
+        if self.method not in METHODS:
+            raise CaptioningError(f"unknown decoding {self.method!r}: choose one of {METHODS}")
+        for name in ("beam_size", "n_best"):
+            if not 1 <= getattr(self, name) <= MAX_BEAM:
+                raise CaptioningError(f"{name} must be in 1..{MAX_BEAM}, got {getattr(self, name)}")
         args = {k: v for k, v in defaults.items() if k not in ("sample", "num_samples")}  # ours
         if self.method == "greedy":
             return {**args, "beam_size": 1, "n_best": 1}
         if self.method == "beam search":
             n_best = max(1, min(int(self.n_best), int(self.beam_size)))
             return {**args, "beam_size": int(self.beam_size), "n_best": n_best}
-        if self.method == "sampling":
-            generator = torch.Generator(device=device).manual_seed(int(self.seed))
-            return {
-                **args,
-                "beam_size": 1,
-                "n_best": 1,
-                "sample": True,
-                "temperature": float(self.temperature),
-                "num_samples": int(self.n_best),
-                "generator": generator,
-            }
-        raise CaptioningError(f"unknown decoding {self.method!r}: choose one of {METHODS}")
+        generator = torch.Generator(device=device).manual_seed(int(self.seed))
+        return {
+            **args,
+            "beam_size": 1,
+            "n_best": 1,
+            "sample": True,
+            "temperature": float(self.temperature),
+            "num_samples": int(self.n_best),
+            "generator": generator,
+        }
 
 
 @dataclass
