@@ -1,0 +1,32 @@
+"""The web demo: a page where one drops an image and reads its captions (``tools/demo_app.py``).
+
+* :class:`DemoService` (:mod:`captioning.app.service`): the request handling, without Gradio:
+  images and decoding settings in, captions, n-best lists, attention weights or errors out.
+* :func:`build_demo` and :func:`serve` (:mod:`captioning.app.page`): the Gradio page and its
+  offline launch (Gradio is the optional ``app`` extra, imported only when a page is built).
+"""
+
+from captioning.app.page import (
+    attention_views,
+    build_demo,
+    decode_requests,
+    figure_image,
+    nbest_table,
+    serve,
+    shapes_examples,
+)
+from captioning.app.service import METHODS, Answer, Decoding, DemoService
+
+__all__ = [
+    "METHODS",
+    "Answer",
+    "Decoding",
+    "DemoService",
+    "attention_views",
+    "build_demo",
+    "decode_requests",
+    "figure_image",
+    "nbest_table",
+    "serve",
+    "shapes_examples",
+]
