@@ -216,7 +216,7 @@ class RNNDecoder(nn.Module):
 
         Returns:
             logits (B, T, V), or ``(logits, state)`` with `return_state`; `logits[:, t]` predicts
-            word t + 1. Outputs at padded positions are not meaningful.
+            word t + 1. The output layer runs on real positions only: padded ones are zero.
         """
         b = inputs.size(0)
         _, ref = self._batch_ref(features, b)
@@ -234,10 +234,16 @@ class RNNDecoder(nn.Module):
             x0 = self.image_embed(features.vector).unsqueeze(1)  # (B, 1, E)
             x = torch.cat([x0, x], dim=1)  # (B, T + 1, E)
             steps = steps + 1
-        out, state = self._run(x, steps, state, weights)  # (B, T', H)
-        if image_step:
-            out = out[:, 1:]  # (B, T, H): drop the image step's output
-        logits = self.out(self.drop(out))  # (B, T, V)
+        out, state = self._run(x, steps, state, weights)  # (B, T', H) or packed
+        if isinstance(out, PackedSequence):  # the output layer sees the real positions only
+            if image_step:
+                out = _without_first_step(out)
+            logits = self.out(self.drop(out.data))  # (P, V)
+            logits = _pad(out, logits, inputs.size(1))  # (B, T, V), zero where padded
+        else:
+            if image_step:
+                out = out[:, 1:]  # (B, T, H): drop the image step's output
+            logits = self.out(self.drop(out))  # (B, T, V)
         return (logits, state) if return_state else logits
 
     def _fold_image(self, embedded: Tensor, vector: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -269,9 +275,11 @@ class RNNDecoder(nn.Module):
 
     def _run(
         self, x: Tensor, steps: Tensor, state: State, weights: list[Tensor] | None
-    ) -> tuple[Tensor, State]:
+    ) -> tuple[Tensor | PackedSequence, State]:
         """The recurrent layers over (B, T', D) inputs of `steps` real steps each, fused over time:
-        the kernel behind ``self.rnn``, with its own weights or with `weights`."""
+        the kernel behind ``self.rnn``, with its own weights or with `weights`. Returns the
+        outputs (B, T', H) when no row is padded, else packed (the real steps only), and the
+        state after each row's last real step."""
         rnn, kernel = self.rnn, _KERNELS[self.cell]
         weights = weights if weights is not None else self._flat_weights()
         args = (weights, rnn.bias, rnn.num_layers, float(rnn.dropout), rnn.training, False)
@@ -287,9 +295,26 @@ class RNNDecoder(nn.Module):
         out = PackedSequence(
             data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
         )
-        out = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0]
         return out, reorder_state(new, packed.unsorted_indices)
 
     def _flat_weights(self) -> list[Tensor]:
         """``self.rnn``'s weights in its kernel's order (w_ih, w_hh, b_ih, b_hh per layer)."""
         return [w for layer in self.rnn.all_weights for w in layer]
+
+
+def _without_first_step(packed: PackedSequence) -> PackedSequence:
+    """`packed` without time step 0 (the image step of ``first_input``): its first
+    ``batch_sizes[0]`` rows. Rows with no other step keep none."""
+    first = int(packed.batch_sizes[0])
+    return packed._replace(data=packed.data[first:], batch_sizes=packed.batch_sizes[1:])
+
+
+def _pad(packed: PackedSequence, data: Tensor, total_length: int) -> Tensor:
+    """`data` (P, D), one row per packed position of `packed`, as a right-padded
+    (B, total_length, D) tensor with zeros at padded positions, rows in the caller's order."""
+    if packed.batch_sizes.numel() == 0:  # no real step at all
+        b = packed.sorted_indices.numel() if packed.sorted_indices is not None else 0
+        return data.new_zeros(b, total_length, data.size(-1))
+    return pad_packed_sequence(
+        packed._replace(data=data), batch_first=True, total_length=total_length
+    )[0]
