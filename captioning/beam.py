@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captioning.generation import (
@@ -115,8 +116,8 @@ def beam_search(
 ) -> Generation:
     """Beam search over all B images at once: B x beam_size running hypotheses in one tensor.
 
-    Step 0 expands one hypothesis per image (the beam_size - 1 copies start at -inf). At every
-    step the 2 x beam_size best extensions per image are ranked; one that emits `<end>` within the
+    The first step extends one hypothesis per image (the empty caption), every later step
+    beam_size of them. At every step the 2 x beam_size best extensions per image are ranked; one that emits `<end>` within the
     first beam_size ranks becomes a finished hypothesis, and the best beam_size extensions that do
     not end keep searching (so a finished hypothesis frees its slot). An image is done when its
     n_best best finished hypotheses can no longer be beaten by any running one (a running
@@ -151,30 +152,35 @@ def beam_search(
     decoder = decoder_of(model)
     state, b, device = start(decoder, features, batch_size, max_len, no_repeat_ngram_size)
     k, lp = beam_size, float(length_penalty)
-    index = torch.arange(b, device=device).repeat_interleave(k)  # (B * K,) image of each row
-    state = decoder.reorder_state(state, index)
-    feats = rows_of(features, index)
-    rank = torch.arange(2 * k, device=device)  # (2K,)
     active = torch.arange(b, device=device)  # (A,) images still searching; rows follow them
-    tokens = torch.full((b * k,), bos_id, dtype=torch.long, device=device)
-    alive = torch.zeros(b, k, device=device)  # (A, K) summed log-probs of running hypotheses
-    alive[:, 1:] = -math.inf  # step 0: one hypothesis per image, not k copies of it
-    seqs = torch.full((b, k, max_len), pad_id, dtype=torch.long, device=device)  # (A, K, T)
+    feats = rows_of(features, active)
+    rank = torch.arange(2 * k, device=device)  # (2K,)
+    tokens = torch.full((b,), bos_id, dtype=torch.long, device=device)
+    # step 1 extends one hypothesis per image (the empty one); every later step k of them
+    alive = torch.zeros(b, 1, device=device)  # (A, H) summed log-probs of running hypotheses
+    seqs = torch.full((b, 1, max_len), pad_id, dtype=torch.long, device=device)  # (A, H, T)
     finished, alphas, parents = _Finished(b, k, max_len, pad_id, device), _Alphas(), None
+    buffer: Tensor | None = None  # the scores of every extension
     for t in range(1, max_len + 1):  # t = words generated after this step
-        a = active.numel()
-        logprobs, state, extras = decoder.step(tokens, state, feats)  # (A * K, V)
+        a, h = alive.shape
+        logprobs, state, extras = decoder.step(tokens, state, feats)  # (A * H, V)
         if "alpha" in extras:
             alphas.push(extras["alpha"], parents)
         if no_repeat_ngram_size:
-            history = seqs[:, :, : t - 1].reshape(a * k, t - 1)  # (A * K, t - 1)
+            history = seqs[:, :, : t - 1].reshape(a * h, t - 1)  # (A * H, t - 1)
             logprobs = ban_repeats(logprobs, history, no_repeat_ngram_size)
         v = logprobs.size(-1)
-        total = alive.unsqueeze(2) + logprobs.view(a, k, v)  # (A, K, V)
-        top, flat = total.view(a, k * v).topk(2 * k, dim=1)  # (A, 2K) best first
-        parent, word = flat // v, flat % v  # (A, 2K)
+        if buffer is None:  # one (B * K * V) buffer, reused as the batch shrinks
+            buffer = logprobs.new_empty(b * k * v)
+        total = buffer[: a * h * v].view(a, h, v)  # (A, H, V)
+        torch.add(alive.unsqueeze(2), logprobs.view(a, h, v), out=total)
+        total = total.view(a, h * v)  # (A, H * V)
+        if h * v < 2 * k:  # fewer extensions than candidates: the rest are impossible
+            total = F.pad(total, (0, 2 * k - h * v), value=-math.inf)  # (A, 2K)
+        top, flat = total.topk(2 * k, dim=1)  # (A, 2K) best first
+        parent, word = (flat // v).clamp(max=h - 1), flat % v  # (A, 2K)
         batch = torch.arange(a, device=device).unsqueeze(1)  # (A, 1)
-        rows = batch * k + parent  # (A, 2K) the row (of this step) each candidate extends
+        rows = batch * h + parent  # (A, 2K) the row (of this step) each candidate extends
         cand = seqs[batch, parent]  # (A, 2K, max_len)
         cand[:, :, t - 1] = word
         ends = word == eos_id  # (A, 2K)
@@ -194,9 +200,10 @@ def beam_search(
             active, alive, tokens, seqs, rows = (
                 x[going] for x in (active, alive, tokens, seqs, rows)
             )
-            feats = rows_of(features, active.repeat_interleave(k))
         if t == max_len:
             break
+        if h != k or not going.all():
+            feats = rows_of(features, active.repeat_interleave(k))  # (A * K,) rows' images
         parents = rows.view(-1)  # (A * K,) the row each next-step row continues
         state = decoder.reorder_state(state, parents)
         tokens = tokens.view(-1)  # (A * K,)
