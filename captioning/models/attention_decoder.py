@@ -45,6 +45,14 @@ def _scatter(rows: Tensor, index: Tensor, total: int) -> Tensor:
     return rows.new_zeros(total, rows.size(-1)).index_copy(0, index, rows)  # (total, D)
 
 
+def _log_softmax(logits: Tensor) -> Tensor:
+    """Log-probabilities (N, V); in place when no gradient is needed (decoding), which saves a
+    (N, V) buffer per step."""
+    if torch.is_grad_enabled():
+        return logits.log_softmax(dim=-1)
+    return torch.log_softmax(logits, -1, out=logits)
+
+
 def _first_rows(state: AttentionState, n: int) -> AttentionState:
     """The first `n` rows of a state whose row i is image i (views, no copies)."""
     if state.h.size(0) == n:
@@ -185,7 +193,7 @@ class AttentionDecoder(nn.Module):
         embedded = self.embed(tokens)  # (N, E)
         state, context, alpha = self._advance(embedded, state)
         logits = self._logits(embedded, state.h, context)  # (N, V)
-        return logits.log_softmax(dim=-1), state, {"alpha": alpha}
+        return _log_softmax(logits), state, {"alpha": alpha}
 
     # -- teacher forcing -----------------------------------------------------------------------
 

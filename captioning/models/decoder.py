@@ -188,7 +188,9 @@ class RNNDecoder(nn.Module):
         x = self._inputs(self.embed(tokens).unsqueeze(1), features)  # (N, 1, E [+ D_v])
         out, state = self.rnn(x, state)  # (N, 1, H)
         logits = self.out(self.drop(out.squeeze(1)))  # (N, V)
-        return logits.log_softmax(dim=-1), state, {}
+        if torch.is_grad_enabled():
+            return logits.log_softmax(dim=-1), state, {}
+        return torch.log_softmax(logits, -1, out=logits), state, {}  # in place: one buffer less
 
     def forward(
         self,
