@@ -21,12 +21,14 @@ References (``tools/bench_reference.py``): the tutorial's way, one image at a ti
 hypotheses stepped as one batch (greedy: one row until `<end>`), with our search rules, so both
 must return the same best caption and score (checked on the images the reference decodes; its
 cost is linear in images, so it decodes every 10th image only). Version 0.1's reference (every
-hypothesis stepped on its own) is timed beside it at one thread, for one release.
+hypothesis stepped on its own) is timed beside it at one thread on captions that end (the setting
+of the 0.1 figures), for one release.
 
 Timing: CPU time at one thread (robust to other processes on a shared machine), wall-clock time
 at two threads; captions/s from the best of the repeats. Ceiling: the reference's time over the
 time our batched search spends in matrix products alone (``addmm`` / ``mm`` / ``bmm``, and the
-fused ``nn.LSTM`` layer, whose gate nonlinearities are a small part of it; one profiled run): the model's layers are the same arithmetic on both sides, so no implementation of
+fused ``nn.LSTM`` layer, whose gate nonlinearities are a small part of it: their share of one
+profiled run, times our time): the model's layers are the same arithmetic on both sides, so no implementation of
 the rest can beat that ratio on this machine; "of ceiling" is our speedup over it (the share of
 our time spent in those products).
 """
@@ -149,11 +151,15 @@ def timed(fn: Callable[[], Any], repeats: int, clock: Callable[[], float]) -> tu
 MATMULS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::mkldnn_rnn_layer")  # the last: nn.LSTM
 
 
-def matmul_seconds(fn: Callable[[], Any]) -> float:
-    """Seconds `fn` spends in matrix products, from one profiled call."""
+def matmul_share(fn: Callable[[], Any]) -> float:
+    """The share of `fn`'s time spent in matrix products, from one profiled call (a ratio of
+    wall-clock times, so that other processes slowing both down leave it unchanged)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
         fn()
-    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS) / 1e6
+        total = time.perf_counter() - start
+    matmuls = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS)
+    return matmuls / 1e6 / total
 
 
 def words(seq: list[int]) -> list[int]:
@@ -193,7 +199,7 @@ def measure_row(
     sample = torch.arange(n_ref) * (len(got) // n_ref)  # images spread over the batch
     ref_feats = feats.select(sample)
     ref_s, want = timed(partial(reference, model, ref_feats, beam), 1, clock)
-    floor = matmul_seconds(partial(ours, model, feats, beam))
+    floor = ours_s * matmul_share(partial(ours, model, feats, beam))  # our matmul time
     n = len(got)
     row = {"beam": beam, "threads": threads, "images": n, "ends": model.ends}
     row |= {"ours_captions_per_s": n / ours_s, "ref_captions_per_s": n_ref / ref_s}
@@ -201,7 +207,7 @@ def measure_row(
     picked = [got[i] for i in sample.tolist()]
     row |= {"same": same(picked, want), "checked": n_ref, "steps_per_image": steps}
     row["mean_words"] = sum(len([w for w in s if w != EOS]) for s, _ in got) / n
-    if threads == 1:  # version 0.1's reference, for one release
+    if threads == 1 and model.ends:  # version 0.1's reference, in the 0.1 figures' setting
         n_old = 1 if quick else OLD_REF_IMAGES
         old_feats = feats.select(sample[:n_old])
         old_run = partial(
