@@ -16,8 +16,8 @@ both losses agree before timing. Version 0.1's reference (every caption stepped 
 one) is timed beside it at one thread and full-length captions (the setting of the 0.1 figures),
 for one release.
 
-Timings alternate ours / reference / floor within each of 3 rounds (so all see the same machine
-load; the first round also checks the losses) and report medians of CPU time (robust to other
+Timings alternate ours / reference / floor within each of 2 rounds (so all see the same machine
+load; the first round also checks the losses) and report the best CPU time (robust to other
 processes on a shared machine; at two threads it counts both threads' time, so it measures work,
 not latency) with the wall-clock speedup beside it (what two threads buy on an idle machine).
 
@@ -29,7 +29,6 @@ nothing. "Of ceiling" is our speedup over it (the share of our time that output 
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -117,7 +116,7 @@ def train_step(model: nn.Module, fn: Callable[[], Tensor]) -> float:
 def compare(
     model: nn.Module, sides: dict[str, Callable[[], Tensor]], repeats: int
 ) -> dict[str, tuple[float, float]]:
-    """Time every side alternately (`repeats` rounds); median CPU and wall-clock seconds. The
+    """Time every side alternately (`repeats` rounds); best CPU and wall-clock seconds. The
     first round also checks that every side computes our loss."""
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
     for i in range(repeats):
@@ -130,8 +129,7 @@ def compare(
             if i == 0 and name != "floor" and abs(loss - losses["ours"]) > 1e-3 * abs(loss):
                 raise RuntimeError(f"{name} loss {loss} differs from ours {losses['ours']}")
     return {
-        name: tuple(statistics.median(t[j] for t in values) for j in (0, 1))
-        for name, values in times.items()
+        name: tuple(min(t[j] for t in values) for j in (0, 1)) for name, values in times.items()
     }
 
 
@@ -163,7 +161,7 @@ def measure(
     }
     if threads == 1 and not varied:  # the setting of the 0.1 figures
         sides["old"] = lambda: ref.padded_loss(dec, *batch)
-    t = compare(dec, sides, 1 if quick else 3)
+    t = compare(dec, sides, 1 if quick else 2)
     (ours, ours_wall), (ref_s, ref_wall) = t["ours"], t["reference"]
     row = {"decoder": name, "threads": threads, "lengths": "8-17" if varied else "17"}
     row |= {"ours_tok_s": tokens / ours, "ref_tok_s": tokens / ref_s}
@@ -200,7 +198,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines += [
         "",
         "Words/s: real (non-padding) input words per CPU second (both threads counted at 2), "
-        "median of 3 rounds; the wall-clock speedup beside. Reference: the tutorial's way (captions "
+        "best of 2 rounds; the wall-clock speedup beside. Reference: the tutorial's way (captions "
         "sorted by length, the batch shrinking as captions end, an nn.*Cell per step, the "
         "output layer per step, the attention grid projected again at every step); 0.1 "
         "reference: every caption stepped to the longest (the previous README's figures). All "
