@@ -1,8 +1,11 @@
 """Soft attention and the Show-Attend-Tell decoder: equations, step/teacher-forcing agreement,
 the doubly stochastic regulariser, overfitting a batch, and the training loop's step."""
 
+from functools import partial
+
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import caption_loss, fixed_captions, overfit, tiny_model_config
 
 from captioning.contracts import EncoderOutput
@@ -80,6 +83,76 @@ def test_alphas_are_distributions_and_padding_is_zero(cell):
     assert (alphas >= 0).all()
     torch.testing.assert_close(alphas.sum(-1)[real], torch.ones(int(real.sum())))
     assert (alphas[~real] == 0).all()
+
+
+def padded_forward(dec, feats, inputs, lengths):
+    """The teacher-forced pass as it was before padded positions were skipped: every row runs
+    to the longest caption and the output layers see every position (the reference below)."""
+    t_max = inputs.size(1)
+    embedded = dec.embed(inputs)  # (B, T, E)
+    state = dec.init_state(feats)
+    hiddens, contexts, alphas = [], [], []
+    for t in range(max(int(lengths.max()), 1)):
+        state, context, alpha = dec._advance(embedded[:, t], state)
+        hiddens.append(state.h)
+        contexts.append(context)
+        alphas.append(alpha)
+
+    def pad(x):
+        return F.pad(x, (0, 0, 0, t_max - x.size(1)))  # (B, T, D)
+
+    hidden, context = pad(torch.stack(hiddens, 1)), pad(torch.stack(contexts, 1))
+    logits = dec._logits(embedded, hidden, context)  # (B, T, V)
+    real = torch.arange(t_max) < lengths.unsqueeze(1)  # (B, T)
+    return logits, pad(torch.stack(alphas, 1)) * real.unsqueeze(-1)
+
+
+def count_rows(rows, module, args, out):
+    rows.append(len(args[0]))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("lengths", [[3, 7, 5, 1, 5], [6, 6, 6, 6, 6], [2, 4, 4, 1, 3]])
+def test_skipping_padding_keeps_loss_and_gradients(cell, lengths):
+    """Loss (cross-entropy over real words + attention penalty), its gradients (every parameter
+    and the grid) and the real logits/alphas equal the padded pass's, to 1e-6 relative (float64,
+    dropout 0.5 in eval mode); padded positions get zero alphas; the cell only sees real rows."""
+    dec = make(cell, dropout=0.5).double()
+    g = torch.Generator().manual_seed(1)
+    b, t = len(lengths), 7
+    lengths = torch.tensor(lengths)
+    inputs = torch.randint(4, V, (b, t), generator=g)
+    inputs[:, 0] = 1
+    real = torch.arange(t) < lengths.unsqueeze(1)  # (B, T)
+    inputs[~real] = 0
+    targets = torch.randint(4, V, (b, t), generator=g).masked_fill(~real, 0)
+    grid = torch.randn(b, L, DG, generator=g, dtype=torch.float64)
+    results = []
+    for run in (partial(padded_forward, dec), partial(dec, return_alphas=True)):
+        dec.zero_grad()
+        feats = EncoderOutput(torch.zeros(b, 4), grid.clone().requires_grad_(True))
+        rows: list[int] = []
+        hook = dec.cell.register_forward_hook(partial(count_rows, rows))
+        logits, alphas = run(feats, inputs, lengths)
+        hook.remove()
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=0)
+        loss = loss + dec.attention_penalty(alphas, lengths)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in dec.named_parameters() if p.grad is not None}
+        results.append((loss, logits[real], alphas, grads, feats.grid.grad, sum(rows)))
+    (loss0, logits0, alphas0, grads0, grid0, _), (loss1, logits1, alphas1, grads1, grid1, n) = (
+        results
+    )
+    close = dict(rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(loss1, loss0, **close)
+    torch.testing.assert_close(logits1, logits0, **close)
+    torch.testing.assert_close(alphas1, alphas0, **close)
+    assert (alphas1[~real] == 0).all()
+    assert grads1.keys() == grads0.keys() and len(grads0) > 5
+    for name, grad in grads0.items():
+        torch.testing.assert_close(grads1[name], grad, **close, msg=name)
+    torch.testing.assert_close(grid1, grid0, **close)
+    assert n == int(lengths.sum())  # one cell row per real word, none for padding
 
 
 def test_cell_input_is_word_and_gated_context():

@@ -52,8 +52,21 @@ def test_step_equals_fused(cell, injection, layers):
     for t in range(inputs.size(1)):
         logprobs, state, _ = dec.step(inputs[:, t], state, feats)
         for i, n in enumerate(lengths.tolist()):
-            if t < n:  # padded positions of the fused pass are not defined outputs
+            if t < n:  # padded positions of the fused pass are zero, not outputs
                 torch.testing.assert_close(logprobs[i], fused[i, t], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("injection", ["every_step", "first_input"])
+def test_output_layer_sees_real_positions_only(injection):
+    """With padding, the output layer runs on the real positions only; padded logits are 0."""
+    dec, feats = make("lstm", injection), features()
+    inputs, lengths = batch()
+    rows = []
+    dec.out.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[:-1].numel()))
+    logits = dec(feats, inputs, lengths)  # (B, T, V)
+    assert rows == [int(lengths.sum())]
+    padded = torch.arange(inputs.size(1)) >= lengths.unsqueeze(1)  # (B, T)
+    assert (logits[padded] == 0).all() and (logits[~padded] != 0).any(-1).all()
 
 
 def test_vanilla_rnn_matches_formula():

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_tool
 from PIL import Image
 from torch import nn
 
@@ -27,7 +28,6 @@ except ImportError:  # written in parallel; these cases skip until it exists
     AttentionDecoder = None
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))  # bench_decoding, caption: being moved out (issue 16)
 V, E, H, D, L, G = 23, 8, 12, 10, 4, 6  # vocab, embed, hidden, vector, regions, grid dim
 BOS, EOS, PAD = 1, 2, 0
 
@@ -221,18 +221,18 @@ def test_sampling(name):
         torch.testing.assert_close(out.scores, g.scores)
 
 
-@pytest.mark.parametrize("name", ["lstm-every_step", "gru-init_state", *ATT_CASES[:1]])
-@pytest.mark.parametrize("beam", [1, 3])
-def test_benchmark_reference_agrees(name, beam):
-    """The per-image reference of tools/bench_decoding.py finds the same best captions."""
-    import bench_decoding
-
-    dec, feats = make(name), features(4, seed=5)
-    ours = beam_search(dec, feats, beam_size=beam, max_len=9)
-    reference = bench_decoding.reference_beam_search(dec, feats, beam_size=beam, max_len=9)
-    for i, (seq, score) in enumerate(reference):
-        assert ours.sequences[i, 0].tolist()[: length(seq)] == seq
-        assert ours.scores[i, 0].item() == pytest.approx(score, abs=1e-4)
+@pytest.mark.parametrize("tool", ["bench_decoding.py", "bench_decoder.py"])
+def test_benchmark_references_compute_our_function(tool):
+    """The benchmarks' tutorial-style references (tools/bench_reference.py) find our captions
+    and compute our training loss and gradients: their ``--check``, run as a command."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / tool), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "DIFFERS" not in run.stdout and run.stdout.count(": ok") >= 8
 
 
 class TableDecoder(nn.Module):
@@ -335,6 +335,105 @@ def test_generate_dispatch_and_errors():
             generate(dec, feats, **kw)
 
 
+def every_caption(dec, feats, max_len, length_penalty):
+    """Every caption of one image up to max_len words (ended by `<end>`, or cut at max_len) with
+    its score, best first: each prefix expanded by every word through the step contract."""
+    state, prefixes, sums = dec.init_state(feats), [[]], torch.zeros(1)
+    found = []
+    for t in range(1, max_len + 1):
+        rows = feats.select(torch.zeros(len(prefixes), dtype=torch.long))
+        tokens = torch.tensor([p[-1] if p else BOS for p in prefixes])
+        logprobs, state, _ = dec.step(tokens, state, rows)  # (N, V)
+        going, parents = [], []
+        for i, prefix in enumerate(prefixes):
+            for word, logprob in enumerate(logprobs[i].tolist()):
+                total = sums[i].item() + logprob
+                if word == EOS or t == max_len:
+                    found.append((total / t**length_penalty, [*prefix, word]))
+                else:
+                    going.append(([*prefix, word], total))
+                    parents.append(i)
+        if not going:
+            break
+        prefixes, sums = [p for p, _ in going], torch.tensor([x for _, x in going])
+        state = dec.reorder_state(state, torch.tensor(parents))
+    return sorted(found, key=lambda f: f[0], reverse=True)
+
+
+@pytest.mark.parametrize("name", ["lstm-every_step", "gru-first_input", *ATT_CASES[:1]])
+@pytest.mark.parametrize("length_penalty", [0.0, 0.7])
+@pytest.mark.parametrize("n_best", [1, 7])
+def test_beam_search_equals_exhaustive_enumeration(name, length_penalty, n_best):
+    """With a beam as wide as every extension of every prefix (4 x 3^4 on a 4-word vocabulary,
+    5 words), the best answer and the n-best scores are those of brute force over all captions,
+    whatever stops the search early (an image leaves once its n_best answers are settled)."""
+    torch.manual_seed(3)
+    vocab, max_len = 4, 5
+    kind, rest = name.split("-", 1)
+    sizes = {"vocab_size": vocab, "embed_dim": E, "hidden_dim": H}
+    if kind == "att":
+        dec = AttentionDecoder(grid_dim=G, cell=rest, attention_dim=7, dropout=0.0, **sizes)
+    else:
+        dec = RNNDecoder(vector_dim=D, cell=kind, image_injection=rest, **sizes)
+    dec.eval()
+    with torch.no_grad():
+        dec.out.weight.mul_(4.0)  # a peaked model: search choices matter
+    feats = features(2, seed=4)
+    beam = vocab * (vocab - 1) ** (max_len - 1)
+    out = beam_search(
+        dec, feats, beam_size=beam, n_best=n_best, max_len=max_len, length_penalty=length_penalty
+    )
+    for i in range(2):
+        with torch.no_grad():
+            best = every_caption(dec, feats.select(torch.tensor([i])), max_len, length_penalty)
+        assert len(best) == sum(3**t for t in range(4)) + 4 * 3**4  # ended early, or at word 5
+        got = [h[: length(h)] for h in out.sequences[i].tolist()]
+        assert got == [words for _, words in best[:n_best]]
+        expected = torch.tensor([score for score, _ in best[:n_best]])
+        torch.testing.assert_close(out.scores[i], expected, atol=1e-5, rtol=1e-5)
+
+
+def chi_square_p(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    """p-value of Pearson's chi-square goodness-of-fit test of `counts` (V,) against `probs` (V,):
+    the chi-square survival function ``Q(df / 2, stat / 2)`` over the categories with p > 0."""
+    support = probs > 0
+    if counts[~support].sum() > 0:  # drawn where the distribution has no mass
+        return 0.0
+    expected = probs[support] * counts.sum()
+    stat = ((counts[support] - expected) ** 2 / expected).sum()
+    df = torch.tensor((int(support.sum()) - 1) / 2, dtype=torch.float64)
+    return float(torch.special.gammaincc(df, stat / 2))
+
+
+CHI2_ALPHA = 1e-3  # false-positive rate of each goodness-of-fit test (seeds fixed: deterministic)
+
+
+@pytest.mark.parametrize(("temperature", "top_k"), [(0.5, None), (2.0, None), (1.0, 3), (2.0, 4)])
+def test_first_word_follows_tempered_softmax(temperature, top_k):
+    """20,000 first words drawn by sample() fit softmax(logits / T) (restricted to the top k
+    and renormalised) by a chi-square test at CHI2_ALPHA; the untempered, untruncated
+    distribution is rejected from the same draws, so the test can tell them apart."""
+    dec = TableDecoder({BOS: {EOS: 0.05, A: 0.3, B_: 0.2, C: 0.15, D_: 0.1, 3: 0.04}})  # E: 0.16
+    draws = 20_000
+    out = sample(
+        dec,
+        None,
+        batch_size=1,
+        num_samples=draws,
+        max_len=1,
+        temperature=temperature,
+        top_k=top_k,
+        generator=torch.Generator().manual_seed(0),
+    )
+    counts = torch.bincount(out.sequences[0, :, 0], minlength=9).double()  # (V,)
+    logits = dec.logp[BOS].double()  # (V,), -inf for <pad> and <start>
+    scaled = logits / temperature
+    if top_k is not None:
+        scaled = scaled.masked_fill(scaled < scaled.topk(top_k).values[-1], -math.inf)
+    assert chi_square_p(counts, scaled.softmax(0)) > CHI2_ALPHA
+    assert chi_square_p(counts, logits.softmax(0)) < CHI2_ALPHA
+
+
 # -- Captioner and tools/caption.py ------------------------------------------------------------
 
 CONFIG = {
@@ -395,9 +494,7 @@ def test_captioner_n_best(checkpoint):
     assert captioner.caption(files, beam_size=3) == [c[0] for c in many]
 
 
-def test_caption_tool_flags(checkpoint, capsys):
-    import caption
-
+def test_caption_tool_flags(checkpoint):
     path, images = checkpoint
     run = subprocess.run(
         [
@@ -427,8 +524,9 @@ def test_caption_tool_flags(checkpoint, capsys):
         assert first[0] == second[0] and float(first[1]) >= float(second[1])
 
     def output(*flags):
-        assert caption.main(["-c", str(path), str(images / "*.png"), *flags]) == 0
-        return capsys.readouterr().out.splitlines()
+        done = run_tool("caption.py", "-c", path, images / "*.png", *flags)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
 
     greedy_lines = output("--batch-size", "2")
     assert len(greedy_lines) == 3 and all(len(x.split("\t")) == 2 for x in greedy_lines)
@@ -437,10 +535,10 @@ def test_caption_tool_flags(checkpoint, capsys):
     assert len(drawn) == 6 and drawn == output(
         "--sample", "--seed", "1", "--num-samples", "2", "--top-k", "5"
     )
-    assert caption.main(["-c", str(path), str(images), "--beam-size", "2", "--n-best", "3"]) == 2
-    assert "n_best" in capsys.readouterr().err
-    assert caption.main(["-c", str(path), str(images), "--temperature", "0.5"]) == 2
-    assert "--sample" in capsys.readouterr().err
+    bad = run_tool("caption.py", "-c", path, images, "--beam-size", "2", "--n-best", "3")
+    assert bad.returncode == 2 and "n_best" in bad.stderr
+    bad = run_tool("caption.py", "-c", path, images, "--temperature", "0.5")
+    assert bad.returncode == 2 and "--sample" in bad.stderr
 
 
 def test_beam_config_composes():

@@ -1,182 +1,148 @@
-"""Decoding benchmark: batched beam search vs a per-image reference, captions per second.
+"""Decoding benchmark: batched decoding against per-image references, captions per second.
 
-``python tools/bench.py decoding [--quick]`` (or ``python tools/bench_decoding.py``).
+``python tools/bench.py decoding [--quick]`` (or ``python tools/bench_decoding.py``);
+``python tools/bench_decoding.py --check`` checks, at small sizes, that every reference finds our
+captions (the tests run it).
 
 Models: the LSTM decoder (``RNNDecoder``, image injected at every step) and the
 Show-Attend-and-Tell decoder (``AttentionDecoder``) at published sizes (embed 512, hidden 512,
 attention 512, vocabulary 10000, fc7 vector 4096, grid 196 x 512), random weights, random
-non-negative features, max_len 20, length_penalty 0.
+non-negative features, 100 images, max_len 20, length_penalty 0.
 
 Random weights give a nearly uniform next-word distribution in which `<end>` is as unlikely as any
-word, so search would never stop. :class:`EndsAfter` wraps each decoder (step contract only) to
-make it behave like a trained one: it scales the log-probabilities by a constant (measured once,
-along a greedy caption) that gives them a spread (std over the vocabulary) of ``SPREAD`` (a
-confident distribution), then adds to `<end>`'s logit a bias that grows by ``SLOPE`` per word and
-reaches the top word's typical logit at word ``END_AT``, and renormalises. `<end>`'s own random
-logit moves the crossing by a few words per image, so captions end after ~9-18 words (mean ~11-14,
-the "mean words" column).
+word, so search would never stop. :class:`EndsAfter` makes the decoder behave like a trained one:
+its output layer is scaled by a constant (measured once, along a greedy caption) that gives the
+log-probabilities a spread (std over the vocabulary) of ``SPREAD``, and `<end>`'s logit gets a
+bias that grows by ``SLOPE`` per word and reaches the top word's typical logit at word
+``END_AT``. `<end>`'s own random logit moves the crossing by a few words per image, so captions
+end after ~9-18 words. The "never" rows (one thread) forbid `<end>`: every caption runs to
+max_len.
 
-Reference: beam search written the way the well-known captioning tutorials write it: one image at
-a time, hypotheses kept in a Python list of (words, score, state), each hypothesis stepped on its
-own, ``topk`` over each hypothesis' log-probabilities, candidates sorted in Python. It follows the
-same search rules as :func:`captioning.decoding.beam_search` (finished hypotheses from the top
-beam_size ranks of 2 x beam_size candidates, stop when beam_size are finished and no running one
-can beat them, running ones compete at max_len), so the two must return the same best caption:
-the table says whether they do (same words, scores within 1e-4). Its cost is linear in the number
-of images, so it is timed on the first few images only; beam_size 1 is the same reference with
-one hypothesis (a per-image greedy loop) against our batched greedy.
+References (``tools/bench_reference.py``): the tutorial's way, one image at a time, its k live
+hypotheses stepped as one batch (greedy: one row until `<end>`), with our search rules, so both
+must return the same best caption and score (checked on the images the reference decodes; its
+cost is linear in images, so it decodes every 10th image only). Version 0.1's reference (every
+hypothesis stepped on its own) is timed beside it at one thread on captions that end (the setting
+of the 0.1 figures), for one release.
 
-Ceiling (B = 100 rows): the reference's time over the time the batched search spends in matrix
-products alone (``addmm`` / ``mm`` / ``bmm``, from one profiled run): the model's layers are the
-same arithmetic on both sides, so no batching of everything else can beat that ratio on this
-machine.
+Timing: captions per CPU second (robust to other processes on a shared machine; at two threads
+it counts both threads' time, so it measures work, not latency), from the best of the repeats;
+the wall-clock speedup beside it is what two threads buy on an idle machine. Ceiling: the reference's time over the
+time our batched search spends in matrix products alone (``addmm`` with its bias, ``mm``, ``bmm``,
+and the fused ``nn.LSTM`` layer, whose gate nonlinearities are a small part of it: their share of
+one profiled run, times our time): the model's layers are the same arithmetic on both sides, so no implementation of
+the rest can beat that ratio on this machine; "of ceiling" is our speedup over it (the share of
+our time spent in those products).
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import _common  # noqa: F401  (puts the repo on sys.path)
+import bench_reference as ref
 import torch
 from torch import Tensor, nn
 
+from captioning.contracts import EncoderOutput
 from captioning.decoding import generate
+from captioning.models.attention_decoder import AttentionDecoder
 from captioning.models.decoder import RNNDecoder
-from captioning.models.encoder import EncoderOutput
 
-try:
-    from captioning.models.attention_decoder import AttentionDecoder
-except ImportError:  # not written yet: benchmark the LSTM only
-    AttentionDecoder = None
-
-VOCAB, EMBED, HIDDEN, VECTOR, REGIONS, GRID, ATTENTION = 10000, 512, 512, 4096, 196, 512, 512
-BOS, EOS, PAD = 1, 2, 0
-MAX_LEN = 20
+SIZES = {"vocab": 10000, "embed": 512, "hidden": 512, "attention": 512}
+SIZES |= {"vector": 4096, "regions": 196, "grid": 512}
+SMALL = {"vocab": 60, "embed": 16, "hidden": 24, "attention": 10, "vector": 20, "regions": 5}
+SMALL |= {"grid": 12}
+BOS, EOS = ref.BOS, ref.EOS
+MAX_LEN, IMAGES = 20, 100
 SPREAD, SLOPE, END_AT = 3.0, 1.5, 13  # see the module docstring
 TOP_Z = 3.9  # a standard normal's typical maximum over 10000 draws
-REF_IMAGES = 5  # images the reference decodes (its cost is linear in images)
-# One thread for both sides: on a shared 2-core machine two-thread kernels stall on contention
-# (and a single thread favours the reference: its one-row steps are memory-bound anyway).
-THREADS = 1
+REF_IMAGES, OLD_REF_IMAGES = 10, 2  # images the references decode (every 10th)
+THREADS = (1, 2)
+SETTINGS = [(1, True), (3, True), (5, True), (5, False)]  # (beam, captions end)
 
 
 class EndsAfter(nn.Module):
     """A decoder whose captions end after about END_AT words (benchmark stand-in for training).
 
     Args:
-        decoder: the decoder to wrap (step contract).
-        scale: factor that gives its log-probabilities a spread (std over the vocabulary) of
-            SPREAD; :func:`build` measures it once.
+        decoder: the decoder to wrap (step contract); its output layer is scaled in place.
+        scale: factor that gives its log-probabilities a spread of SPREAD (see :func:`build`).
+        ends: False forbids `<end>` (every caption runs to max_len).
     """
 
-    def __init__(self, decoder: nn.Module, scale: float = 1.0) -> None:
+    def __init__(self, decoder: nn.Module, scale: float, ends: bool = True) -> None:
         super().__init__()
-        self.inner, self.scale = decoder, scale
+        self.inner, self.ends, self.bias, self.image_steps = decoder, ends, 0.0, 0
         self.has_attention = decoder.has_attention
+        with torch.no_grad():
+            decoder.out.weight.mul_(scale)
+            decoder.out.bias.mul_(scale)
+        decoder.out.register_forward_hook(self._shift_end)
 
-    def init_state(self, features: EncoderOutput) -> tuple[Any, Tensor]:
-        words = torch.zeros(features.vector.size(0), device=features.vector.device)  # (N,)
-        return self.inner.init_state(features), words
+    def _shift_end(self, module: nn.Module, args: Any, logits: Tensor) -> None:
+        logits[..., EOS] += self.bias  # (N, V) in place: decoding only
 
-    def reorder_state(self, state: tuple[Any, Tensor], index: Tensor) -> tuple[Any, Tensor]:
-        return self.inner.reorder_state(state[0], index), state[1].index_select(0, index)
+    def at_step(self, t: int) -> None:
+        """Set `<end>`'s bias for the word t (1-based) that the next step predicts."""
+        self.bias = SPREAD * TOP_Z + SLOPE * (t - END_AT) if self.ends else -math.inf
 
-    def step(self, tokens: Tensor, state: tuple[Any, Tensor], features: EncoderOutput):
-        inner, words = state
+    def init_state(self, features: EncoderOutput) -> tuple[Any, int]:
+        return self.inner.init_state(features), 0
+
+    def reorder_state(self, state: tuple[Any, int], index: Tensor) -> tuple[Any, int]:
+        return self.inner.reorder_state(state[0], index), state[1]
+
+    def step(self, tokens: Tensor, state: tuple[Any, int], features: EncoderOutput):
+        inner, t = state
+        self.at_step(t + 1)
+        if hasattr(features, "image"):  # count the images in this step's batch
+            self.image_steps += int(features.image.unique().numel())
         logprobs, inner, extras = self.inner.step(tokens, inner, features)  # (N, V)
-        logits = logprobs * self.scale  # (N, V) spread SPREAD: top word ~ TOP_Z * SPREAD over mean
-        logits[:, EOS] += SPREAD * TOP_Z + SLOPE * (words + 1 - END_AT)
-        return logits.log_softmax(dim=-1), (inner, words + 1), extras
+        return logprobs, (inner, t + 1), extras
 
 
-def build(name: str) -> EndsAfter:
-    """The wrapped decoder `name` ("lstm" or "attention") at published sizes, random weights."""
+def build(name: str, sizes: dict[str, int] = SIZES, *, ends: bool = True) -> EndsAfter:
+    """The wrapped decoder `name` ("lstm" or "attention"), random weights, eval mode."""
     torch.manual_seed(0)
+    common = {"vocab_size": sizes["vocab"], "embed_dim": sizes["embed"], "cell": "lstm"}
+    common["hidden_dim"] = sizes["hidden"]
     if name == "lstm":
-        decoder = RNNDecoder(
-            vocab_size=VOCAB,
-            vector_dim=VECTOR,
-            cell="lstm",
-            embed_dim=EMBED,
-            hidden_dim=HIDDEN,
-            image_injection="every_step",
-        )
+        decoder = RNNDecoder(vector_dim=sizes["vector"], image_injection="every_step", **common)
     else:
         decoder = AttentionDecoder(
-            vocab_size=VOCAB,
-            vector_dim=VECTOR,
-            grid_dim=GRID,
-            cell="lstm",
-            embed_dim=EMBED,
-            hidden_dim=HIDDEN,
-            attention_dim=ATTENTION,
-            dropout=0.0,
+            grid_dim=sizes["grid"], attention_dim=sizes["attention"], dropout=0.0, **common
         )
     decoder.eval()
     spreads = []
     with torch.no_grad():  # the spread of its log-probabilities along a greedy caption
-        probe = features(8, seed=1)
+        probe = features(8, sizes, seed=1)
         state, tokens = decoder.init_state(probe), torch.full((8,), BOS)
         for _ in range(END_AT):
             logprobs, state, _ = decoder.step(tokens, state, probe)  # (8, V)
             spreads.append(float(logprobs.std(dim=-1).mean()))
             tokens = logprobs.argmax(dim=-1)
-    return EndsAfter(decoder, SPREAD * len(spreads) / sum(spreads)).eval()
+    return EndsAfter(decoder, SPREAD * len(spreads) / sum(spreads), ends).eval()
 
 
-@torch.no_grad()
-def reference_beam_search(
-    decoder: nn.Module, features: EncoderOutput, *, beam_size: int, max_len: int = MAX_LEN
-) -> list[tuple[list[int], float]]:
-    """Tutorial-style beam search, one image at a time; the best (words, score) per image."""
-    results = []
-    for i in range(features.vector.size(0)):
-        feats = features.select(torch.tensor([i]))
-        beams = [([], 0.0, decoder.init_state(feats))]  # (words, summed log-prob, state)
-        finished: list[tuple[float, list[int]]] = []
-        for _ in range(max_len):
-            candidates = []
-            for words, score, state in beams:
-                token = torch.tensor([words[-1] if words else BOS])
-                logprobs, new_state, _ = decoder.step(token, state, feats)
-                top, ids = logprobs[0].topk(2 * beam_size)
-                for logprob, word in zip(top.tolist(), ids.tolist(), strict=True):
-                    candidates.append((score + logprob, [*words, word], new_state))
-            candidates.sort(key=lambda c: c[0], reverse=True)
-            beams = []
-            for rank, (score, words, state) in enumerate(candidates[: 2 * beam_size]):
-                if words[-1] == EOS:
-                    if rank < beam_size:
-                        finished.append((score, words))
-                elif len(beams) < beam_size:
-                    beams.append((words, score, state))
-            finished = sorted(finished, key=lambda f: f[0], reverse=True)[:beam_size]
-            if len(finished) == beam_size and finished[-1][0] >= beams[0][1]:
-                break
-        else:  # max_len reached: unfinished hypotheses compete too
-            finished += [(score, words) for words, score, _ in beams]
-            finished = sorted(finished, key=lambda f: f[0], reverse=True)
-        results.append((finished[0][1], finished[0][0]))
-    return results
-
-
-def features(batch: int, *, seed: int = 0) -> EncoderOutput:
-    """Non-negative random fc7 vectors (B, 4096) and grids (B, 196, 512), like ReLU outputs.
-
-    Each image's regions share a random offset, so that images differ in their mean region
-    (which starts the attention decoder) as real ones do.
-    """
+def features(batch: int, sizes: dict[str, int] = SIZES, *, seed: int = 0) -> EncoderOutput:
+    """Non-negative random fc7 vectors (B, D_v) and grids (B, L, D_g), like ReLU outputs; each
+    image's regions share a random offset, so images differ in their mean region."""
     g = torch.Generator().manual_seed(seed)
-    vector = torch.randn(batch, VECTOR, generator=g).relu()  # (B, D_v)
-    offset = 2.0 * torch.randn(batch, 1, GRID, generator=g)  # (B, 1, D_g)
-    return EncoderOutput(vector, (offset + torch.randn(batch, REGIONS, GRID, generator=g)).relu())
+    vector = torch.randn(batch, sizes["vector"], generator=g).relu()  # (B, D_v)
+    offset = 2.0 * torch.randn(batch, 1, sizes["grid"], generator=g)  # (B, 1, D_g)
+    grid = offset + torch.randn(batch, sizes["regions"], sizes["grid"], generator=g)
+    return EncoderOutput(vector, grid.relu())
 
 
-def timed(fn, repeats: int) -> tuple[float, float, Any]:
-    """Best CPU time and best wall time of `repeats` calls, and the last result."""
-    cpu, wall, out = float("inf"), float("inf"), None
+def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
+    """Best CPU time and best wall-clock time of `repeats` calls, and the last result."""
+    cpu, wall, out = math.inf, math.inf, None
     for _ in range(repeats):
         start_cpu, start_wall = time.process_time(), time.perf_counter()
         out = fn()
@@ -185,14 +151,18 @@ def timed(fn, repeats: int) -> tuple[float, float, Any]:
     return cpu, wall, out
 
 
-MATMULS = ("aten::addmm", "aten::mm", "aten::bmm")
+MATMULS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::mkldnn_rnn_layer")  # the last: nn.LSTM
 
 
-def matmul_seconds(fn) -> float:
-    """CPU seconds `fn` spends in matrix products, from one profiled call."""
+def matmul_share(fn: Callable[[], Any]) -> float:
+    """The share of `fn`'s time spent in matrix products, from one profiled call (a ratio of
+    wall-clock times, so that other processes slowing both down leave it unchanged)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
         fn()
-    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS) / 1e6
+        total = time.perf_counter() - start
+    matmuls = sum(e.cpu_time_total for e in prof.key_averages() if e.key in MATMULS)  # + bias
+    return matmuls / 1e6 / total
 
 
 def words(seq: list[int]) -> list[int]:
@@ -200,111 +170,140 @@ def words(seq: list[int]) -> list[int]:
     return seq[: seq.index(EOS) + 1] if EOS in seq else seq
 
 
-def num_words(seq: list[int]) -> int:
-    """Words of a caption, `<end>` not counted."""
-    return len([w for w in words(seq) if w != EOS])
+def ours(model: EndsAfter, feats: EncoderOutput, beam: int) -> list[tuple[list[int], float]]:
+    """Best (words, score) per image from :func:`captioning.decoding.generate`."""
+    out = generate(model, feats, beam_size=beam, max_len=MAX_LEN)
+    seqs = out.sequences if out.sequences.dim() == 2 else out.sequences[:, 0]
+    scores = out.scores if out.scores.dim() == 1 else out.scores[:, 0]
+    return [(words(s), float(x)) for s, x in zip(seqs.tolist(), scores, strict=True)]
+
+
+def reference(model: EndsAfter, feats: EncoderOutput, beam: int) -> list[tuple[list[int], float]]:
+    """The tutorial-style per-image reference for `beam` (greedy for 1)."""
+    if beam == 1:
+        return ref.greedy(model, feats, max_len=MAX_LEN)
+    return ref.beam_search(model, feats, beam_size=beam, max_len=MAX_LEN)
+
+
+def same(a: list[tuple[list[int], float]], b: list[tuple[list[int], float]]) -> bool:
+    """Same words and scores within 1e-4 on the images both decoded."""
+    return all(wa == wb and abs(sa - sb) <= 1e-4 for (wa, sa), (wb, sb) in zip(a, b, strict=False))
+
+
+def measure_row(
+    model: EndsAfter, feats: EncoderOutput, beam: int, threads: int, quick: bool
+) -> dict[str, Any]:
+    """One row: ours on all images, the references on a few spread over them."""
+    n_ref, repeats = (1, 1) if quick else (REF_IMAGES, 2)
+    model.image_steps = 0
+    ours_s, ours_wall, got = timed(partial(ours, model, feats, beam), repeats)
+    steps = model.image_steps / (repeats * len(got))  # decoder steps per image
+    sample = torch.arange(n_ref) * (len(got) // n_ref)  # images spread over the batch
+    ref_s, ref_wall, want = timed(partial(reference, model, feats.select(sample), beam), 1)
+    floor = ours_s * matmul_share(partial(ours, model, feats, beam))  # our matmul time
+    n, picked = len(got), [got[i] for i in sample.tolist()]
+    row = {"beam": beam, "threads": threads, "images": n, "ends": model.ends}
+    row |= {"ours_captions_per_s": n / ours_s, "ref_captions_per_s": n_ref / ref_s}
+    row |= {"speedup": (n / ours_s) / (n_ref / ref_s), "ceiling": (n / floor) / (n_ref / ref_s)}
+    row |= {"speedup_wall": (n / ours_wall) / (n_ref / ref_wall), "steps_per_image": steps}
+    row |= {"same": same(picked, want), "checked": n_ref}
+    row["mean_words"] = sum(len([w for w in s if w != EOS]) for s, _ in got) / n
+    if threads == 1 and model.ends:  # version 0.1's reference, in the 0.1 figures' setting
+        n_old = 1 if quick else OLD_REF_IMAGES
+        old_feats = feats.select(sample[:n_old])
+        old_run = partial(
+            ref.per_hypothesis_beam_search, model, old_feats, beam_size=beam, max_len=MAX_LEN
+        )
+        old_s, _, old = timed(old_run, 1)
+        row |= {"old_ref_captions_per_s": n_old / old_s, "old_same": same(picked, old)}
+        row["old_speedup"] = (n / ours_s) / (n_old / old_s)
+    return row
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    """Captions per second, batched vs reference, for every decoder, batch size and beam size.
-
-    Args:
-        quick: fewer repeats and reference images (a smoke run).
-
-    Returns:
-        ``rows`` (one dict per decoder, batch and beam size) and ``markdown`` (the table).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
+    """Every decoder, thread count, beam size and ending; ``rows`` and ``markdown``."""
+    threads_before, rows = torch.get_num_threads(), []
+    feats = features(IMAGES)
     try:
-        rows = measure(quick)
+        for name in ("lstm", "attention"):
+            for ends in (True, False):
+                model = build(name, ends=ends)
+                generate(model, feats.select(torch.arange(2)), beam_size=3, max_len=4)  # warm up
+                for threads in THREADS if ends else THREADS[:1]:  # never-ending: 1 thread
+                    torch.set_num_threads(threads)
+                    for beam, ending in SETTINGS:
+                        if ending == ends:
+                            row = measure_row(model, feats, beam, threads, quick)
+                            rows.append({"decoder": name, **row})
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads_before)
+    rows.sort(key=lambda r: (r["decoder"] != "lstm", r["threads"], not r["ends"], r["beam"]))
     return {"rows": rows, "markdown": markdown(rows)}
 
 
-def measure(quick: bool) -> list[dict[str, Any]]:
-    """The rows of :func:`run`."""
-    names = ["lstm"] + (["attention"] if AttentionDecoder is not None else [])
-    batches, beams = (1, 16, 100), (1, 3, 5)
-    ref_images, repeats = (1, 1) if quick else (REF_IMAGES, 2)
-    feats = features(max(batches))
-    rows = []
-    for name in names:
-        decoder = build(name)
-        generate(decoder, feats.select(torch.arange(2)), beam_size=3, max_len=4)  # warm up
-        for beam in beams:
-            ref_feats = feats.select(torch.arange(ref_images))
-            ref_cpu, ref_wall, ref = timed(
-                partial(reference_beam_search, decoder, ref_feats, beam_size=beam), 1
-            )
-            for b in batches:
-                sub = feats.select(torch.arange(b))
-                run_batched = partial(generate, decoder, sub, beam_size=beam, max_len=MAX_LEN)
-                cpu, wall, out = timed(run_batched, repeats)
-                seqs = out.sequences if out.sequences.dim() == 2 else out.sequences[:, 0]
-                scores = out.scores if out.scores.dim() == 1 else out.scores[:, 0]
-                checked = min(b, ref_images)
-                same = all(
-                    words(seqs[i].tolist()) == ref[i][0]
-                    and abs(float(scores[i]) - ref[i][1]) <= 1e-4
-                    for i in range(checked)
-                )
-                lengths = [num_words(s) for s in seqs.tolist()]
-                ceiling = None
-                if b == max(batches):
-                    ceiling = (b / matmul_seconds(run_batched)) / (ref_images / ref_cpu)
-                rows.append(
-                    {
-                        "decoder": name,
-                        "batch": b,
-                        "beam": beam,
-                        "batched_captions_per_s": b / cpu,
-                        "reference_captions_per_s": ref_images / ref_cpu,
-                        "speedup": (b / cpu) / (ref_images / ref_cpu),
-                        "speedup_wall": (b / wall) / (ref_images / ref_wall),
-                        "ceiling": ceiling,
-                        "identical": same,
-                        "checked_images": checked,
-                        "mean_words": sum(lengths) / len(lengths),
-                        "threads": THREADS,
-                    }
-                )
-    return rows
-
-
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The results as a Markdown table with a short legend."""
+    """The results as a Markdown table with its legend."""
     lines = [
-        "| decoder | images | beam | batched captions/s | reference captions/s | speedup "
-        "| speedup (wall clock) | ceiling | same output | mean words |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "`python tools/bench.py decoding`: 100 images, max_len 20, published sizes.",
+        "",
+        "| decoder | threads | beam | captions end | ours (captions/s) | reference (captions/s) "
+        "| speedup | wall-clock speedup | ceiling | of ceiling | 0.1 reference (captions/s) "
+        "| speedup vs 0.1 | same output | mean words | steps/image |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in rows:
-        same = f"{'yes' if r['identical'] else 'NO'} ({r['checked_images']} img)"
-        ceiling = f"{r['ceiling']:.1f}x" if r.get("ceiling") else "-"
+        old = ("-", "-")
+        if "old_speedup" in r:
+            old = (f"{r['old_ref_captions_per_s']:.2f}", f"{r['old_speedup']:.1f}x")
+        checks = f"{'yes' if r['same'] else 'NO'} ({r['checked']} img)"
+        if "old_same" in r and not r["old_same"]:
+            checks += ", 0.1: NO"
         lines.append(
-            f"| {r['decoder']} | {r['batch']} | {r['beam']} | {r['batched_captions_per_s']:.2f} "
-            f"| {r['reference_captions_per_s']:.2f} | {r['speedup']:.1f}x "
-            f"| {r['speedup_wall']:.1f}x | {ceiling} | {same} | {r['mean_words']:.1f} |"
+            f"| {r['decoder']} | {r['threads']} | {r['beam']} "
+            f"| {'9-18 words' if r['ends'] else 'never (20 words)'} "
+            f"| {r['ours_captions_per_s']:.1f} | {r['ref_captions_per_s']:.2f} "
+            f"| {r['speedup']:.1f}x | {r['speedup_wall']:.1f}x | {r['ceiling']:.1f}x "
+            f"| {r['speedup'] / r['ceiling']:.0%} "
+            f"| {old[0]} | {old[1]} | {checks} | {r['mean_words']:.1f} "
+            f"| {r['steps_per_image']:.1f} |"
         )
     lines += [
         "",
-        "Batched: `captioning.decoding.generate` on all images at once (beam 1 = greedy). "
-        "Reference: tutorial-style per-image beam search (Python lists, one decoder step per "
-        "hypothesis), timed on the first images only (count in 'same output': its cost is "
-        "linear in images). Same output: identical best caption and score within 1e-4 on those "
-        "images. Captions/s and speedup from CPU time (robust to other processes on a shared "
-        f"machine), {THREADS} torch thread(s) for both; wall-clock speedup beside it. Published "
-        "sizes, random weights with a growing `<end>` bias (tools/bench_decoding.py), "
-        f"max_len {MAX_LEN}, length_penalty 0. Ceiling (100 images): reference time over the "
-        "batched search's time in matrix products alone, the best speedup this machine allows.",
+        "Ours: `captioning.decoding.generate` on all 100 images at once (beam 1 = greedy). "
+        "Reference: the tutorial's way, one image at a time with its k hypotheses as one batch "
+        f"(greedy: one row), timed on {REF_IMAGES} images (every 10th); same output: identical "
+        "best caption and score (1e-4) on those. 0.1 reference: the per-hypothesis reference "
+        f"the previous README's figures came from (the first {OLD_REF_IMAGES} of those, 1 thread). "
+        "Captions per CPU second (both threads counted at 2), the wall-clock speedup beside. "
+        "Ceiling: reference time over our time in matrix products alone (with their bias; "
+        "their share of a profiled run); of ceiling: speedup / ceiling. Steps/image: "
+        "decoder steps each image took part in (the search's stopping rule; words + `<end>` is "
+        "the least). Random weights with a growing `<end>` bias (tools/bench_decoding.py).",
     ]
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    import sys
+def check() -> int:
+    """At small sizes, every reference returns our best captions and scores; 0 when they do."""
+    torch.set_num_threads(1)
+    feats, failures = features(6, SMALL, seed=3), 0
+    for name in ("lstm", "attention"):
+        for ends in (True, False):
+            model = build(name, SMALL, ends=ends)
+            for beam in (1, 2, 3, 5):
+                got = ours(model, feats, beam)
+                refs = {"reference": reference(model, feats, beam)}
+                refs["0.1 reference"] = ref.per_hypothesis_beam_search(
+                    model, feats, beam_size=beam, max_len=MAX_LEN
+                )
+                for label, want in refs.items():
+                    ok = same(got, want)
+                    failures += not ok
+                    print(f"{name} ends={ends} beam={beam} {label}: {'ok' if ok else 'DIFFERS'}")
+    return int(failures > 0)
 
-    result = run(quick="--quick" in sys.argv)
-    print(result["markdown"])
+
+if __name__ == "__main__":
+    if "--check" in sys.argv:
+        sys.exit(check())
+    print(run(quick="--quick" in sys.argv)["markdown"])

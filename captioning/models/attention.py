@@ -23,6 +23,7 @@ Two exact rewrites make a step cheap; neither changes the function:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["SoftAttention"]
@@ -95,24 +96,43 @@ class SoftAttention(nn.Module):
         self, projected: Tensor, grid: Tensor, query: Tensor, image: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         """:meth:`forward` without autograd, a cache-sized block of images at a time. The k rows
-        of an image that sit together (beam hypotheses) share its projected grid by broadcasting."""
+        of an image that sit together (beam hypotheses) share its projected grid by broadcasting,
+        and an image's tensors are read in place (a view), never copied.
+
+        The factors 2 of :meth:`energies` go into the (k times smaller) operands instead of the
+        (k, L, A) intermediate: ``2 x = 2 W_h h + 2 (W_a a + b)`` and ``2 w^T s = (2 w)^T s``,
+        both exact in floating point (scaling by 2 only changes the exponent)."""
         n, (_, regions, dim) = query.size(0), projected.shape
         groups, k = _row_groups(image, n)  # group j: rows j*k .. j*k+k-1, all of image groups[j]
         per = max(1, BLOCK_BYTES // (k * regions * dim * projected.element_size()))
-        q = query.view(n // k, k, 1, -1)  # (G, k, 1, A)
+        q = (2 * query).view(n // k, k, 1, -1)  # (G, k, 1, A)
+        score = 2 * self.score.weight  # (1, A)
         alpha = query.new_empty(n // k, k, regions)  # (G, k, L)
         context = grid.new_empty(n // k, k, grid.size(-1))  # (G, k, D_g)
+        ids = groups.tolist() if groups is not None else None
+        joint = query.new_empty(min(per, n // k), k, regions, dim)  # (b, k, L, A) reused
         for start in range(0, n // k, per):
             block = slice(start, start + per)
-            if groups is None:
-                proj, regs = projected[block], grid[block]  # (b, L, A), (b, L, D_g)
-            else:
-                proj = projected.index_select(0, groups[block])
-                regs = grid.index_select(0, groups[block])
-            weights = self.energies(proj.unsqueeze(1) + q[block]).softmax(dim=-1)  # (b, k, L)
+            proj, regs = _images(projected, ids, block), _images(grid, ids, block)
+            part = joint[: proj.size(0)]  # (b, k, L, A)
+            torch.add(q[block], proj.unsqueeze(1), alpha=2, out=part)  # 2 (W_a a + b + W_h h)
+            energies = F.linear(part.sigmoid_(), score).squeeze(-1)  # (b, k, L)
+            weights = energies.softmax(dim=-1)  # (b, k, L)
             alpha[block] = weights
             torch.bmm(weights, regs, out=context[block])  # (b, k, D_g)
         return context.view(n, -1), alpha.view(n, regions)
+
+
+def _images(x: Tensor, ids: list[int] | None, block: slice) -> Tensor:
+    """Images `ids[block]` of `x` (M, ...) (all of `block` when `ids` is None): a view when
+    they are consecutive, else a gathered copy."""
+    if ids is None:
+        return x[block]
+    chosen = ids[block]
+    first = chosen[0]
+    if chosen == list(range(first, first + len(chosen))):
+        return x[first : first + len(chosen)]
+    return x.index_select(0, torch.tensor(chosen, device=x.device))
 
 
 def _row_groups(image: Tensor | None, n: int) -> tuple[Tensor | None, int]:

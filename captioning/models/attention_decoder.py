@@ -14,7 +14,9 @@ LSTM), as in the authors' code. Training adds the doubly stochastic regulariser
 Attention makes every step depend on the previous hidden state, so both the teacher-forced pass and
 decoding run one cell step per word (a Python loop over time). What does not depend on t is done
 once: the grid projection ``W_a a_i`` (per image), the word embeddings, and the output layers (one
-matmul over all steps after the loop).
+matmul over all steps after the loop). Padding costs nothing: the teacher-forced pass sorts the
+captions by length and steps only the ones that have a word t, and the output layers see only
+real positions.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captioning.contracts import EncoderOutput
@@ -34,9 +35,30 @@ __all__ = ["AttentionDecoder", "AttentionState"]
 CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
 
-def _pad_time(x: Tensor, t_max: int) -> Tensor:
-    """Zero-pad (B, t, D) to (B, t_max, D) along time."""
-    return F.pad(x, (0, 0, 0, t_max - x.size(1)))  # (B, t_max, D)
+def _cat(parts: list[Tensor], empty: tuple[int, int], like: Tensor) -> Tensor:
+    """``torch.cat(parts)``, or an `empty`-shaped tensor like `like` when there are none."""
+    return torch.cat(parts) if parts else like.new_zeros(empty)
+
+
+def _scatter(rows: Tensor, index: Tensor, total: int) -> Tensor:
+    """(total, D) zeros with ``rows`` (P, D) at ``index`` (P,); differentiable in `rows`."""
+    return rows.new_zeros(total, rows.size(-1)).index_copy(0, index, rows)  # (total, D)
+
+
+def _log_softmax(logits: Tensor) -> Tensor:
+    """Log-probabilities (N, V); in place when no gradient is needed (decoding), which saves a
+    (N, V) buffer per step."""
+    if torch.is_grad_enabled():
+        return logits.log_softmax(dim=-1)
+    return torch.log_softmax(logits, -1, out=logits)
+
+
+def _first_rows(state: AttentionState, n: int) -> AttentionState:
+    """The first `n` rows of a state whose row i is image i (views, no copies)."""
+    if state.h.size(0) == n:
+        return state
+    c = state.c[:n] if state.c is not None else None
+    return AttentionState(state.h[:n], c, state.projected[:n], state.grid[:n], state.image)
 
 
 class AttentionState(NamedTuple):
@@ -171,7 +193,7 @@ class AttentionDecoder(nn.Module):
         embedded = self.embed(tokens)  # (N, E)
         state, context, alpha = self._advance(embedded, state)
         logits = self._logits(embedded, state.h, context)  # (N, V)
-        return logits.log_softmax(dim=-1), state, {"alpha": alpha}
+        return _log_softmax(logits), state, {"alpha": alpha}
 
     # -- teacher forcing -----------------------------------------------------------------------
 
@@ -183,38 +205,60 @@ class AttentionDecoder(nn.Module):
         *,
         return_alphas: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Teacher-forced pass: one cell step per word, the grid projected once.
+        """Teacher-forced pass: one cell step per word, for the captions that have that word.
 
-        Rows shorter than the longest keep computing past their end; their outputs there are not
-        used (the loss ignores `<pad>` targets) and their attention weights are zeroed.
+        The captions are sorted by length once (longest first), so the captions still running at
+        step t are the first n_t rows, and step t computes only those (the tutorials'
+        ``batch_size_t``); the grid is projected once, for the sorted rows. The output layers then
+        run once, on the real positions only. Padded positions (t >= length) cost nothing and
+        get zero logits and zero attention weights; real positions are unchanged (a caption's
+        steps never depend on the other rows).
 
         Args:
             features: the encoder output for B rows (one per caption).
             inputs: (B, T) input words `<start> w1 ... wn`, right-padded.
-            lengths: (B,) number of real input words per row.
+            lengths: (B,) number of real input words per row (<= T).
             return_alphas: also return the attention weights.
 
         Returns:
-            logits (B, T, V), or (logits, alphas (B, T, L)) with zero alphas at padded positions.
+            logits (B, T, V), or (logits, alphas (B, T, L)), both zero at padded positions.
         """
-        t_max = inputs.size(1)
-        embedded = self.embed(inputs)  # (B, T, E)
+        b, t_max = inputs.shape
+        lengths = lengths.to(inputs.device)
+        order = torch.sort(lengths, descending=True, stable=True).indices  # (B,) longest first
+        if not bool((order == torch.arange(b, device=order.device)).all()):
+            features, inputs = features.select(order), inputs.index_select(0, order)
+        steps = torch.arange(t_max, device=lengths.device)  # (T,)
+        running = (lengths.unsqueeze(1) > steps).sum(0).tolist()  # n_t: rows running at step t
+        running = [n for n in running if n > 0]
+        embedded = self.embed(inputs)  # (B, T, E), rows sorted
         state = self.init_state(features)
-        steps = max(int(lengths.max()), 1) if lengths.numel() else 1
         hiddens, contexts, alphas = [], [], []
-        for t in range(steps):
-            state, context, alpha = self._advance(embedded[:, t], state)
-            hiddens.append(state.h)
-            contexts.append(context)
-            alphas.append(alpha)
-        hidden = _pad_time(torch.stack(hiddens, dim=1), t_max)  # (B, T, H)
-        context = _pad_time(torch.stack(contexts, dim=1), t_max)  # (B, T, D_g)
-        logits = self._logits(embedded, hidden, context)  # (B, T, V)
+        for t, n in enumerate(running):
+            state = _first_rows(state, n)
+            state, context, alpha = self._advance(embedded[:n, t], state)
+            hiddens.append(state.h)  # (n_t, H)
+            contexts.append(context)  # (n_t, D_g)
+            alphas.append(alpha)  # (n_t, L)
+        if running and len(running) == t_max and running[-1] == b:  # no padding: no gathering
+            hidden, context = torch.stack(hiddens, dim=1), torch.stack(contexts, dim=1)
+            logits = self._logits(embedded, hidden, context)  # (B, T, V)
+            return (logits, torch.stack(alphas, dim=1)) if return_alphas else logits  # (B, T, L)
+        # the P real positions, step by step: row i < n_t of the sorted batch at step t
+        rows = torch.arange(b, device=lengths.device)  # (B,)
+        src = torch.cat(
+            [rows[:0]] + [rows[:n] * t_max + t for t, n in enumerate(running)]
+        )  # (P,) in the sorted (B * T) layout
+        dst = order[src // t_max] * t_max + src % t_max  # (P,) the same, in the caller's order
+        emb = embedded.flatten(0, 1).index_select(0, src)  # (P, E)
+        hidden = _cat(hiddens, (0, self.cell.hidden_size), emb)  # (P, H)
+        context = _cat(contexts, (0, features.grid.size(-1)), emb)  # (P, D_g)
+        logits = self._logits(emb, hidden, context)  # (P, V)
+        logits = _scatter(logits, dst, b * t_max).view(b, t_max, -1)  # (B, T, V)
         if not return_alphas:
             return logits
-        alpha = _pad_time(torch.stack(alphas, dim=1), t_max)  # (B, T, L)
-        mask = torch.arange(t_max, device=alpha.device) < lengths.to(alpha.device).unsqueeze(1)
-        return logits, alpha * mask.unsqueeze(-1)  # (B, T, L), zero where t >= length
+        alpha = _cat(alphas, (0, features.grid.size(1)), emb)  # (P, L)
+        return logits, _scatter(alpha, dst, b * t_max).view(b, t_max, -1)  # (B, T, L)
 
     def attention_penalty(self, alphas: Tensor, lengths: Tensor) -> Tensor:
         """Doubly stochastic regulariser (eq. 14): ``lambda * mean_b sum_i (1 - sum_t alpha_ti)^2``.

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from captioning.contracts import EncoderOutput
 from captioning.errors import CaptioningError
@@ -188,7 +188,9 @@ class RNNDecoder(nn.Module):
         x = self._inputs(self.embed(tokens).unsqueeze(1), features)  # (N, 1, E [+ D_v])
         out, state = self.rnn(x, state)  # (N, 1, H)
         logits = self.out(self.drop(out.squeeze(1)))  # (N, V)
-        return logits.log_softmax(dim=-1), state, {}
+        if torch.is_grad_enabled():
+            return logits.log_softmax(dim=-1), state, {}
+        return torch.log_softmax(logits, -1, out=logits), state, {}  # in place: one buffer less
 
     def forward(
         self,
@@ -216,7 +218,7 @@ class RNNDecoder(nn.Module):
 
         Returns:
             logits (B, T, V), or ``(logits, state)`` with `return_state`; `logits[:, t]` predicts
-            word t + 1. Outputs at padded positions are not meaningful.
+            word t + 1. The output layer runs on real positions only: padded ones are zero.
         """
         b = inputs.size(0)
         _, ref = self._batch_ref(features, b)
@@ -234,11 +236,31 @@ class RNNDecoder(nn.Module):
             x0 = self.image_embed(features.vector).unsqueeze(1)  # (B, 1, E)
             x = torch.cat([x0, x], dim=1)  # (B, T + 1, E)
             steps = steps + 1
-        out, state = self._run(x, steps, state, weights)  # (B, T', H)
-        if image_step:
-            out = out[:, 1:]  # (B, T, H): drop the image step's output
-        logits = self.out(self.drop(out))  # (B, T, V)
+        # packed sequences keep each row's state at its last real step; on the CPU the padded
+        # batch runs faster through the fused kernel (oneDNN) than the packed one does
+        pack = return_state or x.device.type != "cpu"
+        out, state = self._run(x, steps, state, weights, pack)  # (B, T', H) or packed
+        if isinstance(out, PackedSequence):  # the output layer sees the real positions only
+            if image_step:
+                out = _without_first_step(out)
+            logits = self.out(self.drop(out.data))  # (P, V)
+            logits = _pad(out, logits, inputs.size(1))  # (B, T, V), zero where padded
+        else:
+            if image_step:
+                out = out[:, 1:]  # (B, T, H): drop the image step's output
+            logits = self._real_logits(out, lengths.to(out.device))  # (B, T, V)
         return (logits, state) if return_state else logits
+
+    def _real_logits(self, out: Tensor, lengths: Tensor) -> Tensor:
+        """The output layer on the real positions (t < length) of `out` (B, T, H) only; zero
+        logits (B, T, V) at padded positions."""
+        b, t, _ = out.shape
+        if bool((lengths >= t).all()):
+            return self.out(self.drop(out))  # (B, T, V)
+        real = (torch.arange(t, device=out.device) < lengths.unsqueeze(1)).flatten()  # (B * T,)
+        at = real.nonzero().squeeze(1)  # (P,)
+        logits = self.out(self.drop(out.reshape(b * t, -1).index_select(0, at)))  # (P, V)
+        return logits.new_zeros(b * t, logits.size(-1)).index_copy(0, at, logits).view(b, t, -1)
 
     def _fold_image(self, embedded: Tensor, vector: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Inputs and weights that give the first layer ``W_xh x_t + W_ih v`` with ``W_ih v``
@@ -268,16 +290,19 @@ class RNNDecoder(nn.Module):
         return x, [first, *self._flat_weights()[1:]]
 
     def _run(
-        self, x: Tensor, steps: Tensor, state: State, weights: list[Tensor] | None
-    ) -> tuple[Tensor, State]:
+        self, x: Tensor, steps: Tensor, state: State, weights: list[Tensor] | None, pack: bool
+    ) -> tuple[Tensor | PackedSequence, State]:
         """The recurrent layers over (B, T', D) inputs of `steps` real steps each, fused over time:
-        the kernel behind ``self.rnn``, with its own weights or with `weights`."""
+        the kernel behind ``self.rnn``, with its own weights or with `weights`. With `pack` and
+        padding, the outputs are packed (the real steps only) and the state is each row's after
+        its last real step; otherwise the outputs are (B, T') and padded rows run on through
+        their padding (their later outputs and final state are not meaningful)."""
         rnn, kernel = self.rnn, _KERNELS[self.cell]
         weights = weights if weights is not None else self._flat_weights()
         args = (weights, rnn.bias, rnn.num_layers, float(rnn.dropout), rnn.training, False)
         with warnings.catch_warnings():  # cuDNN packs a weight list it did not lay out: expected
             warnings.filterwarnings("ignore", message="RNN module weights are not part")
-            if bool((steps == x.size(1)).all()):  # no padding: skip packing, which only copies
+            if not pack or bool((steps == x.size(1)).all()):  # no packing: it only copies
                 out, *new = kernel(x, state, *args, True)  # batch_first
                 return out, (tuple(new) if self.cell == "lstm" else new[0])
             packed = pack_padded_sequence(x, steps, batch_first=True, enforce_sorted=False)
@@ -287,9 +312,29 @@ class RNNDecoder(nn.Module):
         out = PackedSequence(
             data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
         )
-        out = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0]
         return out, reorder_state(new, packed.unsorted_indices)
 
     def _flat_weights(self) -> list[Tensor]:
         """``self.rnn``'s weights in its kernel's order (w_ih, w_hh, b_ih, b_hh per layer)."""
         return [w for layer in self.rnn.all_weights for w in layer]
+
+
+def _without_first_step(packed: PackedSequence) -> PackedSequence:
+    """`packed` without time step 0 (the image step of ``first_input``): its first
+    ``batch_sizes[0]`` rows. Rows with no other step keep none."""
+    first = int(packed.batch_sizes[0])
+    return packed._replace(data=packed.data[first:], batch_sizes=packed.batch_sizes[1:])
+
+
+def _pad(packed: PackedSequence, data: Tensor, total_length: int) -> Tensor:
+    """`data` (P, D), one row per packed position of `packed`, as a right-padded
+    (B, total_length, D) tensor with zeros at padded positions, rows in the caller's order.
+
+    One ``index_copy`` (its backward one ``index_select``): ``pad_packed_sequence`` copies
+    step by step, and its backward touches the whole (B, T, D) gradient once per step."""
+    order = packed.sorted_indices  # (B,) original row of each sorted row
+    b = order.numel()
+    steps = [order[:n] * total_length + t for t, n in enumerate(packed.batch_sizes.tolist())]
+    at = torch.cat([order[:0], *steps])  # (P,) flat (B * T) position of each packed row
+    out = data.new_zeros(b * total_length, data.size(-1)).index_copy(0, at, data)
+    return out.view(b, total_length, -1)  # (B, T, D)

@@ -1,0 +1,135 @@
+"""What every decoding strategy shares: the result type, argument checks, per-row features and
+n-gram blocking. Users import from :mod:`captioning.decoding`; :mod:`captioning.beam` and
+:mod:`captioning.decoding` build on this module.
+
+Decoding keeps only the rows that are still running: a caption that has ended (greedy,
+sampling) or an image whose answer is settled (beam search) leaves the working batch, so the cost
+of a batch follows the words actually generated. Rows leave through ``decoder.reorder_state``
+(the step contract) and :meth:`RowFeatures.select`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from captioning.contracts import EncoderOutput
+from captioning.errors import CaptioningError
+
+__all__ = [
+    "Generation",
+    "RowFeatures",
+    "ban_repeats",
+    "decoder_of",
+    "require",
+    "rows_of",
+    "start",
+]
+
+
+@dataclass
+class Generation:
+    """Decoded word ids with their scores.
+
+    Attributes:
+        sequences: (B, T) ids after `<start>`, `<end>` included when emitted, `<pad>` after it;
+            (B, K, T) for strategies that return K sequences per image (beam search always).
+        scores: (B,) or (B, K) summed log-probabilities (beam search: length-normalised).
+        attention: (B, T, L) or (B, K, T, L) attention weights where the decoder gives them,
+            zero after `<end>`.
+    """
+
+    sequences: Tensor
+    scores: Tensor
+    attention: Tensor | None = None
+
+
+class RowFeatures:
+    """The encoder output of N decoding rows that point at B images, gathered on first use.
+
+    It offers what decoders read from an :class:`EncoderOutput` (``vector``, ``grid``,
+    ``select``). Each tensor is gathered per row only when a decoder reads it, once per set of
+    rows: the LSTM reads ``vector`` (N, D_v) at every step, the attention decoder keeps its grid
+    in its state and reads neither, so dropping finished rows never copies the (N, L, D_g) grid.
+
+    Args:
+        features: the encoder output of the B images.
+        image: (N,) the image of each row.
+    """
+
+    def __init__(self, features: EncoderOutput, image: Tensor) -> None:
+        self.images, self.image = features, image
+        self._cache: dict[str, Tensor] = {}
+
+    def _rows(self, name: str) -> Tensor:
+        if name not in self._cache:
+            self._cache[name] = getattr(self.images, name).index_select(0, self.image)
+        return self._cache[name]
+
+    @property
+    def vector(self) -> Tensor:
+        """(N, D_v) image vector of each row."""
+        return self._rows("vector")
+
+    @property
+    def grid(self) -> Tensor:
+        """(N, L, D_g) region features of each row."""
+        return self._rows("grid")
+
+    def select(self, index: Tensor) -> RowFeatures:
+        """Rows `index` (no copy of any feature until one is read)."""
+        return RowFeatures(self.images, self.image.index_select(0, index))
+
+
+def rows_of(features: EncoderOutput | None, image: Tensor) -> RowFeatures | None:
+    """:class:`RowFeatures` of rows `image` (N,), or None for an image-free decoder."""
+    return RowFeatures(features, image) if features is not None else None
+
+
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The decoder of a CaptionModel, or `model` itself when it is a decoder."""
+    return model.decoder if hasattr(model, "decoder") and hasattr(model, "encoder") else model
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise :class:`CaptioningError` with `message` unless `ok`."""
+    if not ok:
+        raise CaptioningError(message)
+
+
+def start(
+    decoder: nn.Module,
+    features: EncoderOutput | None,
+    batch_size: int | None,
+    max_len: int,
+    no_repeat_ngram_size: int,
+) -> tuple[Any, int, torch.device]:
+    """Check the shared arguments; return the initial state, B and the device."""
+    require(max_len >= 1, f"max_len must be >= 1, got {max_len}")
+    require(
+        no_repeat_ngram_size >= 0,
+        f"no_repeat_ngram_size must be >= 0 (0 = off), got {no_repeat_ngram_size}",
+    )
+    if features is not None:
+        return decoder.init_state(features), features.vector.size(0), features.vector.device
+    require(batch_size is not None, "an image-free decoder needs batch_size= to start decoding")
+    device = next(decoder.parameters()).device
+    return decoder.init_state(None, batch_size=batch_size), batch_size, device
+
+
+def ban_repeats(logprobs: Tensor, history: Tensor, n: int) -> Tensor:
+    """-inf for every word that would repeat an n-gram of `history` (N, t); logprobs (N, V)."""
+    t, v = history.size(1), logprobs.size(-1)
+    if t < n:
+        return logprobs
+    windows = history.unfold(1, n, 1)  # (N, t - n + 1, n) every n-gram so far
+    prefix = history[:, t - n + 1 :].unsqueeze(1)  # (N, 1, n - 1) the words the next one follows
+    seen = (windows[..., :-1] == prefix).all(dim=-1)  # (N, W)
+    banned = windows[..., -1].masked_fill(~seen, v)  # (N, W); column v means "nothing"
+    mask = logprobs.new_zeros(logprobs.size(0), v + 1, dtype=torch.bool)
+    mask.scatter_(1, banned, True)  # (N, V + 1)
+    return logprobs.masked_fill(mask[:, :v], -math.inf)
