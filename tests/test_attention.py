@@ -155,8 +155,9 @@ def test_skipping_padding_keeps_loss_and_gradients(cell, lengths):
     assert n == int(lengths.sum())  # one cell row per real word, none for padding
 
 
-def test_cell_input_is_word_and_gated_context():
-    """h_1 = cell([E y_0; beta z], h_0) with beta = sigmoid(f_beta(h_0)), h_0 = tanh(init_h(mean a))."""
+def test_cell_input_and_deep_output_use_the_gated_context():
+    """h_1 = cell([E y_0; z], h_0) with z = beta sum_i alpha_i a_i, beta = sigmoid(f_beta(h_0)),
+    h_0 = tanh(init_h(mean a)); the deep output layer (eq. 7) sees the same gated z."""
     dec, feats = make("gru"), features()
     tokens = torch.tensor([1, 5, 7])
     state = dec.init_state(feats)
@@ -167,7 +168,7 @@ def test_cell_input_is_word_and_gated_context():
     h1 = dec.cell(torch.cat([dec.embed(tokens), beta * z], -1), h0)
     logprobs, state, _ = dec.step(tokens, state, feats)
     torch.testing.assert_close(state.h, h1)
-    deep = dec.embed(tokens) + dec.out_h(h1) + dec.out_z(z)  # eq. 7
+    deep = dec.embed(tokens) + dec.out_h(h1) + dec.out_z(beta * z)  # eq. 7, z gated
     torch.testing.assert_close(logprobs, dec.out(deep).log_softmax(-1))
 
 
@@ -181,24 +182,28 @@ def test_penalty_is_zero_when_every_region_gets_total_attention_one():
     assert dec.attention_penalty(uniform, lengths).item() == 0.0
     stuck = torch.zeros(b, t, t)
     stuck[..., 0] = 1.0  # all attention on region 0: sum_t alpha = (4, 0, 0, 0)
-    assert dec.attention_penalty(stuck, lengths).item() == pytest.approx(9 + 1 + 1 + 1)
+    assert dec.attention_penalty(stuck, lengths).item() == pytest.approx(2 * (9 + 1 + 1 + 1))
 
 
 def test_penalty_formula_lambda_and_masking():
-    dec = make(alpha_c=0.5)
+    """lambda * sum_b P_b (the paper: once per caption), or lambda * sum_b T_b P_b (per word);
+    P_b = sum_i (1 - sum_{t < T_b} alpha_ti)^2."""
     g = torch.Generator().manual_seed(0)
     alphas = torch.rand(3, 6, L, generator=g).softmax(-1)
     lengths = torch.tensor([6, 4, 2])
-    expected = (
-        torch.stack(
-            [((1 - alphas[b, :n].sum(0)) ** 2).sum() for b, n in enumerate(lengths.tolist())]
-        ).mean()
-        * 0.5
-    )
-    torch.testing.assert_close(dec.attention_penalty(alphas, lengths), expected)
+    per_caption = torch.stack(
+        [((1 - alphas[b, :n].sum(0)) ** 2).sum() for b, n in enumerate(lengths.tolist())]
+    )  # (B,)
+    paper = make(alpha_c=0.5)
+    torch.testing.assert_close(paper.attention_penalty(alphas, lengths), 0.5 * per_caption.sum())
     garbage = alphas.clone()
     garbage[1, 4:] = 7.0  # past the row's length: ignored
-    torch.testing.assert_close(dec.attention_penalty(garbage, lengths), expected)
+    torch.testing.assert_close(paper.attention_penalty(garbage, lengths), 0.5 * per_caption.sum())
+    per_word = make(alpha_c=0.5, alpha_c_per="word")
+    expected = 0.5 * (per_caption * lengths).sum()
+    torch.testing.assert_close(per_word.attention_penalty(alphas, lengths), expected)
+    with pytest.raises(CaptioningError, match="alpha_c_per='sentence'"):
+        make(alpha_c_per="sentence")
 
 
 def test_grid_is_projected_once_per_forward_and_per_decode():
@@ -341,6 +346,7 @@ def test_decoder_configs_and_experiment_presets_compose():
             dec = instantiate(cfg.decoder, vocab_size=V, vector_dim=4096, grid_dim=512)
             if injection is None:
                 assert isinstance(dec, AttentionDecoder) and dec.cell_type == cell
+                assert (dec.alpha_c, dec.alpha_c_per) == (1.0, "caption")  # as in the paper
             else:
                 assert isinstance(dec, RNNDecoder) and (dec.cell, dec.image_injection) == (
                     cell,
@@ -368,3 +374,26 @@ def test_blockwise_attention_equals_the_plain_pass(monkeypatch, image):
     assert calls == [1]
     for got, want in zip(blocks, plain, strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_cross_entropy_adds_the_regulariser_once_per_caption():
+    """The training loss of an attention model: the words' summed cross-entropy plus lambda
+    times each caption's penalty (the paper's eq. 14 next to the summed log-likelihood)."""
+    from captioning.models.caption_model import build_model
+    from captioning.training.objectives import caption_cross_entropy
+
+    torch.manual_seed(0)
+    config = tiny_model_config(decoder="attention", attention_dim=8, dropout=0.0, alpha_c=2.0)
+    model = build_model(config, vocab_size=V).eval()
+    images = torch.randn(2, 3, 16, 16)
+    captions = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, 0, 0], [1, 9, 9, 2, 0]])
+    lengths, index = torch.tensor([5, 3, 4]), torch.tensor([0, 0, 1])
+    total, words = caption_cross_entropy(model, images, captions, lengths, index)
+    logits, alphas = model(images, captions[:, :-1], lengths - 1, index, return_alphas=True)
+    targets = captions[:, 1:].flatten()
+    nll = F.cross_entropy(logits.flatten(0, 1), targets, ignore_index=0, reduction="sum")
+    mask = torch.arange(4) < (lengths - 1).unsqueeze(1)  # (B, T) real steps
+    received = (alphas * mask.unsqueeze(-1)).sum(1)  # (B, L)
+    penalty = ((1 - received) ** 2).sum(1)  # (B,) one per caption
+    assert int(words) == 9
+    torch.testing.assert_close(total, nll + 2.0 * penalty.sum())

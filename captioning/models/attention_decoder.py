@@ -2,14 +2,19 @@
 
 At every step t, with the previous word ``y_{t-1}`` and state ``h_{t-1}``:
 
-    z_t, alpha_t = attention(a, h_{t-1})                  (captioning.models.attention)
+    c_t, alpha_t = attention(a, h_{t-1})                  sum_i alpha_ti a_i (captioning.models.attention)
     beta_t       = sigmoid(f_beta(h_{t-1}))               gating scalar (paper section 4.2.1)
-    h_t          = cell([E y_{t-1}; beta_t z_t], h_{t-1})  LSTM, GRU or tanh RNN cell
+    z_t          = beta_t c_t                             the context vector, gated
+    h_t          = cell([E y_{t-1}; z_t], h_{t-1})        LSTM, GRU or tanh RNN cell
     p(y_t)       ∝ exp(L_o(E y_{t-1} + L_h h_t + L_z z_t))  deep output layer (eq. 7)
 
-The initial state is ``h_0 = tanh(init_h(mean_i a_i))`` (and ``c_0 = tanh(init_c(...))`` for the
-LSTM), as in the authors' code. Training adds the doubly stochastic regulariser
-``lambda * sum_i (1 - sum_t alpha_ti)^2`` (eq. 14), see :meth:`AttentionDecoder.attention_penalty`.
+The gate is part of the context z_t itself (section 4.2.1: phi({a_i}, {alpha_i}) = beta sum_i
+alpha_i a_i), so the deep output layer sees the gated context too. The initial state is
+``h_0 = tanh(init_h(mean_i a_i))`` (and ``c_0 = tanh(init_c(...))`` for the LSTM), as in the
+authors' code. Training adds the doubly stochastic regulariser
+``lambda * sum_i (1 - sum_t alpha_ti)^2`` (eq. 14) to each caption's summed negative
+log-likelihood, as the paper does (``alpha_c_per="caption"``), see
+:meth:`AttentionDecoder.attention_penalty`.
 
 Attention makes every step depend on the previous hidden state, so both the teacher-forced pass and
 decoding run one cell step per word (a Python loop over time). What does not depend on t is done
@@ -93,6 +98,8 @@ class AttentionDecoder(nn.Module):
         attention_dim: size A of the attention MLP.
         dropout: dropout on the deep output layer's input to ``L_o`` (training only).
         alpha_c: weight lambda of the doubly stochastic attention regulariser.
+        alpha_c_per: ``"caption"`` (the paper: lambda times each caption's penalty, added to
+            its summed negative log-likelihood) or ``"word"`` (added to every word's loss).
         pad_id: id of ``<pad>`` (its embedding is kept at zero).
     """
 
@@ -110,6 +117,7 @@ class AttentionDecoder(nn.Module):
         attention_dim: int = 512,
         dropout: float = 0.5,
         alpha_c: float = 1.0,
+        alpha_c_per: str = "caption",
         pad_id: int = 0,
     ) -> None:
         super().__init__()
@@ -119,7 +127,12 @@ class AttentionDecoder(nn.Module):
             raise CaptioningError(
                 f"the attention decoder needs an encoder grid (grid_dim >= 1), got {grid_dim}"
             )
+        if alpha_c_per not in ("caption", "word"):
+            raise CaptioningError(
+                f"alpha_c_per={alpha_c_per!r}: use 'caption' (the paper) or 'word'"
+            )
         self.vocab_size, self.cell_type, self.alpha_c = vocab_size, cell, float(alpha_c)
+        self.alpha_c_per = alpha_c_per
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.attention = SoftAttention(grid_dim, hidden_dim, attention_dim)
         self.init_h = nn.Linear(grid_dim, hidden_dim)
@@ -160,11 +173,13 @@ class AttentionDecoder(nn.Module):
     def _advance(
         self, embedded: Tensor, state: AttentionState
     ) -> tuple[AttentionState, Tensor, Tensor]:
-        """One recurrence step: attend with h_{t-1}, gate the context, run the cell."""
+        """One recurrence step: attend with h_{t-1}, gate the context, run the cell; returns the
+        new state, the gated context z_t (N, D_g) and alpha_t (N, L)."""
         h, c = state.h, state.c
         context, alpha = self.attention(state.projected, state.grid, h, state.image)
         beta = torch.sigmoid(self.f_beta(h))  # (N, 1)
-        x = torch.cat([embedded, beta * context], dim=-1)  # (N, E + D_g)
+        context = beta * context  # (N, D_g): z_t
+        x = torch.cat([embedded, context], dim=-1)  # (N, E + D_g)
         if c is not None:
             h, c = self.cell(x, (h, c))
         else:
@@ -172,7 +187,8 @@ class AttentionDecoder(nn.Module):
         return state._replace(h=h, c=c), context, alpha
 
     def _logits(self, embedded: Tensor, hidden: Tensor, context: Tensor) -> Tensor:
-        """Deep output layer, eq. 7: ``L_o(E y_{t-1} + L_h h_t + L_z z_t)`` (any leading dims)."""
+        """Deep output layer, eq. 7: ``L_o(E y_{t-1} + L_h h_t + L_z z_t)`` (any leading dims;
+        `context` is the gated z_t)."""
         deep = embedded + self.out_h(hidden) + self.out_z(context)  # (..., E)
         return self.out(self.drop(deep))  # (..., V)
 
@@ -261,23 +277,31 @@ class AttentionDecoder(nn.Module):
         return logits, _scatter(alpha, dst, b * t_max).view(b, t_max, -1)  # (B, T, L)
 
     def attention_penalty(self, alphas: Tensor, lengths: Tensor) -> Tensor:
-        """Doubly stochastic regulariser (eq. 14): ``lambda * mean_b sum_i (1 - sum_t alpha_ti)^2``.
+        """The doubly stochastic regulariser (eq. 14) of a batch, to add to its summed loss.
 
-        It pushes every region to receive, over the whole caption, about as much attention as
-        any other. Only the real steps of each row (t < length) count. When a caption has fewer
-        words T than regions L the penalty cannot reach zero: its minimum, at uniform attention,
-        is ``(L - T)^2 / L`` per caption (e.g. 45 for L = 64, T = 10), a constant in the
-        reported loss. The paper adds it to the caption's *summed* negative log-likelihood;
-        next to a per-word mean cross-entropy it weighs about T times more.
+        Per caption, ``P = sum_i (1 - sum_t alpha_ti)^2`` pushes every region to receive, over
+        the whole caption, about as much attention as any other; only the real steps of each
+        row (t < length) count. When a caption has fewer words T than regions L, P cannot reach
+        zero: its minimum, at uniform attention, is ``(L - T)^2 / L`` (e.g. 45 for L = 64,
+        T = 10), a constant in the reported loss. The convention (``alpha_c_per``):
+
+        * ``"caption"`` (the paper): ``alpha_c * sum_b P_b``, each caption's penalty added once
+          to its summed negative log-likelihood;
+        * ``"word"``: ``alpha_c * sum_b T_b P_b``, the penalty added to every word's loss, so it
+          weighs about T times more than the paper's next to a cross-entropy summed over words.
 
         Args:
             alphas: (B, T, L) attention weights from ``forward(..., return_alphas=True)``.
             lengths: (B,) real steps per row.
 
         Returns:
-            A scalar: ``alpha_c`` times the per-caption penalty, averaged over the batch.
+            A scalar to add to the batch's loss summed over target words.
         """
         t_max = alphas.size(1)
-        mask = torch.arange(t_max, device=alphas.device) < lengths.to(alphas.device).unsqueeze(1)
+        lengths = lengths.to(alphas.device)
+        mask = torch.arange(t_max, device=alphas.device) < lengths.unsqueeze(1)
         total = (alphas * mask.unsqueeze(-1)).sum(dim=1)  # (B, L) attention each region received
-        return self.alpha_c * ((1.0 - total) ** 2).sum(dim=1).mean()
+        per_caption = ((1.0 - total) ** 2).sum(dim=1)  # (B,)
+        if self.alpha_c_per == "word":
+            per_caption = per_caption * lengths.to(per_caption.dtype)
+        return self.alpha_c * per_caption.sum()

@@ -129,9 +129,9 @@ def caption_cross_entropy(
         sample_prob: scheduled-sampling probability (0: plain teacher forcing).
 
     Returns:
-        (loss summed over the batch's real target words, number of those words). The sum is
-        ``cross-entropy + attention_penalty * words`` for attention decoders, so dividing by
-        the word count gives the usual mean loss plus the penalty.
+        (loss summed over the batch's real target words, number of those words). For attention
+        decoders the sum includes the doubly stochastic regulariser as the decoder's
+        ``alpha_c_per`` says (the paper's: lambda times each caption's penalty).
     """
     inputs, targets = captions[:, :-1], captions[:, 1:]  # (B, T) each
     steps = lengths - 1  # input words per caption
@@ -159,8 +159,7 @@ def caption_cross_entropy(
             label_smoothing=label_smoothing,
         )
         if alphas is not None:
-            penalty = decoder.attention_penalty(alphas.float(), steps.to(logits.device))
-            loss = loss + penalty * words
+            loss = loss + decoder.attention_penalty(alphas.float(), steps.to(logits.device))
     return loss, words
 
 
