@@ -96,8 +96,8 @@ class Stepper:
             s = self.recur(torch.cat([emb, s["v"]], dim=1), s)  # W_ih v recomputed every step
             return dec.out(dec.drop(s["h"])).log_softmax(dim=1), s, None
         z, alpha = attend(dec, s["grid"], s["h"])
-        gate = torch.sigmoid(dec.f_beta(s["h"]))  # (N, 1)
-        s = self.recur(torch.cat([emb, gate * z], dim=1), s)
+        z = torch.sigmoid(dec.f_beta(s["h"])) * z  # (N, D_g): the gated context
+        s = self.recur(torch.cat([emb, z], dim=1), s)
         logits = dec.out(dec.drop(emb + dec.out_h(s["h"]) + dec.out_z(z)))  # (N, V)
         return logits.log_softmax(dim=1), s, alpha
 
@@ -130,8 +130,8 @@ def teacher_forced_loss(
         s = {key: value[:n] for key, value in s.items()}
         if dec.has_attention:
             z, alpha = attend(dec, s["grid"], s["h"])
-            gate = torch.sigmoid(dec.f_beta(s["h"]))  # (n, 1)
-            s = stepper.recur(torch.cat([emb[:n, t], gate * z], dim=1), s)
+            z = torch.sigmoid(dec.f_beta(s["h"])) * z  # (n, D_g): the gated context
+            s = stepper.recur(torch.cat([emb[:n, t], z], dim=1), s)
             predictions[:n, t] = dec.out(dec.drop(emb[:n, t] + dec.out_h(s["h"]) + dec.out_z(z)))
             alphas[:n, t] = alpha
         else:
@@ -154,7 +154,8 @@ def padded_loss(
         emb = dec.embed(inputs[:, t])  # (B, E)
         if dec.has_attention:
             z, alpha = attend(dec, s["grid"], s["h"])
-            s = stepper.recur(torch.cat([emb, torch.sigmoid(dec.f_beta(s["h"])) * z], dim=1), s)
+            z = torch.sigmoid(dec.f_beta(s["h"])) * z  # (B, D_g): the gated context
+            s = stepper.recur(torch.cat([emb, z], dim=1), s)
             logits.append(dec.out(dec.drop(emb + dec.out_h(s["h"]) + dec.out_z(z))))
             alphas.append(alpha)
         else:

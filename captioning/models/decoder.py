@@ -237,8 +237,9 @@ class RNNDecoder(nn.Module):
             x = torch.cat([x0, x], dim=1)  # (B, T + 1, E)
             steps = steps + 1
         # packed sequences keep each row's state at its last real step; on the CPU the padded
-        # batch runs faster through the fused kernel (oneDNN) than the packed one does
-        pack = return_state or x.device.type != "cpu"
+        # batch runs faster through the fused kernel (oneDNN) than the packed one does, except
+        # in float16, which oneDNN's RNN kernels lack (CPU autocast to fp16, used by the tests)
+        pack = return_state or x.device.type != "cpu" or _float16_on_cpu(x)
         out, state = self._run(x, steps, state, weights, pack)  # (B, T', H) or packed
         if isinstance(out, PackedSequence):  # the output layer sees the real positions only
             if image_step:
@@ -317,6 +318,12 @@ class RNNDecoder(nn.Module):
     def _flat_weights(self) -> list[Tensor]:
         """``self.rnn``'s weights in its kernel's order (w_ih, w_hh, b_ih, b_hh per layer)."""
         return [w for layer in self.rnn.all_weights for w in layer]
+
+
+def _float16_on_cpu(x: Tensor) -> bool:
+    """Whether `x` (on the CPU) is, or is autocast to, float16."""
+    autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.half
+    return x.dtype == torch.half or autocast
 
 
 def _without_first_step(packed: PackedSequence) -> PackedSequence:
