@@ -281,3 +281,40 @@ def robust_cfg(root: Path, *overrides: str) -> DictConfig:
         "decoding.max_len=5",
         *overrides,
     )
+
+
+def torchrun_train(*overrides: Any, processes: int = 2) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=N tools/train.py trainer.distributed=true ...``
+    (gloo on the CPU, one thread per process), output captured."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            str(TOOLS / "train.py"),
+            "trainer.distributed=true",
+            *map(str, overrides),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def chromium_flags(profile: Path) -> list[str]:
+    """Headless Chromium on a machine with no internet: no background requests, a fresh
+    profile in `profile`."""
+    return [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ]

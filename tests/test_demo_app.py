@@ -16,7 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, TOOLS, assert_one_line_error, run_tool, tiny_checkpoint, tiny_model_config
+from helpers import (
+    ROOT,
+    TOOLS,
+    assert_one_line_error,
+    chromium_flags,
+    run_tool,
+    tiny_checkpoint,
+    tiny_model_config,
+)
 from PIL import Image
 
 from captioning.app import Answer, Decoding, DemoService, decode_requests, shapes_examples
@@ -283,16 +291,8 @@ def _browser(chromium: str, tmp_path: Path):
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *chromium_flags(tmp_path / "chromium-profile"),
         "--window-size=1400,1100",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
         # every host but this machine fails to resolve: the page must not need any
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
     ):

@@ -3,9 +3,6 @@ a 1-process run with twice the per-process batch."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -65,7 +62,7 @@ def test_single_process_helpers_and_the_torchrun_check(monkeypatch):
 
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process_with_twice_the_batch(shapes_root, tmp_path):
-    from helpers import SMALL, TINY, fit, small_cfg
+    from helpers import SMALL, TINY, fit, small_cfg, torchrun_train
 
     common = [
         "trainer.epochs=2",
@@ -75,28 +72,14 @@ def test_two_gloo_processes_match_one_process_with_twice_the_batch(shapes_root, 
     ]
     fit(small_cfg(shapes_root, *common, "trainer.batch_size=8"), run_dir=tmp_path / "one")
     ddp = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(ROOT / "tools" / "train.py"),
-            f"data.root={shapes_root}",
-            *TINY,
-            *SMALL,
-            *common,
-            "trainer.batch_size=4",
-            "trainer.distributed=true",
-            "trainer.test_after_training=true",
-            f"hydra.run.dir={ddp}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
+    out = torchrun_train(
+        f"data.root={shapes_root}",
+        *TINY,
+        *SMALL,
+        *common,
+        "trainer.batch_size=4",
+        "trainer.test_after_training=true",
+        f"hydra.run.dir={ddp}",
     )
     assert out.returncode == 0, out.stderr[-3000:]
     one, two = (

@@ -300,37 +300,20 @@ def test_self_critical_resume_mid_epoch_is_exact(shapes_root, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("baseline", ["mean", "greedy"])
 def test_two_gloo_processes_train_with_self_critical_steps(shapes_root, tmp_path, baseline):
-    import os
-    import subprocess
-    import sys
-
-    from helpers import ROOT, SMALL, TINY
+    from helpers import SMALL, TINY, torchrun_train
 
     run = tmp_path / "ddp"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(ROOT / "tools" / "train.py"),
-            f"data.root={shapes_root}",
-            *TINY,
-            *SMALL,
-            "trainer.batch_size=4",
-            "trainer.epochs=2",
-            "trainer.distributed=true",
-            "objective=scst",
-            "objective.start_epoch=2",
-            f"objective.baseline={baseline}",
-            "objective.num_samples=2",
-            f"hydra.run.dir={run}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    out = torchrun_train(
+        f"data.root={shapes_root}",
+        *TINY,
+        *SMALL,
+        "trainer.batch_size=4",
+        "trainer.epochs=2",
+        "objective=scst",
+        "objective.start_epoch=2",
+        f"objective.baseline={baseline}",
+        "objective.num_samples=2",
+        f"hydra.run.dir={run}",
     )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = read_metrics_csv(run / "metrics.csv")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_tool, tiny_checkpoint, tiny_model_config
+from helpers import chromium_flags, run_tool, tiny_checkpoint, tiny_model_config
 from PIL import Image
 
 from captioning.data.transforms import Preprocess, eval_transform
@@ -204,15 +204,7 @@ def test_html_report_without_images_has_no_thumbnail_column(tmp_path: Path) -> N
 def _dump_dom(chromium: str, page: Path, tmp_path: Path, fragment: str = "") -> str:
     cmd = [
         chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        *chromium_flags(tmp_path / "chromium-profile"),
         "--dump-dom",
         page.resolve().as_uri() + fragment,
     ]

@@ -72,8 +72,9 @@ def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def read_json(path: Path, what: str, hint: str) -> Any:
+def read_json(path: str | os.PathLike, what: str, hint: str) -> Any:
     """Parse a JSON file; a missing or non-JSON file is a one-line CaptioningError."""
+    path = Path(path)
     if not path.is_file():
         raise CaptioningError(f"{what} not found: {path} ({hint})")
     try:

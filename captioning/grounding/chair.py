@@ -14,16 +14,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
+from captioning.data.records import few, is_int, read_json
 from captioning.errors import CaptioningError
 from captioning.grounding.report import (
     GroundingReport,
     ImageGrounding,
     Mention,
     checked_ids,
-    few,
-    is_int,
     ratio,
-    read_json,
 )
 from captioning.grounding.synonyms import COCO_CATEGORIES, MODIFIERS, Phrase, phrase_table
 from captioning.text import tokenize

@@ -6,14 +6,11 @@ with the checks on their inputs (predictions, JSON files) that both need.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
+from captioning.data.records import few
 from captioning.errors import CaptioningError
 
 __all__ = ["GroundingReport", "ImageGrounding", "Mention"]
@@ -100,13 +97,6 @@ def ratio(num: int, den: int) -> float:
     return num / den if den else math.nan
 
 
-def few(items: Iterable[object], n: int = 5) -> str:
-    """The first ``n`` items, and how many more there are: ``[3, 7] (and 12 more)``."""
-    items = list(items)
-    more = f" (and {len(items) - n} more)" if len(items) > n else ""
-    return f"{items[:n]}{more}"
-
-
 def checked_ids(predictions: Mapping[int, str], truth: Mapping[int, object], what: str) -> list:
     """The predicted image ids; an error when there are none or some lack ground truth."""
     if not predictions:
@@ -118,24 +108,3 @@ def checked_ids(predictions: Mapping[int, str], truth: Mapping[int, object], wha
             "use the ground truth of the split the captions were generated for"
         )
     return list(predictions)
-
-
-def read_json(path: str | os.PathLike, what: str, hint: str) -> Any:
-    """Parse a JSON file; a missing or non-JSON file is a one-line error naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CaptioningError(f"{what} not found: {path} ({hint})")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CaptioningError(
-            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
-            f"it should be a {what}"
-        ) from None
-    except (UnicodeDecodeError, OSError) as exc:
-        raise CaptioningError(f"cannot read {path} as a {what} ({exc}); {hint}") from None
-
-
-def is_int(value: object) -> bool:
-    """An int that is not a bool."""
-    return isinstance(value, int) and not isinstance(value, bool)

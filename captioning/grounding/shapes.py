@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
+from captioning.data.records import few, is_int, read_json
 from captioning.data.shapes import COLOURS, SHAPES, SIZE_WORDS, SIZES, ShapeObject
 from captioning.errors import CaptioningError
 from captioning.grounding.report import (
@@ -30,10 +31,7 @@ from captioning.grounding.report import (
     ImageGrounding,
     Mention,
     checked_ids,
-    few,
-    is_int,
     ratio,
-    read_json,
 )
 from captioning.text import tokenize
 

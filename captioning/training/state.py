@@ -33,6 +33,7 @@ __all__ = [
     "RunState",
     "check_finite",
     "check_writable",
+    "config_differences",
     "load_resume",
     "merge_stats",
     "restore_state",
@@ -131,12 +132,19 @@ def run_directory(
     return run_dir
 
 
-def _differences(old: Any, new: Any, prefix: str) -> list[str]:
-    """``key: old -> new`` for each leaf that differs between two config nodes."""
+def config_differences(
+    old: Any, new: Any, prefix: str, labels: tuple[str, str] = ("in the checkpoint", "now")
+) -> list[str]:
+    """``"key: OLD <labels[0]>, NEW <labels[1]>"`` for each leaf that differs between two config
+    nodes (nested mappings), in key order."""
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         keys = sorted(set(old) | set(new), key=str)
-        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}.{k}")]
-    return [] if old == new else [f"{prefix}: {old!r} in the checkpoint, {new!r} now"]
+        return [
+            d
+            for k in keys
+            for d in config_differences(old.get(k), new.get(k), f"{prefix}.{k}", labels)
+        ]
+    return [] if old == new else [f"{prefix}: {old!r} {labels[0]}, {new!r} {labels[1]}"]
 
 
 def load_resume(
@@ -154,7 +162,7 @@ def load_resume(
     """
     ckpt = load_checkpoint(path)
     for part in ("encoder", "decoder"):
-        diff = _differences(ckpt["config"].get(part), config.get(part), part)
+        diff = config_differences(ckpt["config"].get(part), config.get(part), part)
         if diff:
             raise CaptioningError(
                 f"trainer.resume={path}: the checkpoint's {part} config differs from this run's "

@@ -18,6 +18,7 @@ from typing import Any
 from captioning.checkpoint import load_checkpoint
 from captioning.errors import CaptioningError
 from captioning.training.config import RunConfig
+from captioning.training.state import config_differences
 
 __all__ = ["init_source", "warm_start"]
 
@@ -38,14 +39,6 @@ def init_source(value: str | Path) -> Path:
     if not path.is_file():
         raise CaptioningError(f"trainer.init_from={path}: no such run directory or checkpoint")
     return path
-
-
-def _differences(old: Any, new: Any, prefix: str) -> list[str]:
-    """``key: configured -> checkpoint`` for each leaf that differs between two config nodes."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(set(old) | set(new), key=str)
-        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}.{k}")]
-    return [] if old == new else [f"{prefix}={old!r} configured, {new!r} in the checkpoint"]
 
 
 def warm_start(config: RunConfig) -> tuple[dict[str, Any], RunConfig]:
@@ -70,7 +63,9 @@ def warm_start(config: RunConfig) -> tuple[dict[str, Any], RunConfig]:
             raise CaptioningError(
                 f"trainer.init_from={path}: the checkpoint's config has no {part} section"
             )
-        diff = _differences(getattr(config, part), node, part)
+        diff = config_differences(
+            getattr(config, part), node, part, labels=("configured", "in the checkpoint")
+        )
         if diff:
             log.warning(
                 "trainer.init_from: the model is the checkpoint's; configured %s settings "
