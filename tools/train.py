@@ -29,6 +29,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from captioning.data.loader import prepare_data
 from captioning.errors import CaptioningError
 from captioning.metrics import format_table
 from captioning.settings import unknown_key
@@ -86,7 +87,9 @@ def check_config(argv: list[str]) -> None:
 
     overrides = [a for a in argv if not a.startswith(("hydra.", "+hydra.", "++hydra."))]
     try:
-        parse_config(_compose(overrides))
+        run = parse_config(_compose(overrides))
+        if run.data.generate is None:  # a data set that must exist (the shapes data is made)
+            prepare_data(run.data, generate=False)
     except CaptioningError as exc:
         _fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
@@ -148,6 +151,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_config(sys.argv[1:])  # first: a mistake in the config writes nothing
     check_output_dir(sys.argv[1:])
-    check_config(sys.argv[1:])
     main()

@@ -34,8 +34,9 @@ def log_epoch(
 ) -> None:
     """The epoch's log line: loss and logs, speed, the monitored score, faults survived."""
     faults = stats.faults()
+    cider = "" if monitor == "CIDEr" else f", CIDEr {row.get('val_CIDEr', float('nan')):.3f}"
     log.info(
-        "epoch %d: loss %.3f%s (%.0f s, %.0f %ss/s) | val %s %.4f, CIDEr %.3f%s%s",
+        "epoch %d: loss %.3f%s (%.0f s, %.0f %ss/s) | val %s %.4f%s%s%s",
         row["epoch"],
         stats.loss,
         "".join(f", {k} {v:.3f}" for k, v in stats.extra.items()),
@@ -44,7 +45,7 @@ def log_epoch(
         unit,
         monitor,
         row[f"val_{monitor}"],
-        row.get("val_CIDEr", float("nan")),
+        cider,
         " (best)" if improved else "",
         f" | {', '.join(faults)}" if faults else "",
     )
