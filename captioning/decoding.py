@@ -1,7 +1,7 @@
 """Search strategies over the decoder step contract, on whole batches at once.
 
 Nothing here knows a model's internals: a decoder offers ``init_state``, ``step`` and
-``reorder_state`` (DESIGN.md), and these functions drive it. Every function takes either a
+``reorder_state`` (:class:`captioning.contracts.CaptionDecoder`), and these functions drive it. Every function takes either a
 ``CaptionModel`` or a bare decoder, plus the encoder output of a batch of B images (or ``None``
 and ``batch_size=B`` for an image-free decoder).
 
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from captioning.beam import beam_search
-from captioning.contracts import EncoderOutput
+from captioning.contracts import CaptionDecoder, EncoderOutput
 from captioning.generation import (
     Generation,
     RowFeatures,
@@ -45,7 +45,7 @@ __all__ = ["Generation", "beam_search", "generate", "greedy", "sample"]
 
 
 def _rollout(
-    decoder: nn.Module,
+    decoder: CaptionDecoder,
     features: RowFeatures | None,
     state: Any,
     rows: tuple[int, torch.device],

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from captioning.contracts import EncoderOutput
+from captioning.contracts import CaptionDecoder, EncoderOutput
 from captioning.errors import CaptioningError
 
 __all__ = [
@@ -90,7 +90,7 @@ def rows_of(features: EncoderOutput | None, image: Tensor) -> RowFeatures | None
     return RowFeatures(features, image) if features is not None else None
 
 
-def decoder_of(model: nn.Module) -> nn.Module:
+def decoder_of(model: nn.Module) -> CaptionDecoder:
     """The decoder of a CaptionModel, or `model` itself when it is a decoder."""
     return model.decoder if hasattr(model, "decoder") and hasattr(model, "encoder") else model
 
@@ -102,7 +102,7 @@ def require(ok: bool, message: str) -> None:
 
 
 def start(
-    decoder: nn.Module,
+    decoder: CaptionDecoder,
     features: EncoderOutput | None,
     batch_size: int | None,
     max_len: int,

@@ -86,7 +86,7 @@ class AttentionState(NamedTuple):
 
 
 class AttentionDecoder(nn.Module):
-    """Word decoder with soft attention over the encoder grid (step contract of DESIGN.md).
+    """Word decoder with soft attention over the encoder grid (the step contract, :class:`captioning.contracts.CaptionDecoder`).
 
     Args:
         vocab_size: output vocabulary size V.

@@ -49,7 +49,7 @@ def reorder_state(state: State, index: Tensor) -> State:
 
 
 class RNNDecoder(nn.Module):
-    """Word decoder over an image vector, with the step contract of DESIGN.md.
+    """Word decoder over an image vector, with the step contract (:class:`captioning.contracts.CaptionDecoder`).
 
     Args:
         vocab_size: output vocabulary size V.

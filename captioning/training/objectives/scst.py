@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captioning.contracts import EncoderOutput
+from captioning.contracts import CaptionDecoder, EncoderOutput
 from captioning.data.loader import CaptionBatch
 from captioning.decoding import greedy, sample
 from captioning.errors import CaptioningError
@@ -82,7 +82,7 @@ def sampled_lengths(sequences: Tensor, *, eos_id: int = 2, pad_id: int = 0) -> T
 
 
 def sequence_logprobs(
-    decoder: nn.Module,
+    decoder: CaptionDecoder,
     features: EncoderOutput,
     sequences: Tensor,
     lengths: Tensor,
