@@ -233,8 +233,11 @@ def write_coco(
 # -- the tools, as a user runs them -------------------------------------------------------------
 
 
-def run_tool(name: str, *args: Any, timeout: int = 180, **env: str) -> subprocess.CompletedProcess:
-    """``python tools/<name> args...`` in a subprocess (one torch thread), output captured."""
+def run_tool(
+    name: str, *args: Any, timeout: int = 180, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess:
+    """``python tools/<name> args...`` in a subprocess (one torch thread, in `cwd`), output
+    captured."""
     environ = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env}
     return subprocess.run(
         [sys.executable, str(TOOLS / name), *map(str, args)],
@@ -242,6 +245,7 @@ def run_tool(name: str, *args: Any, timeout: int = 180, **env: str) -> subproces
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )
 
 
