@@ -175,6 +175,15 @@ def test_lr_factor_formulas():
         lr_factor(0, schedule="linear")
 
 
+def test_flickr8k_show_attend_tell_preset_uses_rmsprop_as_the_paper():
+    cfg = parse_config(compose_cfg("experiment=sat_vgg16_flickr8k"))
+    assert cfg.data.name == "flickr8k" and cfg.optim.name == "rmsprop"
+    assert parse_config(compose_cfg("experiment=sat_vgg16_flickr30k")).optim.name == "adam"
+    model = build_model(_model_config(), vocab_size=20)
+    optimizer = build_optimizer(model, name="rmsprop", lr=1e-4)
+    assert isinstance(optimizer, torch.optim.RMSprop)
+
+
 def test_scheduler_steps_both_groups_and_encoder_has_its_own_lr():
     model = build_model(_model_config(), vocab_size=20)
     opt = build_optimizer(model, lr=1e-2, encoder_lr=1e-4)

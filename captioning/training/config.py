@@ -52,7 +52,7 @@ VALIDATION_METRICS = (
 class OptimConfig:
     """``optim``: optimizer, learning-rate schedule, clipping and encoder fine-tuning (conf/optim/)."""
 
-    name: Literal["adam", "adamw", "sgd"]
+    name: Literal["adam", "adamw", "rmsprop", "sgd"]
     lr: float = bounded(gt=0.0)
     encoder_lr: float | None = bounded(gt=0.0)
     weight_decay: float = bounded(ge=0.0)

@@ -19,7 +19,12 @@ from captioning.errors import CaptioningError
 __all__ = ["SCHEDULES", "build_optimization", "build_optimizer", "build_scheduler", "lr_factor"]
 
 SCHEDULES = ("none", "step", "cosine")
-_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+_OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,  # Show, Attend and Tell on Flickr8k
+    "sgd": torch.optim.SGD,
+}
 
 
 def build_optimizer(
@@ -40,7 +45,7 @@ def build_optimizer(
 
     Args:
         model: a CaptionModel (needs an ``encoder`` submodule).
-        name: ``adam``, ``adamw`` or ``sgd`` (with `momentum`).
+        name: ``adam``, ``adamw``, ``rmsprop`` or ``sgd`` (with `momentum`).
         lr: learning rate of the decoder.
         encoder_lr: learning rate of the encoder when it learns (None: `lr`).
         weight_decay: L2 penalty (decoupled for ``adamw``).
