@@ -1,7 +1,9 @@
-"""Shared bits of the command-line tools: import path and one-line error reporting."""
+"""Shared bits of the command-line tools: import path, one-line error reporting, and the options
+of the tools that load a trained model."""
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
@@ -9,6 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from captioning.data.images import MAX_PIXELS
 from captioning.errors import CaptioningError
 
 
@@ -27,3 +30,21 @@ def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
             return 130
 
     return wrapper
+
+
+def add_captioner_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every tool that loads a trained model: --checkpoint, --device and
+    --max-pixels (what :meth:`captioning.Captioner.from_checkpoint` takes)."""
+    parser.add_argument(
+        "--checkpoint",
+        "-c",
+        required=True,
+        help="checkpoint file (…/checkpoints/best.pt) or a run directory",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help=f"refuse images larger than this many pixels (default {MAX_PIXELS}; 0: no limit)",
+    )

@@ -28,7 +28,6 @@ from typing import Any
 import _common
 import torch
 
-from captioning.data.images import MAX_PIXELS
 from captioning.errors import CaptioningError
 from captioning.inference import Captioner
 
@@ -57,20 +56,8 @@ def expand(inputs: list[str]) -> list[Path]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files, directories or glob patterns")
-    parser.add_argument(
-        "--checkpoint",
-        "-c",
-        required=True,
-        help="checkpoint file (…/checkpoints/best.pt) or a run directory",
-    )
+    _common.add_captioner_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="images decoded together")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=MAX_PIXELS,
-        help=f"refuse images larger than this many pixels (default {MAX_PIXELS}; 0: no limit)",
-    )
     parser.add_argument(
         "--skip-errors",
         action="store_true",

@@ -21,7 +21,6 @@ import tempfile
 import _common
 
 from captioning.app import DemoService, build_demo, serve, shapes_examples
-from captioning.data.images import MAX_PIXELS
 from captioning.errors import CaptioningError
 from captioning.inference import Captioner
 
@@ -33,18 +32,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--checkpoint", "-c", required=True, help="checkpoint file (…/best.pt) or a run directory"
-    )
+    _common.add_captioner_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default localhost)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=MAX_PIXELS,
-        help=f"refuse images larger than this many pixels (default {MAX_PIXELS}; 0: no limit)",
-    )
     parser.add_argument(
         "--max-file-size", default="20mb", help="refuse larger uploads (default 20mb)"
     )
