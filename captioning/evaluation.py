@@ -223,8 +223,9 @@ def decode_checkpoint(
     from captioning.data.loader import load_split, prepare_data
     from captioning.inference import Captioner
 
-    captioner = Captioner.from_checkpoint(checkpoint, device=device)
-    data = load_checkpoint(checkpoint)["config"].get("data")
+    ckpt = load_checkpoint(checkpoint)  # read once: the model and the data settings
+    captioner = Captioner.from_checkpoint(ckpt, device=device, source=checkpoint)
+    data = ckpt["config"].get("data")
     if not isinstance(data, Mapping):
         raise CaptioningError(
             f"{checkpoint} records no data config; score its captions in results mode "

@@ -58,7 +58,12 @@ class Captioner:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, *, device: str = "auto", max_pixels: int | None = MAX_PIXELS
+        cls,
+        path: str | os.PathLike | Mapping[str, Any],
+        *,
+        device: str = "auto",
+        max_pixels: int | None = MAX_PIXELS,
+        source: str | os.PathLike | None = None,
     ) -> Captioner:
         """Load a checkpoint written by training (a file, or a run directory).
 
@@ -67,14 +72,18 @@ class Captioner:
         :func:`~captioning.checkpoint.restore_model` for what is refused, and how.
 
         Args:
-            path: ``.../checkpoints/best.pt`` or the run directory holding it.
+            path: ``.../checkpoints/best.pt`` or the run directory holding it; or a checkpoint
+                already read with :func:`~captioning.checkpoint.load_checkpoint` (so that a
+                caller who needs more of it reads the file once).
             device: where to run.
             max_pixels: largest image accepted (see :class:`Captioner`).
+            source: where a checkpoint passed as a mapping came from, for error messages.
 
         Returns:
             The captioner, with the run's decoding settings as defaults.
         """
-        ckpt = load_checkpoint(path)
+        ckpt = path if isinstance(path, Mapping) else load_checkpoint(path)
+        path = (source or "checkpoint") if isinstance(path, Mapping) else path  # (for messages)
         model, vocab = restore_model(ckpt, source=path)
         decoding = ckpt["config"].get("decoding") or {}
         if not isinstance(decoding, Mapping):
