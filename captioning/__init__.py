@@ -9,7 +9,14 @@ __version__ = "0.1.0"
 
 from captioning.checkpoint import load_checkpoint, save_checkpoint
 from captioning.contracts import CaptionDecoder, EncoderOutput
-from captioning.decoding import Generation, beam_search, generate, greedy, sample
+from captioning.decoding import (
+    DecodingSettings,
+    Generation,
+    beam_search,
+    generate,
+    greedy,
+    sample,
+)
 from captioning.errors import CaptioningError
 from captioning.inference import Captioner
 from captioning.models.caption_model import CaptionModel, build_model
@@ -22,6 +29,7 @@ __all__ = [
     "CaptionModel",
     "Captioner",
     "CaptioningError",
+    "DecodingSettings",
     "EncoderOutput",
     "Generation",
     "RNNDecoder",

@@ -24,7 +24,7 @@ from captioning.data.coco import ImageRecord
 from captioning.data.images import MAX_PIXELS
 from captioning.data.loader import ImageBatch, build_eval_loader
 from captioning.data.transforms import eval_transform
-from captioning.decoding import generate
+from captioning.decoding import DecodingSettings, generate
 from captioning.distributed import broadcast_object, gather_dicts, is_distributed
 from captioning.errors import CaptioningError
 from captioning.metrics import evaluate_captions
@@ -42,7 +42,7 @@ def predict(
     vocab: Vocabulary,
     *,
     device: torch.device,
-    decoding: Mapping[str, Any] | None = None,
+    decoding: DecodingSettings | Mapping[str, Any] | None = None,
     progress: bool = False,
 ) -> dict[int, str]:
     """Caption every image of a per-image loader once.
@@ -54,14 +54,16 @@ def predict(
         loader: batches of (images, image ids); each image appears once.
         vocab: turns ids back into words.
         device: where to compute.
-        decoding: keyword arguments for :func:`captioning.decoding.generate`.
+        decoding: the decoding settings, or a mapping of some of them (the others keep
+            :class:`~captioning.decoding.DecodingSettings`' defaults).
         progress: show a tqdm bar.
 
     Returns:
         image id -> caption (unreadable images have none).
     """
     model.eval()
-    decoding = dict(decoding or {})
+    if not isinstance(decoding, DecodingSettings):
+        decoding = DecodingSettings.from_mapping(decoding or {}, "decoding")
     out: dict[int, str] = {}
     for batch in tqdm(loader, desc="decoding", disable=not progress, leave=False):
         for item in batch.skipped:
@@ -72,12 +74,12 @@ def predict(
         gen = generate(
             model,
             features,
+            decoding,
             bos_id=vocab.bos_id,
             eos_id=vocab.eos_id,
             pad_id=vocab.pad_id,
-            **decoding,
         )
-        seqs = gen.sequences if gen.sequences.dim() == 2 else gen.sequences[:, 0]  # (B, T)
+        seqs = gen.best  # (B, T)
         for image_id, seq in zip(batch.image_ids.tolist(), seqs.tolist(), strict=True):
             if image_id in out:
                 raise ValueError(f"image {image_id} appears twice in the evaluation loader")
@@ -235,7 +237,7 @@ def decode_checkpoint(
     prepare_data(data, generate=False)  # never writes a data set where nobody asked for one
     records = load_split(data, split)
     loader = build_eval_loader(records, captioner.transform, batch_size=batch_size)
-    args = {**captioner.decoding, **(decoding or {})}
+    args = captioner.decoding.replace(**(decoding or {}))
     predictions = predict(
         captioner.model,
         loader,
@@ -251,7 +253,7 @@ def decode_checkpoint(
         predictions=predictions,
         references=references,
         images={r.image_id: r.path for r in records},
-        decoding=args,
+        decoding=args.to_dict(),
         unreadable=len(records) - len(predictions),
         data=data,
     )

@@ -12,7 +12,7 @@ from PIL import Image
 from captioning.checkpoint import CheckpointError, load_checkpoint, restore_model
 from captioning.data.images import MAX_PIXELS, ImageLoadError, load_image, to_rgb
 from captioning.data.transforms import eval_transform
-from captioning.decoding import Generation, generate
+from captioning.decoding import DecodingSettings, Generation, generate
 from captioning.devices import resolve_device
 from captioning.errors import CaptioningError
 from captioning.models.caption_model import CaptionModel
@@ -38,21 +38,24 @@ class Captioner:
         vocab: Vocabulary,
         *,
         device: str | torch.device = "auto",
-        decoding: dict[str, Any] | None = None,
+        decoding: DecodingSettings | Mapping[str, Any] | None = None,
         max_pixels: int | None = MAX_PIXELS,
     ) -> None:
         """Args:
         model: a trained CaptionModel.
         vocab: the vocabulary it was trained with.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``, ...
-        decoding: default decoding arguments (e.g. ``{"max_len": 20}``).
+        decoding: the default decoding settings, or a mapping of some of them
+            (e.g. ``{"max_len": 20}``; the others keep :class:`DecodingSettings`' defaults).
         max_pixels: image files larger than this (width x height) are refused
             (:func:`~captioning.data.images.load_image`; None: no limit of ours).
         """
         self.device = resolve_device(str(device))
         self.model = model.to(self.device).eval()
         self.vocab = vocab
-        self.decoding = dict(decoding or {})
+        if not isinstance(decoding, DecodingSettings):
+            decoding = DecodingSettings.from_mapping(decoding or {})
+        self.decoding = decoding
         self.transform = eval_transform(model.encoder.preprocess)
         self.max_pixels = max_pixels
 
@@ -89,7 +92,11 @@ class Captioner:
         if not isinstance(decoding, Mapping):
             raise CheckpointError(f"{path}: its config's 'decoding' entry is not a mapping")
         decoding = {k: v for k, v in decoding.items() if not str(k).startswith("_")}
-        return cls(model, vocab, device=device, decoding=decoding, max_pixels=max_pixels)
+        try:
+            settings = DecodingSettings.from_mapping(decoding, "decoding")
+        except CaptioningError as exc:
+            raise CheckpointError(f"{path}: its config's {exc}") from None
+        return cls(model, vocab, device=device, decoding=settings, max_pixels=max_pixels)
 
     def preprocess(self, image: ImageLike) -> torch.Tensor:
         """Read (if a path) and transform one image into the model's input.
@@ -134,15 +141,21 @@ class Captioner:
         return good, bad
 
     @torch.no_grad()
-    def generate(self, images: Sequence[ImageLike], **decoding: Any) -> Generation:
+    def generate(
+        self,
+        images: Sequence[ImageLike],
+        settings: DecodingSettings | None = None,
+        **decoding: Any,
+    ) -> Generation:
         """Decode a batch of images; returns ids, scores and attention maps.
 
         Args:
             images: paths, PIL images or preprocessed (3, H, W) tensors (:meth:`preprocess`).
-            **decoding: overrides of the default decoding arguments, i.e. the keyword arguments
-                of :func:`captioning.decoding.generate` (``beam_size``, ``max_len``,
+            settings: the decoding settings (None: :attr:`decoding`, the captioner's defaults).
+            **decoding: overrides of those settings (``beam_size``, ``max_len``,
                 ``length_penalty``, ``no_repeat_ngram_size``, ``n_best``, ``sample``,
-                ``temperature``, ``top_k``, ``num_samples``, ``generator``).
+                ``temperature``, ``top_k``, ``num_samples``: the fields of
+                :class:`~captioning.decoding.DecodingSettings`), and ``generator`` for sampling.
 
         Returns:
             The :class:`~captioning.decoding.Generation` for the batch.
@@ -151,14 +164,14 @@ class Captioner:
             raise CaptioningError("no images to decode: pass at least one image")
         batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)  # (B, 3, H, W)
         features = self.model.encode(batch)
-        args = {**self.decoding, **decoding}
         return generate(
             self.model,
             features,
+            settings or self.decoding,
             bos_id=self.vocab.bos_id,
             eos_id=self.vocab.eos_id,
             pad_id=self.vocab.pad_id,
-            **args,
+            **decoding,
         )
 
     def caption(
@@ -182,10 +195,7 @@ class Captioner:
         batch = [images] if single else list(images)
         if not batch:
             return []  # nothing in, nothing out
-        gen = self.generate(batch, **decoding)
-        seqs = gen.sequences
-        if seqs.dim() == 2:
-            seqs = seqs.unsqueeze(1)  # (B, 1, T)
+        seqs = self.generate(batch, **decoding).sequences  # (B, K, T)
         captions: list[Any] = [[self.vocab.decode(s) for s in row] for row in seqs.tolist()]
         if seqs.size(1) == 1:
             captions = [row[0] for row in captions]

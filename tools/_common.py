@@ -1,5 +1,5 @@
-"""Shared bits of the command-line tools: import path, one-line error reporting, and the options
-of the tools that load a trained model."""
+"""Shared bits of the command-line tools: import path, one-line error reporting, the options
+of the tools that load a trained model, and the decoding options (caption.py, evaluate.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,3 +49,76 @@ def add_captioner_arguments(parser: argparse.ArgumentParser) -> None:
         default=MAX_PIXELS,
         help=f"refuse images larger than this many pixels (default {MAX_PIXELS}; 0: no limit)",
     )
+
+
+#: the decoding flags that are settings (argparse destination = DecodingSettings field), by group
+SEARCH_FLAGS = ("beam_size", "max_len", "length_penalty", "no_repeat_ngram_size")
+SAMPLING_FLAGS = ("temperature", "top_k", "num_samples")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_decoding_arguments(
+    parser: argparse.ArgumentParser, title: str, *, n_best: bool = True, sampling: bool = True
+) -> None:
+    """The decoding options, as overrides of a checkpoint's decoding settings (every one
+    defaults to None: not given): --beam-size, --max-len, --length-penalty,
+    --no-repeat-ngram-size; with `n_best` --n-best; with `sampling` --sample, --temperature,
+    --top-k, --num-samples and --seed. :func:`decoding_overrides` reads them back.
+
+    Args:
+        parser: the tool's parser.
+        title: the heading of the options in ``--help`` (where the defaults come from).
+        n_best: offer --n-best (a tool that prints several captions per image).
+        sampling: offer the sampling options.
+    """
+    group = parser.add_argument_group(title)
+    group.add_argument("--beam-size", type=positive_int, help="hypotheses per image (1: greedy)")
+    group.add_argument(
+        "--max-len", type=positive_int, help="most words per caption, <end> included"
+    )
+    group.add_argument(
+        "--length-penalty",
+        type=float,
+        help="beam score = summed log-probs / length ** LENGTH_PENALTY",
+    )
+    if n_best:
+        group.add_argument("--n-best", type=positive_int, help="beam hypotheses printed per image")
+    group.add_argument(
+        "--no-repeat-ngram-size",
+        type=int,
+        help="never repeat an n-gram of this size within a caption (0: off)",
+    )
+    if sampling:
+        group.add_argument("--sample", action="store_true", help="draw words instead of searching")
+        group.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)")
+        group.add_argument(
+            "--top-k", type=positive_int, help="sample among the K most likely words"
+        )
+        group.add_argument("--num-samples", type=positive_int, help="captions drawn per image")
+        group.add_argument("--seed", type=int, help="random seed for --sample")
+
+
+def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The decoding settings the user gave on the command line, and only those (fields of
+    :class:`captioning.decoding.DecodingSettings`; --seed is not one).
+
+    With --sample, beam_size and n_best default to 1 (a beam config in the checkpoint must not
+    block sampling).
+
+    Raises:
+        CaptioningError: --temperature, --top-k or --num-samples without --sample.
+    """
+    names = (*SEARCH_FLAGS, "n_best", *SAMPLING_FLAGS)
+    given = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    if getattr(args, "sample", False):
+        return {"beam_size": 1, "n_best": 1, **given, "sample": True}
+    if any(k in given for k in SAMPLING_FLAGS):
+        raise CaptioningError("--temperature, --top-k and --num-samples need --sample")
+    return given

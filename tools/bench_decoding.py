@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from captioning.contracts import EncoderOutput
-from captioning.decoding import generate
+from captioning.decoding import DecodingSettings, generate
 from captioning.models.attention_decoder import AttentionDecoder
 from captioning.models.decoder import RNNDecoder
 
@@ -172,10 +172,9 @@ def words(seq: list[int]) -> list[int]:
 
 def ours(model: EndsAfter, feats: EncoderOutput, beam: int) -> list[tuple[list[int], float]]:
     """Best (words, score) per image from :func:`captioning.decoding.generate`."""
-    out = generate(model, feats, beam_size=beam, max_len=MAX_LEN)
-    seqs = out.sequences if out.sequences.dim() == 2 else out.sequences[:, 0]
-    scores = out.scores if out.scores.dim() == 1 else out.scores[:, 0]
-    return [(words(s), float(x)) for s, x in zip(seqs.tolist(), scores, strict=True)]
+    out = generate(model, feats, DecodingSettings(beam_size=beam, max_len=MAX_LEN))
+    pairs = zip(out.best.tolist(), out.best_scores, strict=True)  # (B, T), (B,)
+    return [(words(s), float(x)) for s, x in pairs]
 
 
 def reference(model: EndsAfter, feats: EncoderOutput, beam: int) -> list[tuple[list[int], float]]:
@@ -228,7 +227,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         for name in ("lstm", "attention"):
             for ends in (True, False):
                 model = build(name, ends=ends)
-                generate(model, feats.select(torch.arange(2)), beam_size=3, max_len=4)  # warm up
+                warm_up = DecodingSettings(beam_size=3, max_len=4)
+                generate(model, feats.select(torch.arange(2)), warm_up)
                 for threads in THREADS if ends else THREADS[:1]:  # never-ending: 1 thread
                     torch.set_num_threads(threads)
                     for beam, ending in SETTINGS:

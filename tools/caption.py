@@ -63,25 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="exit 0 even if some files could not be read (they are still reported)",
     )
-    search = parser.add_argument_group("decoding (default: the checkpoint's decoding config)")
-    search.add_argument("--beam-size", type=int, help="hypotheses per image (1: greedy)")
-    search.add_argument("--max-len", type=int, help="most words per caption, <end> included")
-    search.add_argument(
-        "--length-penalty",
-        type=float,
-        help="beam score = summed log-probs / length ** LENGTH_PENALTY",
-    )
-    search.add_argument("--n-best", type=int, help="beam hypotheses printed per image")
-    search.add_argument(
-        "--no-repeat-ngram-size",
-        type=int,
-        help="never repeat an n-gram of this size within a caption",
-    )
-    search.add_argument("--sample", action="store_true", help="draw words instead of searching")
-    search.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)")
-    search.add_argument("--top-k", type=int, help="sample among the K most likely words")
-    search.add_argument("--num-samples", type=int, help="captions drawn per image")
-    search.add_argument("--seed", type=int, help="random seed for --sample")
+    _common.add_decoding_arguments(parser, "decoding (default: the checkpoint's decoding config)")
     parser.add_argument(
         "--attention-map",
         metavar="OUT.png",
@@ -89,29 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(several images: OUT_<image name>.png each)",
     )
     return parser.parse_args(argv)
-
-
-def decoding_args(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """The decoding overrides the flags ask for (keyword arguments of ``generate``)."""
-    flags = (
-        "beam_size",
-        "max_len",
-        "length_penalty",
-        "n_best",
-        "no_repeat_ngram_size",
-        "temperature",
-        "top_k",
-        "num_samples",
-    )
-    decoding = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
-    if args.sample:
-        # a beam config in the checkpoint must not block sampling: default to one hypothesis
-        decoding = {"beam_size": 1, "n_best": 1, **decoding, "sample": True}
-        if args.seed is not None:
-            decoding["generator"] = torch.Generator(device=device).manual_seed(args.seed)
-    elif any(k in decoding for k in ("temperature", "top_k", "num_samples")):
-        raise CaptioningError("--temperature, --top-k and --num-samples need --sample")
-    return decoding
 
 
 def save_attention_maps(
@@ -166,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     captioner = Captioner.from_checkpoint(
         args.checkpoint, device=args.device, max_pixels=args.max_pixels or None
     )
-    decoding = decoding_args(args, captioner.device)
+    decoding = _common.decoding_overrides(args)
+    if args.sample and args.seed is not None:
+        decoding["generator"] = torch.Generator(device=captioner.device).manual_seed(args.seed)
     if args.attention_map and not getattr(captioner.model.decoder, "has_attention", False):
         raise CaptioningError(
             f"--attention-map needs an attention model, but {args.checkpoint} "
@@ -177,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         gen = captioner.generate(tensors, **decoding)
         if args.attention_map:
             save_attention_maps(args.attention_map, chunk, gen, captioner, len(paths) > 1)
-        seqs, scores = gen.sequences, gen.scores
-        if seqs.dim() == 2:
-            seqs, scores = seqs.unsqueeze(1), scores.unsqueeze(1)  # (B, 1, T), (B, 1)
+        seqs, scores = gen.sequences, gen.scores  # (B, K, T), (B, K)
         for path, row, row_scores in zip(chunk, seqs.tolist(), scores.tolist(), strict=True):
             if len(row) == 1:
                 print(f"{path}\t{vocab.decode(row[0])}", flush=True)

@@ -28,8 +28,6 @@ from typing import Any
 
 import _common
 
-#: decoding options: argparse destination -> keyword of captioning.decoding.generate
-DECODING_OPTIONS = ("beam_size", "max_len", "length_penalty", "no_repeat_ngram_size")
 GROUNDING_NOTE = {
     "shapes": "shapes_* = colour+shape objects named right (precision, recall), images named "
     "exactly right, right counts, sizes; CHAIR_i / CHAIR_s = objects named that are not in the "
@@ -64,14 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-root", help="override the data root stored in the checkpoint")
     parser.add_argument("--batch-size", type=_positive, default=100, help="images decoded together")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    decoding = parser.add_argument_group("decoding (checkpoint mode; default: the run's config)")
-    decoding.add_argument("--beam-size", type=_positive, help="beam width (1: greedy)")
-    decoding.add_argument("--max-len", type=_positive, help="most words per caption")
-    decoding.add_argument(
-        "--length-penalty", type=float, help="beam scores are divided by length ** this"
-    )
-    decoding.add_argument(
-        "--no-repeat-ngram-size", type=int, help="forbid repeating any n-gram of this size (0: off)"
+    _common.add_decoding_arguments(
+        parser,
+        "decoding (checkpoint mode; default: the run's config)",
+        n_best=False,
+        sampling=False,
     )
     parser.add_argument(
         "--instances",
@@ -105,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give either --checkpoint or --references (with --results)")
     if args.references and not args.results:
         parser.error("--references needs --results")
-    given = [f"--{k.replace('_', '-')}" for k in DECODING_OPTIONS if getattr(args, k) is not None]
+    given = [f"--{k.replace('_', '-')}" for k in _common.decoding_overrides(args)]
     if args.references and given:
         parser.error(
             f"{', '.join(given)} only apply with --checkpoint (results are already decoded)"
@@ -113,11 +108,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.images and not args.references:
         parser.error("--images is for results mode; checkpoint mode knows its image files")
     return args
-
-
-def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The decoding keyword arguments the user gave on the command line (and only those)."""
-    return {k: getattr(args, k) for k in DECODING_OPTIONS if getattr(args, k) is not None}
 
 
 def decoding_tag(decoding: dict[str, Any], overrides: dict[str, Any]) -> str:
@@ -154,14 +144,14 @@ def decode_split(args: argparse.Namespace) -> tuple[dict, dict[int, str], Path, 
         args.checkpoint,
         split=args.split,
         data_root=args.data_root,
-        decoding=decoding_overrides(args),
+        decoding=_common.decoding_overrides(args),
         batch_size=args.batch_size,
         device=args.device,
         progress=sys.stderr.isatty(),
     )
     ckpt = Path(args.checkpoint)
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent.parent
-    tag = decoding_tag(decoded.decoding, decoding_overrides(args))
+    tag = decoding_tag(decoded.decoding, _common.decoding_overrides(args))
     results = Path(args.results or run_dir / "eval" / f"{args.split}_{tag}_results.json")
     results.parent.mkdir(parents=True, exist_ok=True)
     payload = [{"image_id": i, "caption": c} for i, c in sorted(decoded.predictions.items())]

@@ -15,17 +15,17 @@ from captioning.app.page import (
     serve,
     shapes_examples,
 )
-from captioning.app.service import METHODS, Answer, Decoding, DemoService
+from captioning.app.service import METHODS, Answer, DemoService, method_of
 
 __all__ = [
     "METHODS",
     "Answer",
-    "Decoding",
     "DemoService",
     "attention_views",
     "build_demo",
     "decode_requests",
     "figure_image",
+    "method_of",
     "nbest_table",
     "serve",
     "shapes_examples",

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from captioning.app.service import METHODS, Answer, Decoding, DemoService
+from captioning.app.service import METHODS, Answer, DemoService, method_of
 from captioning.errors import CaptioningError
 from captioning.visualize.attention import attention_figure
 
@@ -124,11 +124,7 @@ def decode_requests(service: DemoService, files: list, settings: list[list]) -> 
     paths = [f.get("path") if isinstance(f, dict) else f for f in files]
     names = [f.get("orig_name") if isinstance(f, dict) else None for f in files]
     try:
-        decodings = [
-            Decoding(m, int(b), int(n), float(t), int(s or 0))
-            for m, b, n, t, s in zip(*settings, strict=True)
-        ]
-        answers = service.answer(paths, decodings)
+        answers = _answer_controls(service, paths, settings)
     except (TypeError, ValueError, CaptioningError) as exc:  # settings sent by hand to the API
         answers = [Answer(error=f"bad request: {exc}") for _ in files]
     except Exception as exc:  # the page says so in one line; the log has the traceback
@@ -144,6 +140,26 @@ def decode_requests(service: DemoService, files: list, settings: list[list]) -> 
             text = text.replace(str(path), name or Path(path).name)  # not the server's path
         messages.append("**Error:** " + _MARKDOWN.sub(r"\\\1", text) if text else "")
     return messages, [a.caption for a in answers], [nbest_table(a) for a in answers], answers
+
+
+def _answer_controls(service: DemoService, paths: list, settings: list[list]) -> list[Answer]:
+    """The answers to requests given as the controls' values; a request whose controls make no
+    search (an unknown method, sizes out of range) gets its own one-line error."""
+    answers = [Answer() for _ in paths]
+    asked: dict[int, tuple[Any, int]] = {}  # request -> (its decoding settings, its seed)
+    for k, (m, b, n, t, s) in enumerate(zip(*settings, strict=True)):
+        search, seed = (str(m), int(b), int(n), float(t)), int(s or 0)  # may raise ValueError
+        try:
+            asked[k] = service.settings_for(*search), seed
+        except CaptioningError as exc:
+            answers[k].error = str(exc)
+    keys = list(asked)
+    found = service.answer(
+        [paths[k] for k in keys], [asked[k][0] for k in keys], [asked[k][1] for k in keys]
+    )
+    for k, answer in zip(keys, found, strict=True):
+        answers[k] = answer
+    return answers
 
 
 def build_demo(
@@ -183,20 +199,20 @@ def build_demo(
                     elem_id="image",
                 )
                 method = gr.Radio(
-                    list(METHODS), value=default.method, label="Decoding", elem_id="method"
+                    list(METHODS), value=method_of(default), label="Decoding", elem_id="method"
                 )
                 beam = gr.Slider(2, 10, value=max(2, default.beam_size), step=1, label="Beam size")
                 n_best = gr.Slider(
                     1,
                     10,
-                    value=default.n_best,
+                    value=default.num_samples if default.sample else default.n_best,
                     step=1,
                     label="Captions listed (n-best, or samples drawn)",
                 )
                 temperature = gr.Slider(
                     0.05, 2.0, value=default.temperature, step=0.05, label="Temperature (sampling)"
                 )
-                seed = gr.Number(value=default.seed, precision=0, label="Seed (sampling)")
+                seed = gr.Number(value=0, precision=0, label="Seed (sampling)")
                 run = gr.Button("Caption", variant="primary", elem_id="run")
                 if examples:
                     gr.Examples(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from captioning.data.config import DataConfig
+from captioning.decoding.settings import DecodingSettings
 from captioning.errors import CaptioningError
 from captioning.settings import bounded, parse_settings
 from captioning.targets import check_arguments, instantiate
@@ -27,7 +28,6 @@ __all__ = [
     "RENAMED",
     "VALIDATION_METRICS",
     "DataConfig",
-    "DecodingConfig",
     "OptimConfig",
     "RunConfig",
     "TrainerConfig",
@@ -97,17 +97,6 @@ class TrainerConfig:
 
 
 @dataclass(frozen=True)
-class DecodingConfig:
-    """``decoding``: how validation, evaluation and captioning decode (conf/decoding/)."""
-
-    beam_size: int = bounded(ge=1)
-    max_len: int = bounded(ge=1)
-    length_penalty: float
-    no_repeat_ngram_size: int = bounded(ge=0)
-    n_best: int = bounded(ge=1)
-
-
-@dataclass(frozen=True)
 class RunConfig:
     """A whole training run: what ``conf/train.yaml`` composes."""
 
@@ -118,7 +107,7 @@ class RunConfig:
     optim: OptimConfig
     objective: dict[str, Any]
     trainer: TrainerConfig
-    decoding: DecodingConfig
+    decoding: DecodingSettings
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dicts (what checkpoints store as ``config``)."""
@@ -146,11 +135,7 @@ def parse_config(config: Mapping[str, Any]) -> RunConfig:
     runtime = {"vocab_size": 8, "vector_dim": 8, "grid_dim": 8}  # the decoder's own checks,
     instantiate(run.decoder, part="decoder", **runtime)  # on a tiny copy (milliseconds)
     check_arguments(run.objective, part="objective", prefix=OBJECTIVE_PREFIX)
-    if run.decoding.n_best > run.decoding.beam_size:
-        raise CaptioningError(
-            f"decoding.n_best={run.decoding.n_best} must be <= decoding.beam_size="
-            f"{run.decoding.beam_size}"
-        )
+    run.decoding.checked("decoding")
     if run.trainer.init_from and run.trainer.resume:
         raise CaptioningError(
             f"trainer.init_from={run.trainer.init_from} and trainer.resume={run.trainer.resume}: "

@@ -232,9 +232,7 @@ def attention_steps(
             "this model has no attention weights to draw; use a checkpoint "
             "trained with decoder=attention"
         )
-    ids, alphas = generation.sequences[index], generation.attention[index]
-    if ids.dim() == 2:  # beam search: (K, T) and (K, T, L) -> the best hypothesis
-        ids, alphas = ids[0], alphas[0]  # (T,), (T, L)
+    ids, alphas = generation.best[index], generation.best_attention[index]  # (T,), (T, L)
     tokens = ids.tolist()
     if vocab.eos_id in tokens:
         n = tokens.index(vocab.eos_id) + 1

@@ -15,8 +15,8 @@ padding after it masked), as ruotianluo's ImageCaptioning.pytorch does; the grad
 REINFORCE estimate of the expected reward's gradient, scaled by one over the words.
 
 One step: each image is encoded once (with gradients when the encoder learns); K captions per
-image are drawn with :func:`captioning.decoding.sample` (temperature 1, the global generator, so
-exact resume holds) under ``no_grad``; their rewards (and the greedy captions' with
+image are drawn with :func:`captioning.decoding.generate` (``sample=True``: temperature 1, the
+global generator, so exact resume holds) under ``no_grad``; their rewards (and the greedy captions' with
 ``baseline=greedy``) are computed on the CPU (:class:`~captioning.rewards.CaptionReward`, document
 frequencies of the training references); then the sampled words are teacher-forced through the
 decoder's fused ``forward`` to get their log-probabilities with gradients.
@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from captioning.contracts import CaptionDecoder, EncoderOutput
 from captioning.data.loader import CaptionBatch
-from captioning.decoding import greedy, sample
+from captioning.decoding import DecodingSettings, generate
 from captioning.errors import CaptioningError
 from captioning.rewards import CaptionReward
 from captioning.training.objectives.base import Objective, ObjectiveContext, StepLoss
@@ -68,7 +68,7 @@ def sampled_lengths(sequences: Tensor, *, eos_id: int = 2, pad_id: int = 0) -> T
     to the same token, so the words after it (decoding pads them) never count.
 
     Args:
-        sequences: (R, T) ids after `<start>`, as :func:`captioning.decoding.sample` returns.
+        sequences: (R, T) ids after `<start>` (decoded sequences, one row per caption).
         eos_id: `<end>`'s id.
         pad_id: `<pad>`'s id.
 
@@ -204,6 +204,10 @@ class SelfCriticalObjective(Objective):
         self.ids = {"bos_id": vocab.bos_id, "eos_id": vocab.eos_id, "pad_id": vocab.pad_id}
         if self.max_len is None:
             self.max_len = int(context.decoding.get("max_len", 20))
+        self.sampling = DecodingSettings(
+            max_len=self.max_len, sample=True, num_samples=self.num_samples
+        ).checked()
+        self.greedy = DecodingSettings(max_len=self.max_len).checked()
         references = {r.image_id: r.captions for r in context.train_records if r.captions}
         start = time.perf_counter()
         self.reward = CaptionReward(
@@ -243,15 +247,15 @@ class SelfCriticalObjective(Objective):
         try:
             decoder.train(self.dropout)
             with torch.no_grad():
-                drawn = sample(
-                    decoder, features, num_samples=k, max_len=self.max_len, **self.ids
-                ).sequences.view(n, k, -1)  # (N, K, T)
+                drawn = generate(
+                    decoder, features, self.sampling, **self.ids
+                ).sequences  # (N, K, T)
             rewards = self._score(drawn, image_ids)  # (N, K)
             if self.baseline == "mean":
                 baseline = leave_one_out_baseline(rewards)
             else:
                 decoder.eval()
-                best = greedy(decoder, features, max_len=self.max_len, **self.ids).sequences
+                best = generate(decoder, features, self.greedy, **self.ids).best  # (N, T)
                 baseline = np.repeat(self._score(best, image_ids)[:, None], k, axis=1)  # (N, K)
                 decoder.train(self.dropout)
             seqs = drawn.flatten(0, 1)  # (N * K, T)

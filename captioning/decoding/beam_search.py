@@ -17,14 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captioning.contracts import EncoderOutput
-from captioning.generation import (
-    Generation,
-    ban_repeats,
-    decoder_of,
-    require,
-    rows_of,
-    start,
-)
+from captioning.decoding.result import Generation
+from captioning.decoding.rows import ban_repeats, decoder_of, rows_of, start
+from captioning.decoding.settings import DecodingSettings
 
 __all__ = ["beam_search"]
 
@@ -146,11 +141,20 @@ def beam_search(
     Returns:
         Generation with sequences (B, n_best, T), scores (B, n_best) sorted descending, and
         attention (B, n_best, T, L) (each hypothesis' own weights) for attention decoders.
+
+    Raises:
+        CaptioningError: a setting out of range, or n_best > beam_size
+            (:meth:`DecodingSettings.checked`).
     """
-    require(beam_size >= 1, f"beam_size must be >= 1, got {beam_size}")
-    require(1 <= n_best <= beam_size, f"n_best must be in 1..beam_size={beam_size}, got {n_best}")
+    DecodingSettings(
+        beam_size=beam_size,
+        max_len=max_len,
+        length_penalty=length_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+        n_best=n_best,
+    ).checked()
     decoder = decoder_of(model)
-    state, b, device = start(decoder, features, batch_size, max_len, no_repeat_ngram_size)
+    state, b, device = start(decoder, features, batch_size)
     k, lp = beam_size, float(length_penalty)
     active = torch.arange(b, device=device)  # (A,) images still searching; rows follow them
     feats = rows_of(features, active)

@@ -1,23 +1,19 @@
-"""Search strategies over the decoder step contract, on whole batches at once.
+"""Greedy search and ancestral sampling: one word per running row per step, on whole batches.
 
 Nothing here knows a model's internals: a decoder offers ``init_state``, ``step`` and
-``reorder_state`` (:class:`captioning.contracts.CaptionDecoder`), and these functions drive it. Every function takes either a
-``CaptionModel`` or a bare decoder, plus the encoder output of a batch of B images (or ``None``
-and ``batch_size=B`` for an image-free decoder).
+``reorder_state`` (:class:`captioning.contracts.CaptionDecoder`), and these functions drive it.
+Both take either a ``CaptionModel`` or a bare decoder, plus the encoder output of a batch of B
+images (or ``None`` and ``batch_size=B`` for an image-free decoder), and share one rollout loop.
 
 * :func:`greedy`: the most likely word at every step.
 * :func:`sample`: ancestral sampling (as in min-char-rnn), with temperature and top-k.
-* :func:`beam_search`: B x beam_size hypotheses in one tensor, n-best lists, length penalty.
-* :func:`generate`: picks one of them from Hugging Face ``generate``-style arguments.
 
 A row stops growing at `<end>` and gets `<pad>` after it; a row that never emits `<end>` gets
 ``max_len`` words, so decoding never fails for want of an `<end>`. ``no_repeat_ngram_size=n``
 sets the log-probability of every word that would complete an n-gram already in the row's words
-to -inf (all rows at once: the row's n-grams are compared with its last n - 1 words).
-
-Rows that are finished leave the working batch (:mod:`captioning.generation`): greedy and
-sampling drop a row at its `<end>`, beam search (:mod:`captioning.beam`) an image once its
-answer is settled, so a batch costs what its words cost, not what its longest caption costs.
+to -inf (all rows at once: the row's n-grams are compared with its last n - 1 words). A row
+leaves the working batch at its `<end>` (:mod:`captioning.decoding.rows`), so a batch costs what
+its words cost, not what its longest caption costs.
 """
 
 from __future__ import annotations
@@ -29,19 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from captioning.beam import beam_search
 from captioning.contracts import CaptionDecoder, EncoderOutput
-from captioning.generation import (
-    Generation,
-    RowFeatures,
-    ban_repeats,
-    decoder_of,
-    require,
-    rows_of,
-    start,
-)
+from captioning.decoding.result import Generation
+from captioning.decoding.rows import RowFeatures, ban_repeats, decoder_of, rows_of, start
+from captioning.decoding.settings import DecodingSettings
 
-__all__ = ["Generation", "beam_search", "generate", "greedy", "sample"]
+__all__ = ["greedy", "sample"]
 
 
 def _rollout(
@@ -52,9 +41,10 @@ def _rollout(
     pick: Callable[[Tensor], Tensor],
     no_repeat_ngram_size: int,
     ids: dict[str, int],
-) -> Generation:
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """One word per running row per step for N `rows` (N, device), chosen by
-    `pick(logprobs (A, V))` for the A rows still running; a row leaves the batch at `<end>`."""
+    `pick(logprobs (A, V))` for the A rows still running; a row leaves the batch at `<end>`.
+    Returns sequences (N, T), scores (N,) and attention (N, T, L) or None."""
     (n, device), max_len, eos_id, pad_id = rows, ids["max_len"], ids["eos_id"], ids["pad_id"]
     tokens = torch.full((n,), ids["bos_id"], dtype=torch.long, device=device)
     live = torch.arange(n, device=device)  # (A,) the rows still running
@@ -83,7 +73,16 @@ def _rollout(
             features = features.select(index) if features is not None else None
     steps = t + 1
     attention = attention[:, :steps] if attention is not None else None  # (N, T, L)
-    return Generation(seqs[:, :steps], scores, attention)
+    return seqs[:, :steps], scores, attention
+
+
+def _per_image(b: int, k: int, decoded: tuple[Tensor, Tensor, Tensor | None]) -> Generation:
+    """The (B * K, ...) rows of a rollout, K consecutive rows per image, as (B, K, ...)."""
+    seqs, scores, attention = decoded
+    t = seqs.size(1)
+    if attention is not None:
+        attention = attention.view(b, k, t, -1)  # (B, K, T, L)
+    return Generation(seqs.view(b, k, t), scores.view(b, k), attention)
 
 
 @torch.no_grad()
@@ -109,13 +108,19 @@ def greedy(
         batch_size: B when `features` is None.
 
     Returns:
-        Generation with sequences (B, T<=max_len), scores (B,), attention (B, T, L) or None.
+        Generation with sequences (B, 1, T<=max_len), scores (B, 1), attention (B, 1, T, L) or
+        None.
+
+    Raises:
+        CaptioningError: max_len < 1.
     """
+    DecodingSettings(max_len=max_len).checked()
     decoder = decoder_of(model)
-    state, n, device = start(decoder, features, batch_size, max_len, 0)
+    state, n, device = start(decoder, features, batch_size)
     feats = rows_of(features, torch.arange(n, device=device))
     ids = dict(max_len=max_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
-    return _rollout(decoder, feats, state, (n, device), lambda lp: lp.argmax(dim=-1), 0, ids)
+    decoded = _rollout(decoder, feats, state, (n, device), lambda lp: lp.argmax(dim=-1), 0, ids)
+    return _per_image(n, 1, decoded)
 
 
 @torch.no_grad()
@@ -158,15 +163,23 @@ def sample(
         no_repeat_ngram_size: n > 0 forbids repeating any n-gram within a caption.
 
     Returns:
-        Generation with sequences (B, T) (or (B, num_samples, T) when num_samples > 1), scores:
-        the summed log-probabilities of the drawn words under the model (temperature 1), and
-        attention (B[, num_samples], T, L) where the decoder gives it.
+        Generation with sequences (B, num_samples, T), scores (B, num_samples): the summed
+        log-probabilities of the drawn words under the model (temperature 1), and attention
+        (B, num_samples, T, L) where the decoder gives it.
+
+    Raises:
+        CaptioningError: a setting out of range (:meth:`DecodingSettings.checked`).
     """
-    require(temperature >= 0, f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    require(top_k is None or top_k >= 1, f"top_k must be >= 1 or None, got {top_k}")
-    require(num_samples >= 1, f"num_samples must be >= 1, got {num_samples}")
+    DecodingSettings(
+        max_len=max_len,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+        sample=True,
+        temperature=temperature,
+        top_k=top_k,
+        num_samples=num_samples,
+    ).checked()
     decoder, ngram = decoder_of(model), no_repeat_ngram_size
-    state, b, device = start(decoder, features, batch_size, max_len, ngram)
+    state, b, device = start(decoder, features, batch_size)
     rows = torch.arange(b, device=device).repeat_interleave(num_samples)  # (B * K,)
     if num_samples > 1:
         state = decoder.reorder_state(state, rows)
@@ -183,82 +196,5 @@ def sample(
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (N,)
 
     ids = dict(max_len=max_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
-    gen = _rollout(decoder, feats, state, (b * num_samples, device), pick, ngram, ids)
-    if num_samples == 1:
-        return gen
-    seqs, scores, attention = gen.sequences, gen.scores, gen.attention
-    t = seqs.size(1)
-    if attention is not None:
-        attention = attention.view(b, num_samples, t, -1)  # (B, K, T, L)
-    return Generation(seqs.view(b, num_samples, t), scores.view(b, num_samples), attention)
-
-
-_sample = sample  # generate() has an argument named `sample`
-
-
-def generate(
-    model: nn.Module,
-    features: EncoderOutput | None,
-    *,
-    beam_size: int = 1,
-    sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    num_samples: int = 1,
-    max_len: int = 20,
-    length_penalty: float = 0.0,
-    no_repeat_ngram_size: int = 0,
-    n_best: int = 1,
-    generator: torch.Generator | None = None,
-    bos_id: int = 1,
-    eos_id: int = 2,
-    pad_id: int = 0,
-    batch_size: int | None = None,
-) -> Generation:
-    """Decode with the strategy the arguments select (Hugging Face ``generate`` names).
-
-    ``sample=True``: :func:`sample` (``temperature``, ``top_k``, ``num_samples``, ``generator``;
-    needs beam_size = n_best = 1). Otherwise :func:`greedy` when beam_size == 1 and
-    length_penalty, no_repeat_ngram_size and n_best keep their defaults, else
-    :func:`beam_search` (whose beam_size=1 gives greedy's words, as a (B, 1, T) tensor).
-    ``temperature`` and ``top_k`` are ignored unless sampling.
-
-    Args:
-        model: a CaptionModel or a decoder with the step contract.
-        features: encoder output for B images (None for an image-free decoder).
-        beam_size: hypotheses kept per image (1: greedy).
-        sample: draw words instead of searching.
-        temperature: sampling temperature (0 = greedy).
-        top_k: sample among the k most likely words.
-        num_samples: captions drawn per image when sampling.
-        max_len: most words per caption (`<end>` included).
-        length_penalty: beam score = summed log-probs / length ** length_penalty.
-        no_repeat_ngram_size: n > 0 forbids repeating any n-gram within a caption.
-        n_best: beam hypotheses returned per image.
-        generator: random generator for sampling.
-        bos_id: id fed at the first step.
-        eos_id: id that finishes a caption.
-        pad_id: id written after `<end>`.
-        batch_size: B when `features` is None.
-
-    Returns:
-        The strategy's :class:`Generation`: sequences (B, T) for greedy and single samples,
-        (B, K, T) for beam search and num_samples > 1; take ``[:, 0]`` for the best/first one.
-    """
-    ids: dict[str, Any] = dict(
-        max_len=max_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, batch_size=batch_size
-    )
-    if sample:
-        require(
-            beam_size == 1 and n_best == 1,
-            "sampling draws num_samples captions per image: use beam_size=1 and n_best=1 "
-            "with sample=True (or sample=False for beam search)",
-        )
-        ids.update(num_samples=num_samples, generator=generator)
-        ids.update(no_repeat_ngram_size=no_repeat_ngram_size)
-        return _sample(model, features, temperature=temperature, top_k=top_k, **ids)
-    require(num_samples == 1, f"num_samples={num_samples} needs sample=True")
-    if beam_size == 1 and n_best == 1 and no_repeat_ngram_size == 0 and length_penalty == 0:
-        return greedy(model, features, **ids)
-    ids.update(length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
-    return beam_search(model, features, beam_size=beam_size, n_best=n_best, **ids)
+    decoded = _rollout(decoder, feats, state, (b * num_samples, device), pick, ngram, ids)
+    return _per_image(b, num_samples, decoded)

@@ -1,6 +1,6 @@
-"""What every decoding strategy shares: the result type, argument checks, per-row features and
-n-gram blocking. Users import from :mod:`captioning.decoding`; :mod:`captioning.beam` and
-:mod:`captioning.decoding` build on this module.
+"""What every decoding strategy shares: the rows of the working batch, their features, the
+start of a decoding and n-gram blocking. :mod:`captioning.decoding.sampling` and
+:mod:`captioning.decoding.beam_search` build on this module.
 
 Decoding keeps only the rows that are still running: a caption that has ended (greedy,
 sampling) or an image whose answer is settled (beam search) leaves the working batch, so the cost
@@ -11,7 +11,6 @@ of a batch follows the words actually generated. Rows leave through ``decoder.re
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,32 +19,7 @@ from torch import Tensor, nn
 from captioning.contracts import CaptionDecoder, EncoderOutput
 from captioning.errors import CaptioningError
 
-__all__ = [
-    "Generation",
-    "RowFeatures",
-    "ban_repeats",
-    "decoder_of",
-    "require",
-    "rows_of",
-    "start",
-]
-
-
-@dataclass
-class Generation:
-    """Decoded word ids with their scores.
-
-    Attributes:
-        sequences: (B, T) ids after `<start>`, `<end>` included when emitted, `<pad>` after it;
-            (B, K, T) for strategies that return K sequences per image (beam search always).
-        scores: (B,) or (B, K) summed log-probabilities (beam search: length-normalised).
-        attention: (B, T, L) or (B, K, T, L) attention weights where the decoder gives them,
-            zero after `<end>`.
-    """
-
-    sequences: Tensor
-    scores: Tensor
-    attention: Tensor | None = None
+__all__ = ["RowFeatures", "ban_repeats", "decoder_of", "rows_of", "start"]
 
 
 class RowFeatures:
@@ -95,28 +69,15 @@ def decoder_of(model: nn.Module) -> CaptionDecoder:
     return model.decoder if hasattr(model, "decoder") and hasattr(model, "encoder") else model
 
 
-def require(ok: bool, message: str) -> None:
-    """Raise :class:`CaptioningError` with `message` unless `ok`."""
-    if not ok:
-        raise CaptioningError(message)
-
-
 def start(
-    decoder: CaptionDecoder,
-    features: EncoderOutput | None,
-    batch_size: int | None,
-    max_len: int,
-    no_repeat_ngram_size: int,
+    decoder: CaptionDecoder, features: EncoderOutput | None, batch_size: int | None
 ) -> tuple[Any, int, torch.device]:
-    """Check the shared arguments; return the initial state, B and the device."""
-    require(max_len >= 1, f"max_len must be >= 1, got {max_len}")
-    require(
-        no_repeat_ngram_size >= 0,
-        f"no_repeat_ngram_size must be >= 0 (0 = off), got {no_repeat_ngram_size}",
-    )
+    """The initial state, B and the device of a decoding (B = `batch_size` when `features` is
+    None: an image-free decoder)."""
     if features is not None:
         return decoder.init_state(features), features.vector.size(0), features.vector.device
-    require(batch_size is not None, "an image-free decoder needs batch_size= to start decoding")
+    if batch_size is None:
+        raise CaptioningError("an image-free decoder needs batch_size= to start decoding")
     device = next(decoder.parameters()).device
     return decoder.init_state(None, batch_size=batch_size), batch_size, device
 
