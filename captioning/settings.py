@@ -97,12 +97,13 @@ def _check_range(value: Any, bounds: Mapping[str, Any], key: str) -> None:
     if value is None or not bounds:
         return
     ge, gt, le = bounds.get("ge"), bounds.get("gt"), bounds.get("le")
+    note = f" ({bounds['note']})" if bounds.get("note") else ""  # what the bound means
     if ge is not None and value < ge:
-        raise CaptioningError(f"{key}={value}: must be >= {ge}")
+        raise CaptioningError(f"{key}={value}: must be >= {ge}{note}")
     if gt is not None and value <= gt:
-        raise CaptioningError(f"{key}={value}: must be > {gt}")
+        raise CaptioningError(f"{key}={value}: must be > {gt}{note}")
     if le is not None and value > le:
-        raise CaptioningError(f"{key}={value}: must be <= {le}")
+        raise CaptioningError(f"{key}={value}: must be <= {le}{note}")
 
 
 def unknown_key(

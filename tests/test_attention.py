@@ -267,9 +267,9 @@ def test_overfits_a_small_batch_and_decodes_it_with_attention(cell):
     logits = dec(feats, captions[:, :-1], lengths)
     assert caption_loss(logits, captions[:, 1:]).item() < 0.05
     out = greedy(dec.eval(), feats, max_len=10)
-    assert out.sequences[:, :6].tolist() == captions[:, 1:].tolist()
-    assert out.attention is not None and out.attention.shape == (4, out.sequences.size(1), L)
-    torch.testing.assert_close(out.attention[:, :6].sum(-1), torch.ones(4, 6))
+    assert out.best[:, :6].tolist() == captions[:, 1:].tolist()
+    assert out.attention is not None and out.attention.shape == (4, 1, out.best.size(1), L)
+    torch.testing.assert_close(out.best_attention[:, :6].sum(-1), torch.ones(4, 6))
 
 
 def test_training_loop_trains_a_caption_model_with_attention():
@@ -315,9 +315,9 @@ def test_beam_search_of_one_equals_greedy_with_attention():
     dec, feats = make(), features(4, seed=2)
     g = greedy(dec, feats, max_len=6)
     b = beam_search(dec, feats, beam_size=1, max_len=6)
-    t = g.sequences.size(1)
-    assert b.sequences[:, 0, :t].tolist() == g.sequences.tolist()
-    torch.testing.assert_close(b.attention[:, 0, :t], g.attention)
+    t = g.sequences.size(2)
+    assert b.best[:, :t].tolist() == g.best.tolist()
+    torch.testing.assert_close(b.best_attention[:, :t], g.best_attention)
 
 
 def test_decoder_configs_and_experiment_presets_compose():

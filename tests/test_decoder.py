@@ -117,7 +117,7 @@ def test_overfits_a_small_batch_and_decodes_it(cell, injection):
 
     assert overfit(loss, dec.parameters(), steps=300, lr=1e-2).item() < 0.02
     out = greedy(dec.eval(), feats, max_len=10)
-    assert out.sequences[:, :6].tolist() == captions[:, 1:].tolist()
+    assert out.best[:, :6].tolist() == captions[:, 1:].tolist()
 
 
 def test_bad_arguments():

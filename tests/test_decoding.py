@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from torch import nn
 
 from captioning.checkpoint import save_checkpoint
 from captioning.contracts import EncoderOutput
-from captioning.decoding import beam_search, generate, greedy, sample
+from captioning.decoding import DecodingSettings, Generation, beam_search, generate, greedy, sample
 from captioning.errors import CaptioningError
 from captioning.inference import Captioner
 from captioning.models.caption_model import build_model
@@ -105,10 +106,10 @@ def test_beam_size_one_is_greedy(name):
     g = greedy(dec, feats, max_len=12)
     b = beam_search(dec, feats, beam_size=1, max_len=12)
     assert b.sequences.shape[:2] == (4, 1)
-    assert torch.equal(b.sequences[:, 0], g.sequences)
-    torch.testing.assert_close(b.scores[:, 0], g.scores)
+    assert torch.equal(b.sequences, g.sequences)
+    torch.testing.assert_close(b.scores, g.scores)
     if dec.has_attention:
-        torch.testing.assert_close(b.attention[:, 0], g.attention)
+        torch.testing.assert_close(b.attention, g.attention)
 
 
 @pytest.mark.parametrize("name", DECODERS)
@@ -279,10 +280,10 @@ def test_beam_finds_a_better_caption_than_greedy():
     )
     g = greedy(dec, None, batch_size=2, max_len=6)
     b = beam_search(dec, None, batch_size=2, beam_size=2, max_len=6)
-    assert g.sequences[0].tolist() == [A, C, EOS] and b.sequences[0, 0].tolist() == [B_, EOS]
-    assert (b.scores[:, 0] > g.scores + 0.5).all()  # they differ, and beam search wins
-    assert b.scores[0, 0].item() == pytest.approx(dec.score([B_, EOS]), abs=1e-5)
-    assert g.scores[0].item() == pytest.approx(dec.score([A, C, EOS]), abs=1e-5)
+    assert g.best[0].tolist() == [A, C, EOS] and b.best[0].tolist() == [B_, EOS]
+    assert (b.best_scores > g.best_scores + 0.5).all()  # they differ, and beam search wins
+    assert b.best_scores[0].item() == pytest.approx(dec.score([B_, EOS]), abs=1e-5)
+    assert g.best_scores[0].item() == pytest.approx(dec.score([A, C, EOS]), abs=1e-5)
     assert torch.equal(generate(dec, None, batch_size=2, beam_size=2).sequences, b.sequences)
 
 
@@ -316,10 +317,20 @@ def test_image_free_decoder():
 
 def test_generate_dispatch_and_errors():
     dec, feats = make("gru-every_step"), features()
-    assert generate(dec, feats, max_len=6).sequences.dim() == 2  # greedy
+    assert torch.equal(  # greedy
+        generate(dec, feats, max_len=6).sequences, greedy(dec, feats, max_len=6).sequences
+    )
     assert generate(dec, feats, beam_size=3, max_len=6).sequences.shape[:2] == (4, 1)
-    assert generate(dec, feats, n_best=1, length_penalty=1.0).sequences.dim() == 3  # beam of 1
+    beam_of_one = beam_search(dec, feats, beam_size=1, length_penalty=1.0)
+    assert torch.equal(
+        generate(dec, feats, n_best=1, length_penalty=1.0).scores, beam_of_one.scores
+    )
     assert generate(dec, feats, sample=True, num_samples=2).sequences.shape[:2] == (4, 2)
+    settings = DecodingSettings(beam_size=3, n_best=2, max_len=6)
+    assert torch.equal(  # keyword overrides go on top of the settings
+        generate(dec, feats, settings, n_best=3).sequences,
+        beam_search(dec, feats, beam_size=3, n_best=3, max_len=6).sequences,
+    )
     bad = [
         dict(beam_size=0),
         dict(beam_size=2, n_best=3),
@@ -329,6 +340,8 @@ def test_generate_dispatch_and_errors():
         dict(no_repeat_ngram_size=-1),
         dict(sample=True, temperature=-1.0),
         dict(sample=True, top_k=0),
+        dict(beem_size=3),
+        dict(beam_size="3"),
     ]
     for kw in bad:
         with pytest.raises(CaptioningError):
@@ -550,6 +563,142 @@ def test_beam_config_composes():
     assert set(greedy_cfg) == set(beam_cfg)
     assert greedy_cfg.beam_size == 1 and beam_cfg.beam_size == 3
     dec, feats = make("lstm-every_step"), features()
-    assert generate(dec, feats, **greedy_cfg).sequences.dim() == 2
+    assert generate(dec, feats, **greedy_cfg).sequences.shape[:2] == (4, 1)
     assert generate(dec, feats, **beam_cfg).sequences.shape[:2] == (4, 1)
     assert math.isfinite(float(generate(dec, feats, **beam_cfg).scores.sum()))
+    beam = DecodingSettings.from_mapping(beam_cfg, "decoding")  # the config group, parsed
+    assert beam == DecodingSettings(beam_size=3) and beam.replace(beam_size=1) == DecodingSettings()
+    assert torch.equal(
+        generate(dec, feats, beam).sequences, generate(dec, feats, **beam_cfg).sequences
+    )
+
+
+# -- one result type, one settings type, one set of flags ---------------------------------------
+
+
+@pytest.mark.parametrize("name", ["lstm-every_step", *ATT_CASES[:1]])
+def test_every_strategy_gives_b_k_t_and_best_is_the_first(name):
+    """sequences (B, K, T), scores (B, K), attention (B, K, T, L) for every strategy (K = 1 for
+    greedy and one sample); best, best_scores and best_attention are the first of the K."""
+    dec, feats = make(name), features()
+    runs = {
+        1: [
+            greedy(dec, feats, max_len=8),
+            beam_search(dec, feats, beam_size=3, max_len=8),
+            sample(dec, feats, max_len=8),
+            generate(dec, feats, max_len=8),
+            generate(dec, feats, DecodingSettings(sample=True, max_len=8)),
+        ],
+        3: [
+            beam_search(dec, feats, beam_size=3, n_best=3, max_len=8),
+            sample(dec, feats, num_samples=3, max_len=8),
+            generate(dec, feats, beam_size=4, n_best=3, max_len=8),
+            generate(dec, feats, sample=True, num_samples=3, max_len=8),
+        ],
+    }
+    for k, gens in runs.items():
+        for gen in gens:
+            assert isinstance(gen, Generation)
+            b, k_, t = gen.sequences.shape
+            assert (b, k_) == (4, k) and gen.scores.shape == (4, k) and t <= 8
+            assert torch.equal(gen.best, gen.sequences[:, 0]) and gen.best.shape == (4, t)
+            assert torch.equal(gen.best_scores, gen.scores[:, 0])
+            if dec.has_attention:
+                assert gen.attention.shape == (4, k, t, L)
+                assert torch.equal(gen.best_attention, gen.attention[:, 0])
+            else:
+                assert gen.attention is None and gen.best_attention is None
+
+
+BAD_SETTINGS = {
+    "beam_size=0: must be >= 1": dict(beam_size=0),
+    "max_len=0: must be >= 1": dict(max_len=0),
+    "no_repeat_ngram_size=-1: must be >= 0 (0 = off)": dict(no_repeat_ngram_size=-1),
+    "n_best=0: must be >= 1": dict(n_best=0),
+    "temperature=-0.5: must be >= 0.0 (0 = greedy)": dict(temperature=-0.5),
+    "top_k=0: must be >= 1": dict(top_k=0),
+    "num_samples=0: must be >= 1": dict(num_samples=0),
+    "n_best=3 must be <= beam_size=2": dict(beam_size=2, n_best=3),
+    "use beam_size=1 and n_best=1 with sample=True": dict(sample=True, beam_size=3),
+    "num_samples=2 needs sample=True": dict(num_samples=2),
+}
+
+
+@pytest.mark.parametrize("message", list(BAD_SETTINGS))
+def test_decoding_settings_checks_are_one_line_errors(message):
+    """Each bad value is one CaptioningError line naming it, whether the settings are built
+    directly, replaced or passed to generate() as keywords."""
+    kw = BAD_SETTINGS[message]
+    dec, feats = make("gru-every_step"), features(2)
+    for attempt in (
+        lambda: DecodingSettings(**kw).checked(),
+        lambda: DecodingSettings().replace(**kw).checked(),
+        lambda: generate(dec, feats, **kw),
+    ):
+        with pytest.raises(CaptioningError) as info:
+            attempt()
+        assert message in str(info.value) and "\n" not in str(info.value)
+    key = re.search(r"\w+=", message).group()  # the first key the message names
+    with pytest.raises(CaptioningError, match=rf"decoding\.{key}"):
+        DecodingSettings(**kw).checked("decoding")  # in a config: the dotted key
+
+
+def test_decoding_settings_replace_to_dict_and_old_mappings():
+    settings = DecodingSettings(beam_size=3, n_best=2)
+    assert settings.replace(max_len=5) == DecodingSettings(beam_size=3, n_best=2, max_len=5)
+    assert settings.replace() is settings and settings.beam_size == 3  # frozen, unchanged
+    assert DecodingSettings.from_mapping(settings.to_dict()) == settings
+    old = DecodingSettings.from_mapping({"max_len": 6})  # an older checkpoint's few keys
+    assert old == DecodingSettings(max_len=6)
+    with pytest.raises(CaptioningError, match=r"decoding.beem_size .*did you mean beam_size"):
+        settings.replace(beem_size=2)
+    with pytest.raises(CaptioningError, match=r"sample='yes': must be true or false"):
+        settings.replace(sample="yes")
+    with pytest.raises(CaptioningError, match=r"decoding.max_len=0: must be >= 1"):
+        DecodingSettings.from_mapping({"max_len": 0}, "decoding")
+
+
+def test_run_config_decoding_is_the_settings_and_n_best_is_checked():
+    from hydra import compose, initialize_config_dir
+
+    from captioning.training.config import parse_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        good = compose(config_name="train", overrides=["decoding=beam"])
+        bad = compose(config_name="train", overrides=["decoding.n_best=3"])
+    assert parse_config(good).decoding == DecodingSettings(beam_size=3)
+    with pytest.raises(CaptioningError) as info:
+        parse_config(bad)
+    assert str(info.value) == "decoding.n_best=3 must be <= decoding.beam_size=1"
+
+
+def _options(help_text: str) -> dict[str, str]:
+    """``--flag`` -> its whole entry (flag, metavar and help, whitespace collapsed) in --help."""
+    entries: dict[str, str] = {}
+    flag = None
+    for line in help_text.splitlines():
+        if line.startswith("  -"):
+            flag = next(w for w in line.split() if w.startswith("--")).rstrip(",")
+            entries[flag] = line
+        elif flag is not None and line.startswith("    "):
+            entries[flag] += " " + line
+        else:
+            flag = None
+    return {k: " ".join(v.split()) for k, v in entries.items()}
+
+
+def test_caption_and_evaluate_share_the_decoding_flags():
+    """tools/caption.py and tools/evaluate.py take their decoding flags from one helper: the
+    flags both have read the same in --help; caption.py adds --n-best and the sampling flags."""
+    helps = {}
+    for tool in ("caption.py", "evaluate.py"):
+        done = run_tool(tool, "--help", COLUMNS="100")
+        assert done.returncode == 0, done.stderr
+        helps[tool] = _options(done.stdout)
+    caption, evaluate = helps["caption.py"], helps["evaluate.py"]
+    shared = ["--beam-size", "--max-len", "--length-penalty", "--no-repeat-ngram-size"]
+    for flag in shared:
+        assert flag in caption and caption[flag] == evaluate[flag], flag
+    sampling = ["--sample", "--temperature", "--top-k", "--num-samples", "--seed"]
+    for flag in ["--n-best", *sampling]:
+        assert flag in caption and flag not in evaluate, flag

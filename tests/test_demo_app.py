@@ -27,7 +27,9 @@ from helpers import (
 )
 from PIL import Image
 
-from captioning.app import Answer, Decoding, DemoService, decode_requests, shapes_examples
+from captioning.app import Answer, DemoService, decode_requests, method_of, shapes_examples
+from captioning.decoding import DecodingSettings
+from captioning.errors import CaptioningError
 from captioning.inference import Captioner
 from captioning.visualize import attention_steps
 
@@ -83,23 +85,25 @@ def test_default_decoding_gives_the_captioners_caption_and_attention(
 def test_beam_search_lists_the_n_best_with_the_captioners_scores(
     service: DemoService, captioner: Captioner, files: dict[str, Path]
 ) -> None:
-    [answer] = service.answer([files["good"]], [Decoding("beam search", beam_size=3, n_best=3)])
+    ask = service.settings_for("beam search", beam_size=3, n_best=3)
+    [answer] = service.answer([files["good"]], [ask])
     gen = captioner.generate([files["good"]], beam_size=3, n_best=3)
     assert [t for _, t in answer.nbest] == captioner.caption(files["good"], beam_size=3, n_best=3)
     np.testing.assert_allclose([s for s, _ in answer.nbest], gen.scores[0].numpy(), rtol=1e-6)
     assert answer.caption == captioner.caption(files["good"], beam_size=3)  # the best one
     # n-best above the beam size lists the whole beam
-    [wide] = service.answer([files["good"]], [Decoding("beam search", beam_size=2, n_best=9)])
+    wide_ask = service.settings_for("beam search", beam_size=2, n_best=9)
+    [wide] = service.answer([files["good"]], [wide_ask])
     assert len(wide.nbest) == 2
 
 
 def test_sampling_is_sorted_and_reproducible_by_seed(
     service: DemoService, files: dict[str, Path]
 ) -> None:
-    ask = Decoding("sampling", n_best=5, temperature=1.5, seed=7)
+    ask = service.settings_for("sampling", n_best=5, temperature=1.5)
     [first], [again] = (
-        service.answer([files["good"]], [ask]),
-        service.answer([files["good"]], [ask]),
+        service.answer([files["good"]], [ask], [7]),
+        service.answer([files["good"]], [ask], [7]),
     )
     assert first.nbest == again.nbest and len(first.nbest) == 5
     scores = [s for s, _ in first.nbest]
@@ -111,10 +115,15 @@ def test_a_batch_answers_each_request_as_alone(
     service: DemoService, files: dict[str, Path]
 ) -> None:
     images = [files["good"], files["other"], files["third"], files["good"]]
-    asks = [Decoding("greedy"), Decoding("beam search", 3, 2), Decoding("greedy")]
-    asks.append(Decoding("sampling", n_best=2, seed=1))
-    together = service.answer(images, asks)
-    alone = [service.answer([image], [ask])[0] for image, ask in zip(images, asks, strict=True)]
+    asks = [service.settings_for(m) for m in ("greedy", "beam search", "greedy")]
+    asks[1] = service.settings_for("beam search", 3, 2)
+    asks.append(service.settings_for("sampling", n_best=2))
+    seeds = [0, 0, 0, 1]
+    together = service.answer(images, asks, seeds)
+    alone = [
+        service.answer([image], [ask], [seed])[0]
+        for image, ask, seed in zip(images, asks, seeds, strict=True)
+    ]
     for a, b in zip(together, alone, strict=True):
         assert a.caption == b.caption and a.words == b.words
         np.testing.assert_allclose([s for s, _ in a.nbest], [s for s, _ in b.nbest], rtol=1e-5)
@@ -124,14 +133,16 @@ def test_bad_files_and_settings_are_one_line_errors(
     service: DemoService, files: dict[str, Path]
 ) -> None:
     images = [files["bad"], files["big"], files["good"], None, files["other"]]
-    asks = [Decoding()] * 4 + [Decoding("nonsense")]
-    bad, big, good, empty, nonsense = service.answer(images, asks)
-    [huge] = service.answer([files["good"]], [Decoding("beam search", beam_size=10**6)])
+    asks = [service.default_decoding()] * 4 + [DecodingSettings(beam_size=10**6)]
+    bad, big, good, empty, huge = service.answer(images, asks)
     assert huge.error == "beam_size must be in 1..20, got 1000000"
+    with pytest.raises(CaptioningError, match=r"^beam_size must be in 1..20, got 1000000$"):
+        service.settings_for("beam search", beam_size=10**6)
+    with pytest.raises(CaptioningError, match="unknown decoding 'nonsense'"):
+        service.settings_for("nonsense")
     assert "cannot load image" in bad.error and str(files["bad"]) in bad.error
     assert "100000" in big.error.replace(",", "").replace("_", "")
-    assert "nonsense" in nonsense.error
-    for answer in (bad, big, nonsense):
+    for answer in (bad, big, huge):
         assert "\n" not in answer.error and not answer.caption and answer.view is None
     assert good.error is None and good.caption
     assert empty == Answer()
@@ -146,7 +157,9 @@ def test_a_beam_checkpoint_without_attention(files: dict[str, Path], tmp_path: P
         tiny_checkpoint(tmp_path / "beam.pt", config), device="cpu"
     )
     service = DemoService(captioner)
-    assert service.default_decoding() == Decoding("beam search", 3, 3)
+    assert service.default_decoding() == service.settings_for("beam search", 3, 3)
+    assert service.default_decoding() == captioner.decoding.replace(n_best=3)
+    assert method_of(service.default_decoding()) == "beam search"
     assert not service.has_attention
     [answer] = service.answer([files["good"]], [service.default_decoding()])
     assert answer.caption == captioner.caption(files["good"]) and len(answer.nbest) == 3
@@ -186,6 +199,12 @@ def test_page_reports_errors_under_the_uploaded_name(
         service, uploads, [["greedy"] * 2, ["x", 3], [3] * 2, [1] * 2, [0] * 2]
     )
     assert all(s.startswith("**Error:** bad request") for s in status)
+    # a control that makes no search: that request's error, the others answered
+    status, captions, *_ = decode_requests(
+        service, uploads[1:] * 2, [["nonsense", "greedy"], [3] * 2, [3] * 2, [1] * 2, [0] * 2]
+    )
+    assert status[0].startswith("**Error:** unknown decoding 'nonsense'") and not captions[0]
+    assert status[1] == "" and captions[1] == answers[1].caption
 
 
 def _rss_mb() -> float:

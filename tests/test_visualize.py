@@ -128,15 +128,16 @@ def test_attention_steps_cut_at_end_and_take_the_best_beam() -> None:
     vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "red", "circle"])
     seqs = torch.tensor([[4, 5, 6, 2, 0], [4, 6, 0, 0, 0]])  # the second never emitted <end>
     attention = torch.rand(2, 5, 9)
-    words, alphas = attention_steps(Generation(seqs, torch.zeros(2), attention), vocab, 0)
+    one = Generation(seqs.unsqueeze(1), torch.zeros(2, 1), attention.unsqueeze(1))  # (B, 1, ...)
+    words, alphas = attention_steps(one, vocab, 0)
     assert words == ["a", "red", "circle", "<end>"] and torch.equal(alphas, attention[0, :4])
-    words, alphas = attention_steps(Generation(seqs, torch.zeros(2), attention), vocab, 1)
+    words, alphas = attention_steps(one, vocab, 1)
     assert words == ["a", "circle"] and alphas.shape == (2, 9)
     beams = Generation(seqs.unsqueeze(0), torch.zeros(1, 2), attention.unsqueeze(0))  # (1, K, ...)
     words, alphas = attention_steps(beams, vocab, 0)
     assert words[-1] == "<end>" and torch.equal(alphas, attention[0, :4])
     with pytest.raises(CaptioningError, match="decoder=attention"):
-        attention_steps(Generation(seqs, torch.zeros(2)), vocab)
+        attention_steps(Generation(seqs.unsqueeze(1), torch.zeros(2, 1)), vocab)
 
 
 @pytest.mark.parametrize("crop", [True, False])
