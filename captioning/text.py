@@ -1,7 +1,7 @@
 """The project's caption tokenizer (no downloaded NLTK data needed).
 
 :func:`tokenize` is used to build the vocabulary, to encode captions, and as the
-fallback tokenizer of :mod:`captioning.metrics` when Java (needed by the official
+fallback tokenizer of :mod:`captioning.evaluation.metrics` when Java (needed by the official
 PTB tokenizer) is missing.
 
 Rules, in order:

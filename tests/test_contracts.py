@@ -62,7 +62,17 @@ def _imports(path: Path) -> set[str]:
 @pytest.mark.parametrize(
     "layer, forbidden",
     [
-        ("data", ("captioning.models", "captioning.training", "captioning.decoding")),
+        (
+            "data",
+            (
+                "captioning.models",
+                "captioning.training",
+                "captioning.decoding",
+                "captioning.evaluation",
+            ),
+        ),  # fmt: skip
+        ("decoding", ("captioning.training", "captioning.evaluation", "captioning.data")),
+        ("evaluation", ("captioning.training",)),
         ("models", ("captioning.training", "captioning.decoding", "captioning.evaluation")),
     ],
 )
@@ -91,3 +101,53 @@ def test_the_library_imports_neither_hydra_nor_the_tools() -> None:
                 wrong += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in
                           ("hydra", "tools", "train", "evaluate", "caption")]  # fmt: skip
     assert not wrong, wrong
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """captioning module -> the captioning modules it names in an import (any import: at the
+    top, inside functions, under TYPE_CHECKING), a name imported from a package counted as
+    that submodule when one exists."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    edges.add(full if full in modules else node.module)
+            elif isinstance(node, ast.Import):
+                edges.update(alias.name for alias in node.names)
+        graph[name] = {e for e in edges if e in modules and e != name}
+    return graph
+
+
+def test_no_import_circle_anywhere_in_the_package() -> None:
+    graph, done, circles = _module_graph(), set(), []
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            circles.append(" -> ".join(path[path.index(name) :] + [name]))
+            return
+        if name in done:
+            return
+        for other in sorted(graph[name]):
+            visit(other, [*path, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+    assert not circles, circles
+
+
+def test_the_circle_finder_finds_a_circle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above can fail: two modules importing each other are reported."""
+    real = _module_graph()
+    fake = {**real, "captioning.vocab": {*real["captioning.vocab"], "captioning.text"}}
+    fake["captioning.text"] = {*real["captioning.text"], "captioning.vocab"}
+    monkeypatch.setitem(globals(), "_module_graph", lambda: fake)
+    with pytest.raises(AssertionError, match="captioning.text -> captioning.vocab"):
+        test_no_import_circle_anywhere_in_the_package()

@@ -17,7 +17,7 @@ from captioning.data.folder import split_by_fraction
 from captioning.data.karpathy import load_karpathy
 from captioning.data.loader import load_split
 from captioning.errors import CaptioningError
-from captioning.metrics import load_references
+from captioning.evaluation import load_references
 from captioning.training.config import parse_config
 
 # -- writers --------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Evaluation: official numbers and agreement with pycocoevalcap (tools/evaluate.py through its
 command line), bad input, notices, the HTML report, and checkpoint mode (the library's
-`captioning.scoring` and `captioning.evaluation`)."""
+`captioning.evaluation`)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,21 @@ from pathlib import Path
 import pytest
 from helpers import fit, needs_java, run_tool, tiny_cfg, write_json
 
-from captioning import evaluation, metrics
 from captioning.errors import CaptioningError
-from captioning.evaluation import decode_checkpoint
+from captioning.evaluation import (
+    checkpoint_split,
+    evaluate_checkpoint,
+    image_files,
+    load_references,
+    load_results,
+    metrics,
+    score_captions,
+    write_scores,
+)
+from captioning.evaluation import decode as decode_module
+from captioning.evaluation.html import write_scored_page
+from captioning.evaluation.metrics import METRIC_KEYS
 from captioning.inference import Captioner
-from captioning.metrics import METRIC_KEYS, load_references, load_results
-from captioning.scoring import image_files, score_captions
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "coco-karpathy-test"
@@ -216,7 +225,8 @@ def test_without_java_notices_are_given(tmp_path: Path, small_refs: Path, no_jav
     res = write_json(tmp_path / "res.json", [{"image_id": i, "caption": "a cat"} for i in (1, 2)])
     refs = load_references(small_refs)
     out = tmp_path / "res_scores.json"
-    scored = score_captions(refs, load_results(res, refs), out=out, spice=True)
+    scored = score_captions(refs, load_results(res, refs), spice=True)
+    write_scores(out, scored.scores)
     notes = " | ".join(scored.notes)
     assert "METEOR skipped: java not found" in notes
     assert "SPICE skipped: java not found" in notes and "tokenizer: project" in notes
@@ -233,7 +243,8 @@ def test_spice_without_jars_is_skipped_with_a_notice(
     monkeypatch.setattr(metrics, "_run_meteor", lambda gts, res: (0.5, [0.5] * len(gts)))  # fast
     refs = load_references(small_refs)
     out = tmp_path / "s" / "scores.json"
-    scored = score_captions(refs, {3: "a cat number 3"}, out=out, spice=True)
+    scored = score_captions(refs, {3: "a cat number 3"}, spice=True)
+    write_scores(out, scored.scores)
     assert "SPICE skipped: Stanford CoreNLP jars missing" in " | ".join(scored.notes)
     scores = json.loads(out.read_text())
     assert "SPICE" not in scores and scores["CIDEr"] == 0.0 and scores["Bleu_4"] > 0.99
@@ -248,13 +259,15 @@ def test_results_mode_html_thumbnails_from_images_dir(
     refs = load_references(tiny_coco / "annotations" / "captions_val.json")
     predictions = {100: "a blue circle", 101: "a blue square"}
     images = image_files(tiny_coco / "annotations" / "captions_val.json", tiny_coco / "images")
-    score_captions(refs, predictions, html=tmp_path / "a.html", images=images)
+    scored = score_captions(refs, predictions, per_image=True)
+    write_scored_page(tmp_path / "a.html", scored, refs, predictions, images=images)
     page = (tmp_path / "a.html").read_text()
     assert page.count("<img") == 2 and sorted(_html_scores(page)) == [100, 101]
-    score_captions(refs, predictions, html=tmp_path / "b.html")
+    write_scored_page(tmp_path / "b.html", scored, refs, predictions)
     assert "<img" not in (tmp_path / "b.html").read_text()
     (tiny_coco / "images" / "e.jpg").unlink()
-    scored = score_captions(refs, predictions, html=tmp_path / "c.html", images=images)
+    scored = score_captions(refs, predictions, per_image=True)
+    write_scored_page(tmp_path / "c.html", scored, refs, predictions, images=images)
     assert (tmp_path / "c.html").read_text().count("<img") == 1
     assert "1 of 2 image files not found" in " | ".join(scored.notes)
 
@@ -296,22 +309,25 @@ def test_bad_monitor_name_is_a_clear_error(shapes_root: Path, tmp_path: Path) ->
 def test_checkpoint_mode_passes_only_given_decoding_options(
     tiny_run: Path, tmp_path: Path, no_java: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = evaluation.generate
+    real = decode_module.generate
     calls: list[tuple] = []
 
     def recording(model, features, settings=None, **kwargs):
         calls.append((settings, kwargs))
         return real(model, features, settings, **kwargs)
 
-    monkeypatch.setattr(evaluation, "generate", recording)
-    decoded = decode_checkpoint(tiny_run / "checkpoints" / "best.pt", decoding={"max_len": 4})
+    monkeypatch.setattr(decode_module, "generate", recording)
+    split = checkpoint_split(tiny_run / "checkpoints" / "best.pt", decoding={"max_len": 4})
+    evaluation = split.evaluate(per_image=True)
     configured = Captioner.from_checkpoint(tiny_run, device="cpu").decoding  # the run's config
     settings, kwargs = calls[0]
-    assert settings == configured.replace(max_len=4) and all(k.endswith("_id") for k in kwargs)
-    assert decoded.decoding == settings.to_dict() and len(decoded.predictions) == 20
+    assert settings == configured.replace(max_len=4) and settings != configured
+    assert {k for k in kwargs if not k.endswith("_id")} == set()  # nothing else passed
+    assert evaluation.decoding == settings and len(evaluation.predictions) == 20
     page = tmp_path / "report.html"
-    scored = score_captions(
-        decoded.references, decoded.predictions, html=page, images=decoded.images
+    scored = evaluation.scored
+    write_scored_page(
+        page, scored, evaluation.references, evaluation.predictions, images=evaluation.images
     )
     assert set(scored.scores) >= {*METRIC_KEYS, *NLTK_KEYS, "num_images"} - {"METEOR"}
     html = page.read_text()
@@ -366,7 +382,7 @@ def test_checkpoint_mode_beam_size_one_equals_greedy(tiny_run: Path) -> None:
     from captioning.data.loader import load_split
     from captioning.decoding import beam_search
 
-    greedy = decode_checkpoint(tiny_run).predictions
+    greedy = evaluate_checkpoint(tiny_run, metrics=("Bleu",)).predictions
     captioner = Captioner.from_checkpoint(tiny_run, device="cpu")
     records = load_split(captioner_data(tiny_run), "test")
     images = torch.stack([captioner.preprocess(r.path) for r in records])  # (N, 3, H, W)
@@ -402,7 +418,7 @@ def test_checkpoint_mode_reports_grounded_metrics_and_marks_hallucinations(
     """On the shapes data evaluation scores the objects too (from the data set's own ground
     truth), the same numbers the grounding module gives, and the page marks the words naming
     objects that are not in the image."""
-    from captioning.grounding import grounding_scores, load_shapes_truth
+    from captioning.evaluation.grounding import grounding_scores, load_shapes_truth
 
     results, page = tmp_path / "res.json", tmp_path / "report.html"
     done = run_tool("evaluate.py", "-c", tiny_run, "--results", results, "--html", page)

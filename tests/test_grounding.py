@@ -1,4 +1,4 @@
-"""Tests for captioning.grounding: shapes grounding, CHAIR with the project's COCO synonyms."""
+"""Tests for captioning.evaluation.grounding: shapes grounding, CHAIR with the project's COCO synonyms."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from helpers import write_coco, write_json
 from captioning.data import shapes as shapes_data
 from captioning.data.shapes import ShapeObject, describe_scene, generate_shapes, sample_scene
 from captioning.errors import CaptioningError
-from captioning.grounding import (
+from captioning.evaluation.grounding import (
     COCO_CATEGORIES,
     GroundingTruth,
     coco_chair,
@@ -28,7 +28,7 @@ from captioning.grounding import (
     phrase_table,
     shapes_grounding,
 )
-from captioning.grounding.synonyms import NON_OBJECTS, plural
+from captioning.evaluation.grounding.synonyms import NON_OBJECTS, plural
 from captioning.text import tokenize
 
 SIZE_WORD = {w: size for size, words in shapes_data.SIZE_WORDS.items() for w in words}

@@ -1,4 +1,4 @@
-"""Tests for captioning.metrics (and the tokenizer it falls back to)."""
+"""Tests for captioning.evaluation.metrics (and the tokenizer it falls back to)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,12 @@ import pytest
 from helpers import HAS_JAVA, needs_java, write_json
 from nltk.translate.bleu_score import corpus_bleu
 
-from captioning import metrics
 from captioning.errors import CaptioningError
-from captioning.metrics import (
+from captioning.evaluation import format_table, load_references, load_results, metrics
+from captioning.evaluation.metrics import (
     METRIC_KEYS,
     coco_scores,
     evaluate_captions,
-    format_table,
-    load_references,
-    load_results,
     nltk_bleu,
 )
 from captioning.text import tokenize

@@ -16,7 +16,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
 from captioning.errors import CaptioningError
-from captioning.metrics import load_references, load_results
+from captioning.evaluation import load_references, load_results
 from captioning.rewards import CaptionReward, CiderD
 from captioning.text import tokenize
 from captioning.vocab import Vocabulary

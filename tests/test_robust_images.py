@@ -272,23 +272,23 @@ def test_training_skips_unreadable_images_counted_across_workers(shapes_root, tm
 
 
 def test_evaluation_leaves_unreadable_images_out_and_names_them(shapes_root, tmp_path, caplog):
-    from captioning.data.loader import build_eval_loader
-    from captioning.evaluation import evaluate
+    from captioning.decoding import DecodingSettings
+    from captioning.evaluation import evaluate_split
     from captioning.inference import Captioner
 
     records = _records_with_bad_files(shapes_root, tmp_path, 2)
     captioner = Captioner.from_checkpoint(tiny_checkpoint(tmp_path / "ck.pt"), device="cpu")
-    loader = build_eval_loader(records, captioner.transform, batch_size=2)  # 1st batch: all bad
-    refs = {r.image_id: list(r.captions) for r in records}
     with caplog.at_level("WARNING", logger="captioning.evaluation"):
-        scores, predictions = evaluate(
+        evaluation = evaluate_split(
             captioner.model,
-            loader,
             captioner.vocab,
-            refs,
+            records,
             device=torch.device("cpu"),
-            decoding={"max_len": 5},
+            decoding=DecodingSettings(max_len=5),
+            batch_size=2,  # the 1st batch: all bad
         )
+    scores, predictions = evaluation.scores, evaluation.predictions
+    assert evaluation.unreadable == 2
     assert sorted(predictions) == sorted(r.image_id for r in records[2:])
     assert scores["num_images"] == len(records) - 2
     left_out = [r.getMessage() for r in caplog.records if "left out of evaluation" in r.message]

@@ -11,7 +11,7 @@ results file (``--results``; default RUN_DIR/eval/<split>_<decoding>_results.jso
 ``test_beam3_results.json``: never the training run's own ``test_results.json``). Both modes print
 a table and write the scores as JSON (``--out``; default <results>_scores.json) under the
 official names (``Bleu_1``..``Bleu_4``, ``METEOR``, ``ROUGE_L``, ``CIDEr``, ``SPICE`` with
-``--spice``), ``nltk_Bleu_1``..``nltk_Bleu_4``, the grounded metrics (:mod:`captioning.grounding`:
+``--spice``), ``nltk_Bleu_1``..``nltk_Bleu_4``, the grounded metrics (:mod:`captioning.evaluation.grounding`:
 the shapes data's own ground truth, or COCO instances via ``data.instances`` / ``--instances``)
 and ``num_images``. ``--html report.html`` also writes a sortable page of every image with its
 caption (hallucinated words marked), references and per-image scores.
@@ -110,10 +110,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def decoding_tag(decoding: dict[str, Any], overrides: dict[str, Any]) -> str:
+def decoding_tag(decoding: Any, overrides: dict[str, Any]) -> str:
     """A file-name tag for the decoding used: ``greedy``, ``beam3``, and each setting given on
     the command line (``beam3_lp0.5_maxlen16``)."""
-    beam = int(decoding.get("beam_size", 1))
+    beam = int(decoding.beam_size)
     names = {"length_penalty": "lp", "no_repeat_ngram_size": "norepeat", "max_len": "maxlen"}
     given = [f"{short}{overrides[key]}" for key, short in names.items() if key in overrides]
     return "_".join(["greedy" if beam == 1 else f"beam{beam}", *given])
@@ -121,7 +121,7 @@ def decoding_tag(decoding: dict[str, Any], overrides: dict[str, Any]) -> str:
 
 def shapes_truth(annotation_file: str) -> Any:
     """Results mode: the shapes ground truth when the references file carries it, else None."""
-    from captioning.grounding import load_shapes_truth
+    from captioning.evaluation.grounding import load_shapes_truth
 
     try:
         images = json.loads(Path(annotation_file).read_text(encoding="utf-8")).get("images") or []
@@ -131,42 +131,45 @@ def shapes_truth(annotation_file: str) -> Any:
     return load_shapes_truth(annotation_file) if has_objects else None
 
 
-def decode_split(args: argparse.Namespace) -> tuple[dict, dict[int, str], Path, dict, Any]:
-    """Checkpoint mode: caption every image of the split once; write the results file.
+def evaluate_run(args: argparse.Namespace) -> tuple[Any, Path]:
+    """Checkpoint mode: caption every image of the split once, write the results file, score.
 
     Returns:
-        (references, predictions, results file, image files) keyed by image id, and the
-        data settings.
+        The evaluation (:class:`captioning.evaluation.Evaluation`) and the results file.
     """
-    from captioning.evaluation import decode_checkpoint  # model code: checkpoint mode only
+    from captioning.evaluation import checkpoint_split  # model code: checkpoint mode only
 
-    decoded = decode_checkpoint(
+    overrides = _common.decoding_overrides(args)
+    split = checkpoint_split(
         args.checkpoint,
         split=args.split,
         data_root=args.data_root,
-        decoding=_common.decoding_overrides(args),
-        batch_size=args.batch_size,
+        decoding=overrides,
+        instances=args.instances,
         device=args.device,
-        progress=sys.stderr.isatty(),
     )
     ckpt = Path(args.checkpoint)
     run_dir = ckpt if ckpt.is_dir() else ckpt.parent.parent
-    tag = decoding_tag(decoded.decoding, _common.decoding_overrides(args))
+    tag = decoding_tag(split.decoding, overrides)
     results = Path(args.results or run_dir / "eval" / f"{args.split}_{tag}_results.json")
-    results.parent.mkdir(parents=True, exist_ok=True)
-    payload = [{"image_id": i, "caption": c} for i, c in sorted(decoded.predictions.items())]
-    results.write_text(json.dumps(payload) + "\n")
-    how = ", ".join(f"{k}={v}" for k, v in decoded.decoding.items()) or "defaults"
-    print(
-        f"decoded {len(decoded.predictions)} images of split {args.split!r}, each once ({how}) "
-        f"-> {results}"
+    evaluation = split.evaluate(
+        results=results,  # written before scoring: a scorer failure loses no decoding
+        spice=args.spice,
+        per_image=bool(args.html),
+        batch_size=args.batch_size,
+        progress=sys.stderr.isatty(),
     )
-    if decoded.unreadable:
+    how = ", ".join(f"{k}={v}" for k, v in split.decoding.to_dict().items()) or "defaults"
+    print(
+        f"decoded {len(evaluation.predictions)} images of split {args.split!r}, each once "
+        f"({how}) -> {results}"
+    )
+    if evaluation.unreadable:
         print(
-            f"note: {decoded.unreadable} images could not be read and are left out of scoring "
-            "(named above)"
+            f"note: {evaluation.unreadable} images could not be read and are left out of "
+            "scoring (named above)"
         )
-    return decoded.references, decoded.predictions, results, decoded.images, decoded.data
+    return evaluation, results
 
 
 @_common.one_line_errors
@@ -177,32 +180,45 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:  # its notices are printed below, once
-        logging.getLogger("captioning.metrics").setLevel(logging.ERROR)
-    from captioning.grounding import load_coco_truth, truth_for_split
-    from captioning.metrics import format_table, load_references, load_results
-    from captioning.scoring import image_files, score_captions
+        logging.getLogger("captioning.evaluation").setLevel(logging.ERROR)
+    from captioning.evaluation import (
+        format_table,
+        image_files,
+        load_references,
+        load_results,
+        score_captions,
+        write_scores,
+    )
+    from captioning.evaluation.grounding import load_coco_truth
+    from captioning.evaluation.html import write_scored_page
 
-    truth = load_coco_truth(args.instances) if args.instances else None
     if args.checkpoint:
-        references, predictions, results, images, data = decode_split(args)
-        title = f"{args.checkpoint} on split {args.split}"
-        truth = truth or truth_for_split(data, args.split)
+        evaluation, results = evaluate_run(args)
+        references, predictions, scored = (
+            evaluation.references,
+            evaluation.predictions,
+            evaluation.scored,
+        )
+        images, title = evaluation.images, f"{args.checkpoint} on split {args.split}"
     else:
         references = load_references(args.references)
         predictions = load_results(args.results, references)
         results, title = Path(args.results), str(args.results)
         images = image_files(args.references, args.images) if args.images else {}
-        truth = truth or shapes_truth(args.references)
-    scored = score_captions(
-        references,
-        predictions,
-        out=args.out or results.with_name(results.stem + "_scores.json"),
-        spice=args.spice,
-        html=args.html,
-        images=images,
-        title=title,
-        grounding=truth,
-    )
+        truth = load_coco_truth(args.instances) if args.instances else None
+        scored = score_captions(
+            references,
+            predictions,
+            spice=args.spice,
+            per_image=bool(args.html),
+            grounding=truth or shapes_truth(args.references),
+        )
+    out = write_scores(args.out or results.with_name(results.stem + "_scores.json"), scored.scores)
+    html = None
+    if args.html:
+        html = write_scored_page(
+            args.html, scored, references, predictions, images=images, title=title
+        )
     for note in scored.notes:
         print(note if note.startswith("tokenizer") else f"note: {note}")
     print(format_table({k: v for k, v in scored.scores.items() if k != "num_images"}))
@@ -211,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             f"grounded metrics ({scored.grounding.kind}): {GROUNDING_NOTE[scored.grounding.kind]}"
         )
     print(f"images scored: {scored.report.num_images}")
-    print(f"scores written to {scored.out}")
-    if scored.html:
-        print(f"HTML report written to {scored.html}")
+    print(f"scores written to {out}")
+    if html:
+        print(f"HTML report written to {html}")
     return 0
 
 

@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 
 from captioning.data.loader import prepare_data
 from captioning.errors import CaptioningError
-from captioning.metrics import format_table
+from captioning.evaluation import format_table
 from captioning.settings import unknown_key
 from captioning.training import Trainer, parse_config
 from captioning.training.config import RENAMED

@@ -23,17 +23,29 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from captioning.checkpoint import load_checkpoint, restore_model, set_rng_state
 from captioning.data.loader import start_epoch
 from captioning.devices import autocast_dtype, configure_torch, resolve_device
 from captioning.distributed import (
     DistContext,
+    barrier,
     cleanup_distributed,
     gather_objects,
     init_distributed,
+    is_distributed,
 )
 from captioning.errors import CaptioningError
+from captioning.evaluation import (
+    TEST_METRICS,
+    VALIDATION_SCORERS,
+    Evaluation,
+    evaluate_checkpoint,
+    evaluate_split,
+    write_results,
+    write_scores,
+)
 from captioning.models.caption_model import CaptionModel, build_model
 from captioning.tracking import RunLog
 from captioning.training import datasets
@@ -43,7 +55,6 @@ from captioning.training.loop import EpochStats, NonFiniteLossError, TrainLoop, 
 from captioning.training.objectives import Objective, ObjectiveContext, build_objective
 from captioning.training.optim import build_optimization
 from captioning.training.report import epoch_row, log_epoch
-from captioning.training.scoring import evaluate_split, test_checkpoint
 from captioning.training.signals import StopOnSignal, stop_name
 from captioning.training.state import (
     RunState,
@@ -260,7 +271,7 @@ class Trainer:
                     run_dir,
                 )
                 break
-            scores, _ = evaluate_split(self, "val", records["val"], decoding)
+            scores = self._evaluate("val", records["val"]).scores
             improved = scores[t.monitor] > state.best
             state.epoch, state.best = epoch, max(state.best, scores[t.monitor])
             state.best_epoch = epoch if improved else state.best_epoch
@@ -340,14 +351,35 @@ class Trainer:
             "interrupted": interrupted,
         }
 
-    # -- scoring on its own --------------------------------------------------------------------
+    # -- scoring -----------------------------------------------------------------------------
+
+    def _evaluate(
+        self, split: str, records: list, metrics: tuple[str, ...] = VALIDATION_SCORERS
+    ) -> Evaluation:
+        """Decode `records` once per image with this trainer's model (sharded over ranks) and
+        score them."""
+        t = self.config.trainer
+        return evaluate_split(
+            self.model,
+            self.vocab,
+            records,
+            device=self.device,
+            decoding=self.config.decoding,
+            metrics=metrics,
+            batch_size=t.eval_batch_size,
+            num_workers=t.num_workers,
+            max_pixels=self.config.data.max_pixels,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+            split=split,
+        )
 
     def evaluate(
         self,
         split: str = "val",
         *,
         checkpoint: str | Path | None = None,
-        metrics: tuple[str, ...] = ("Bleu", "CIDEr"),
+        metrics: tuple[str, ...] = VALIDATION_SCORERS,
     ) -> tuple[dict[str, float], dict[int, str]]:
         """Decode every image of `split` once (the run's decoding settings) and score it.
 
@@ -367,11 +399,12 @@ class Trainer:
             self.model, self.vocab = restore_model(load_checkpoint(source), source=source)
             self.model.to(self.device)
         records = datasets.load_records(self.config.data, self.ctx, (split,))[split]
-        decoding = self.config.to_dict()["decoding"]
-        return evaluate_split(self, split, records, decoding, metrics=metrics)
+        evaluation = self._evaluate(split, records, metrics)
+        return evaluation.scores, evaluation.predictions
 
     def test(self) -> dict[str, Any]:
-        """Score ``checkpoints/best.pt`` on the test split with the official metrics.
+        """Score ``checkpoints/best.pt`` on the test split with the official metrics (and the
+        grounded ones where the data set has ground truth).
 
         Writes ``test_scores.json`` and ``test_results.json`` into the run directory.
 
@@ -380,4 +413,26 @@ class Trainer:
         """
         if self.run_dir is None:
             raise CaptioningError("Trainer.test() needs run_dir (the run whose best.pt to score)")
-        return test_checkpoint(self)
+        barrier()  # best.pt is on disk
+        ctx = self.ctx
+        if is_distributed():  # (a trainer used after fit() shards as the run did)
+            ctx = DistContext(dist.get_rank(), 0, dist.get_world_size())
+        t = self.config.trainer
+        evaluation = evaluate_checkpoint(
+            self.run_dir / "checkpoints" / "best.pt",
+            split="test",
+            data=self.config.data,
+            metrics=TEST_METRICS,
+            device=str(self.device),
+            batch_size=t.eval_batch_size,
+            num_workers=t.num_workers,
+            max_pixels=self.config.data.max_pixels,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+        )
+        if ctx.is_main:
+            write_scores(self.run_dir / "test_scores.json", evaluation.scores)
+            write_results(self.run_dir / "test_results.json", evaluation.predictions)
+        predictions, paths = evaluation.predictions, evaluation.images
+        examples = [(str(paths[i]), predictions[i]) for i in sorted(predictions)[:5]]
+        return {"test": evaluation.scores, "examples": examples}

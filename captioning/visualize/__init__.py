@@ -2,7 +2,7 @@
 
 * :func:`save_attention_map` (:mod:`captioning.visualize.attention`): the image and one panel
   per generated word with its attention weights overlaid, as in the Show-Attend-and-Tell paper.
-* :func:`write_html_report` (:mod:`captioning.visualize.report`): a self-contained, sortable HTML
+* :func:`write_html_report` (:mod:`captioning.visualize.html_report`): a self-contained, sortable HTML
   page of evaluated images with thumbnails, captions, references and per-image scores.
 * :func:`plot_training_curves` (:mod:`captioning.visualize.curves`): train loss and validation
   metrics per epoch from a run's ``metrics.csv``.
@@ -19,7 +19,12 @@ from captioning.visualize.attention import (
     upsample_attention,
 )
 from captioning.visualize.curves import plot_training_curves, training_curves_figure
-from captioning.visualize.report import REPORT_METRICS, ReportItem, report_items, write_html_report
+from captioning.visualize.html_report import (
+    REPORT_METRICS,
+    ReportItem,
+    report_items,
+    write_html_report,
+)
 
 __all__ = [
     "COLORMAP",

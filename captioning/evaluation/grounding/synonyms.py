@@ -2,7 +2,7 @@
 
 Built from the category names and their common variants in COCO captions (the idea follows
 Rohrbach et al., EMNLP 2018; the lists are this project's own). :func:`phrase_table` turns them
-into a ``{token tuple: category}`` table that :func:`captioning.grounding.chair.find_mentions`
+into a ``{token tuple: category}`` table that :func:`captioning.evaluation.grounding.chair.find_mentions`
 matches longest phrase first, so two-word names win over their last word.
 
 Choices, for words that can mean more than one thing:

@@ -26,7 +26,7 @@ from typing import NamedTuple
 from captioning.data.records import few, is_int, read_json
 from captioning.data.shapes import COLOURS, SHAPES, SIZE_WORDS, SIZES, ShapeObject
 from captioning.errors import CaptioningError
-from captioning.grounding.report import (
+from captioning.evaluation.grounding.mentions import (
     GroundingReport,
     ImageGrounding,
     Mention,

@@ -12,10 +12,7 @@ logged at DEBUG level.
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -23,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +27,24 @@ from pathlib import Path
 from captioning.errors import CaptioningError
 from captioning.text import tokenize
 
-__all__ = ["METRIC_KEYS", "ScoreReport", "coco_scores", "evaluate_captions", "format_table"]
-__all__ += ["load_references", "load_results", "nltk_bleu"]
+__all__ = [
+    "METRIC_KEYS",
+    "TEST_METRICS",
+    "VALIDATION_SCORERS",
+    "ScoreReport",
+    "coco_scores",
+    "evaluate_captions",
+    "format_ids",
+    "nltk_bleu",
+]
 
 logger = logging.getLogger(__name__)
 
 METRIC_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+#: the scorers validation runs after each epoch (METEOR needs Java and time)
+VALIDATION_SCORERS = ("Bleu", "CIDEr")
+#: the scorers of a final test and of ``tools/evaluate.py``
+TEST_METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
 _SCORERS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
 # Line breaks besides "\n" (which pycocoevalcap replaces) on which the PTB tokenizer
 # would start a new output line, shifting every later caption to the wrong image.
@@ -67,7 +75,7 @@ class ScoreReport:
     tokenizer: str = "ptb"
 
 
-def _format_ids(ids: Iterable[object], limit: int = 10) -> str:
+def format_ids(ids: Iterable[object], limit: int = 10) -> str:
     ids = list(ids)
     more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
     return ", ".join(str(i) for i in ids[:limit]) + more
@@ -79,7 +87,7 @@ def _checked_ids(references: References, predictions: Predictions) -> list[int]:
     missing = [i for i in predictions if not references.get(i)]
     if missing:
         raise CaptioningError(
-            f"image ids without reference captions: {_format_ids(missing)}; "
+            f"image ids without reference captions: {format_ids(missing)}; "
             "score against the split the captions were generated for"
         )
     return list(predictions)
@@ -131,7 +139,7 @@ def _ptb_tokenize(captions: dict[int, list[str]]) -> dict[int, list[str]]:
     bad = [i for i, cs in captions.items() if len(out.get(i, ())) != len(cs)]
     if bad:
         raise CaptioningError(
-            f"PTB tokenizer output does not match its input (images {_format_ids(bad)}); "
+            f"PTB tokenizer output does not match its input (images {format_ids(bad)}); "
             "check that `java -version` works (DEBUG logging shows the tokenizer's output)"
         )
     return out
@@ -287,107 +295,3 @@ def evaluate_captions(
     report = coco_scores(references, predictions, metrics=metrics, spice=spice, per_image=per_image)
     report.scores.update(nltk_bleu(references, predictions))
     return report
-
-
-def load_references(annotation_file: str | os.PathLike) -> dict[int, list[str]]:
-    """Reads a COCO caption annotation file (via pycocotools) into ``{image_id: [captions]}``.
-
-    Args:
-        annotation_file: e.g. ``captions_val2014.json``.
-
-    Returns:
-        The captions of every image that has any, in the file's image order.
-
-    Raises:
-        CaptioningError: an unreadable file, or not a caption annotation file.
-    """
-    from pycocotools.coco import COCO
-
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # COCO prints progress
-            coco = COCO(os.fspath(annotation_file))
-        refs = {i: [a["caption"] for a in anns] for i, anns in coco.imgToAnns.items() if anns}
-    except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
-        raise CaptioningError(
-            f"cannot read COCO caption annotations from {annotation_file} "
-            f"({type(exc).__name__}: {exc}); pass a captions_*.json file"
-        ) from exc
-    order = [i for i in coco.getImgIds() if i in refs] + [i for i in refs if i not in coco.imgs]
-    return {i: refs[i] for i in order}
-
-
-def _is_result_entry(e: object) -> bool:
-    return (
-        isinstance(e, dict) and type(e.get("image_id")) is int and isinstance(e.get("caption"), str)
-    )
-
-
-def load_results(
-    results_file: str | os.PathLike, references: References | None = None
-) -> dict[int, str]:
-    """Reads and checks a COCO results file ``[{"image_id": int, "caption": str}, ...]``.
-
-    Args:
-        results_file: the JSON file.
-        references: when given, every image id must have references here.
-
-    Returns:
-        ``{image_id: caption}`` in file order.
-
-    Raises:
-        CaptioningError: unreadable JSON, not a list, entries without an integer
-            ``image_id`` or a string ``caption``, duplicate ids, empty captions,
-            or ids missing from ``references``; the message names the culprits.
-    """
-    name = os.fspath(results_file)
-    try:
-        data = json.loads(Path(name).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CaptioningError(f"cannot read results file {name}: {exc}") from exc
-    fix = 'write a JSON list [{"image_id": int, "caption": str}, ...]'
-    if not isinstance(data, list):
-        raise CaptioningError(f"{name}: got a JSON {type(data).__name__}; {fix}")
-    bad = [n for n, e in enumerate(data) if not _is_result_entry(e)]
-    if bad:
-        raise CaptioningError(
-            f'{name}: no integer "image_id" or string "caption" in entries {_format_ids(bad)} '
-            f"(0-based); {fix}"
-        )
-    duplicates = [i for i, n in Counter(e["image_id"] for e in data).items() if n > 1]
-    if duplicates:
-        raise CaptioningError(
-            f"{name}: duplicate image ids {_format_ids(duplicates)}; keep one caption per image"
-        )
-    results = {e["image_id"]: e["caption"] for e in data}
-    empty = [i for i, c in results.items() if not c.strip()]
-    if empty:
-        raise CaptioningError(
-            f"{name}: empty captions for image ids {_format_ids(empty)}; caption every image"
-        )
-    missing = [i for i in results if references is not None and i not in references]
-    if missing:
-        raise CaptioningError(
-            f"{name}: {len(missing)} image ids not in the references: {_format_ids(missing)}; "
-            "use the annotation file of the split these captions were generated for"
-        )
-    return results
-
-
-def format_table(scores: Mapping[str, float]) -> str:
-    """Formats scores as an aligned two-column text table, 4 decimals (integers as integers).
-
-    Args:
-        scores: ``{metric: value}``, e.g. ``report.scores``.
-
-    Returns:
-        The table (header, rule, one line per metric), without a final newline.
-    """
-    width = max([len("metric"), *(len(k) for k in scores)])
-    lines = [f"{'metric':<{width}}   score", f"{'-' * width}  ------"]
-    for key, value in scores.items():
-        if isinstance(value, int):  # counts such as num_images
-            text = f"{value:6d}"
-        else:
-            text = "   nan" if math.isnan(value) else f"{value:6.4f}"
-        lines.append(f"{key:<{width}}  {text}")
-    return "\n".join(lines)

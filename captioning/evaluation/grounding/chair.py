@@ -3,7 +3,7 @@
 An image's objects are the categories of its COCO instance annotations (crowd regions
 included), optionally joined with the categories its reference captions name, as in the
 paper. A caption's object words are found with :func:`find_mentions` and the project's
-synonym table (:mod:`captioning.grounding.synonyms`).
+synonym table (:mod:`captioning.evaluation.grounding.synonyms`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,19 @@ from typing import NamedTuple
 
 from captioning.data.records import few, is_int, read_json
 from captioning.errors import CaptioningError
-from captioning.grounding.report import (
+from captioning.evaluation.grounding.mentions import (
     GroundingReport,
     ImageGrounding,
     Mention,
     checked_ids,
     ratio,
 )
-from captioning.grounding.synonyms import COCO_CATEGORIES, MODIFIERS, Phrase, phrase_table
+from captioning.evaluation.grounding.synonyms import (
+    COCO_CATEGORIES,
+    MODIFIERS,
+    Phrase,
+    phrase_table,
+)
 from captioning.text import tokenize
 
 __all__ = ["CocoObjects", "coco_chair", "find_mentions", "load_coco_objects"]
@@ -54,7 +59,7 @@ def find_mentions(tokens: Sequence[str], table: Mapping[Phrase, str | None]) -> 
 
     Args:
         tokens: e.g. ``tokenize("Two hot dogs and a dog")``.
-        table: From :func:`captioning.grounding.synonyms.phrase_table`.
+        table: From :func:`captioning.evaluation.grounding.synonyms.phrase_table`.
 
     Returns:
         ``[Mention(1, 3, "hot dog"), Mention(5, 6, "dog")]`` for the example.

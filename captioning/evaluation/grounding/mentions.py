@@ -1,6 +1,6 @@
 """What the grounded metrics return: the mentions found in a caption and the scores.
 
-Shared by :mod:`captioning.grounding.shapes` and :mod:`captioning.grounding.chair`, together
+Shared by :mod:`captioning.evaluation.grounding.shapes` and :mod:`captioning.evaluation.grounding.chair`, together
 with the checks on their inputs (predictions, JSON files) that both need.
 """
 
@@ -49,7 +49,7 @@ class ImageGrounding:
         extra: Shapes only: mentions of present objects beyond how many there are (the
             second "red circle" when there is one); unmatched, yet not hallucinated.
         claims: Shapes only: ``(position, number)`` for each number word ("two", "single").
-        count_correct: Shapes only: see :func:`captioning.grounding.shapes.shapes_grounding`.
+        count_correct: Shapes only: see :func:`captioning.evaluation.grounding.shapes.shapes_grounding`.
         exact_match: Shapes only: the named objects equal the present ones as multisets.
     """
 
@@ -75,7 +75,7 @@ class ImageGrounding:
 
 @dataclass
 class GroundingReport:
-    """The result of :func:`captioning.grounding.grounding_scores`.
+    """The result of :func:`captioning.evaluation.grounding.grounding_scores`.
 
     Attributes:
         scores: Corpus scores, plain floats, under stable names (see the package docstring);

@@ -21,9 +21,9 @@ Score names (stable; ratios pooled over all scored images, ``nan`` when a denomi
 ``object_recall``          coco   present categories named / present categories
 =========================  =====  ==================================================
 
-Exact definitions: :func:`~captioning.grounding.shapes.shapes_grounding` (shapes) and
-:func:`~captioning.grounding.chair.coco_chair` (CHAIR, Rohrbach et al., EMNLP 2018, with the
-synonyms of :mod:`captioning.grounding.synonyms`). Token positions index
+Exact definitions: :func:`~captioning.evaluation.grounding.shapes.shapes_grounding` (shapes) and
+:func:`~captioning.evaluation.grounding.chair.coco_chair` (CHAIR, Rohrbach et al., EMNLP 2018, with the
+synonyms of :mod:`captioning.evaluation.grounding.synonyms`). Token positions index
 :func:`captioning.text.tokenize` of the caption, also given as ``per_image[i].tokens``.
 """
 
@@ -36,10 +36,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from captioning.errors import CaptioningError
-from captioning.grounding.chair import CocoObjects, coco_chair, find_mentions, load_coco_objects
-from captioning.grounding.report import GroundingReport, ImageGrounding, Mention
-from captioning.grounding.shapes import load_shapes_objects, parse_shapes_caption, shapes_grounding
-from captioning.grounding.synonyms import COCO_CATEGORIES, COCO_SYNONYMS, phrase_table
+from captioning.evaluation.grounding.chair import (
+    CocoObjects,
+    coco_chair,
+    find_mentions,
+    load_coco_objects,
+)
+from captioning.evaluation.grounding.mentions import GroundingReport, ImageGrounding, Mention
+from captioning.evaluation.grounding.shapes import (
+    load_shapes_objects,
+    parse_shapes_caption,
+    shapes_grounding,
+)
+from captioning.evaluation.grounding.synonyms import COCO_CATEGORIES, COCO_SYNONYMS, phrase_table
 
 __all__ = [
     "COCO_CATEGORIES",

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from captioning.data.images import ImageLoadError, load_image, to_rgb
-from captioning.grounding import GroundingReport
+from captioning.evaluation.grounding import GroundingReport
 from captioning.visualize.attention import ImageSource
 
 __all__ = ["REPORT_METRICS", "ReportItem", "report_items", "write_html_report"]
