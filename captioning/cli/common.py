@@ -1,5 +1,5 @@
-"""Shared bits of the command-line tools: import path, one-line error reporting, and the options
-of the tools that load a trained model."""
+"""Shared bits of the command-line tools: one-line error reporting, and the options of the tools
+that load a trained model."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import argparse
 import functools
 import sys
 from collections.abc import Callable
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from captioning.data.images import MAX_PIXELS
 from captioning.errors import CaptioningError
+
+__all__ = ["add_captioner_arguments", "one_line_errors"]
 
 
 def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
