@@ -31,7 +31,7 @@ test-fast: $(DEV)
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(DEV)
-	$(PY) tools/bench.py all
+	$(PY) -m benchmarks all
 
 lint: $(DEV)
 	$(VENV)/bin/ruff check .

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import compose_train, fit, run_tool
+from helpers import ROOT, compose_train, fit, run_tool
 from test_datasets import write_flickr, write_image
 
 from captioning.data.loader import load_split
@@ -106,7 +109,14 @@ def test_coco2017_trains(tmp_path):
 
 @pytest.mark.slow
 def test_data_benchmark_quick_mode(tmp_path):
-    done = run_tool("bench.py", "data", "--quick", "--out", tmp_path, timeout=600)
+    done = subprocess.run(  # python -m benchmarks data --quick, from the repository root
+        [sys.executable, "-m", "benchmarks", "data", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "data.md").read_text()
     for phase in ("start-up", "annotations", "vocabulary", "datasets", "first batch"):

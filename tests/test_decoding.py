@@ -222,12 +222,14 @@ def test_sampling(name):
         torch.testing.assert_close(out.scores, g.scores)
 
 
-@pytest.mark.parametrize("tool", ["bench_decoding.py", "bench_decoder.py"])
-def test_benchmark_references_compute_our_function(tool):
-    """The benchmarks' tutorial-style references (tools/bench_reference.py) find our captions
-    and compute our training loss and gradients: their ``--check``, run as a command."""
+@pytest.mark.parametrize("benchmark", ["decoding", "decoder"])
+def test_benchmark_references_compute_our_function(benchmark):
+    """The benchmarks' tutorial-style references (tests/references.py) find our captions and
+    compute our training loss and gradients: ``python -m benchmarks NAME --check``, run as a
+    command from the repository root."""
     run = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / tool), "--check"],
+        [sys.executable, "-m", "benchmarks", benchmark, "--check"],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,

@@ -2,16 +2,18 @@
 caption -> evaluate (the tools, through their command line)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import compose_train, fit
+from helpers import SMALL, TINY, compose_train, fit
 from helpers import tiny_cfg as _tiny_cfg
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+SMALL_RUN = [*TINY, *SMALL, "trainer.epochs=1", "decoding.max_len=5"]  # a run of seconds
 
 
 def tiny_cfg(shapes_root: Path, *overrides: str):
@@ -25,6 +27,76 @@ def test_config_composes_with_overrides(shapes_root):
     assert cfg.trainer.device == "auto" and cfg.data.name == "shapes"
     vgg = compose_train("encoder=vgg16", "trainer=debug")
     assert vgg.encoder._target_.endswith("vgg16") and vgg.trainer.max_train_batches == 5
+
+
+# runs captioning-train's main() in a fresh process, counting how often hydra composes the config
+# for a run (ConfigLoaderImpl.load_configuration in RUN mode: not hydra's own mode probe, which
+# composes in MULTIRUN mode with the sweep overrides unchecked) and how often it is parsed
+COUNTED_TRAIN = """
+import sys
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.types import RunMode
+import captioning.training.config as config
+from captioning.cli.train import main
+counts = {"composed": 0, "parsed": 0}
+load, parse = ConfigLoaderImpl.load_configuration, config.parse_settings
+def counted_load(self, *args, **kwargs):
+    counts["composed"] += kwargs.get("run_mode", args[2] if len(args) > 2 else None) == RunMode.RUN
+    return load(self, *args, **kwargs)
+def counted_parse(cls, *args, **kwargs):
+    counts["parsed"] += cls is config.RunConfig
+    return parse(cls, *args, **kwargs)
+ConfigLoaderImpl.load_configuration, config.parse_settings = counted_load, counted_parse
+try:
+    status = main()
+finally:
+    print(f"composed {counts['composed']} parsed {counts['parsed']}")
+sys.exit(status)
+"""
+
+
+def test_train_composes_and_parses_the_config_once(shapes_root, tmp_path):
+    run = tmp_path / "run"
+    args = [f"hydra.run.dir={run}", *SMALL_RUN, f"data.root={shapes_root}"]
+    out = subprocess.run(
+        [sys.executable, "-c", COUNTED_TRAIN, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "composed 1 parsed 1" in out.stdout, out.stdout
+    assert (run / "checkpoints" / "last.pt").is_file() and (
+        run / ".hydra" / "config.yaml"
+    ).is_file()
+    assert (run / "train.log").is_file()  # hydra's job name is still "train"
+
+
+def test_train_command_line_help():
+    """``python -m captioning.cli.train`` and ``tools/train.py`` are the same hydra command."""
+    for command in (["-m", "captioning.cli.train"], [str(ROOT / "tools" / "train.py")]):
+        out = subprocess.run(
+            [sys.executable, *command, "--help"], capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stderr
+        assert (
+            "train is powered by Hydra" in out.stdout
+            and "decoder: attention, gru, lstm, rnn" in out.stdout
+        )
+
+
+def test_train_without_configs_is_one_line(tmp_path):
+    """A non-editable install has no conf/ beside the package: one line, before hydra starts."""
+    code = (
+        "import sys, pathlib; from captioning.cli import train; "
+        f"train.CONF = pathlib.Path({str(tmp_path / 'conf')!r}); sys.exit(train.main())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert (
+        out.stderr.startswith("error: no training configs at ") and "pip install -e ." in out.stderr
+    )
 
 
 @pytest.mark.slow

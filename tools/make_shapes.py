@@ -12,12 +12,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
-
-try:
-    import captioning  # noqa: F401
-except ImportError:  # run as a script from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from captioning.data.shapes import SPLITS, generate_shapes
 from captioning.errors import CaptioningError

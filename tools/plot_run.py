@@ -10,8 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import _common
-
+from captioning.cli.common import one_line_errors
 from captioning.errors import CaptioningError
 from captioning.tracking import read_metrics_csv
 from captioning.visualize.curves import plot_training_curves
@@ -24,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@_common.one_line_errors
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     given = Path(args.run_dir)

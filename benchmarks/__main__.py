@@ -1,10 +1,12 @@
-"""Benchmarks: ``python tools/bench.py {decoder,decoding,training,scst,data,all} [--quick]``.
+"""Benchmarks: ``python -m benchmarks {decoder,decoding,training,scst,data,all} [--quick]``.
 
 Each benchmark measures our implementation and a reference side by side in one process, prints
 a table of ratios and writes it to ``bench_results/<name>.{json,md}`` (the README quotes them);
 ``data`` instead times the start of a COCO-scale training run, phase by phase, in a fresh process.
-The benchmarks live in ``tools/bench_<name>.py``; each has ``run(quick: bool) -> dict`` with
-the keys ``rows`` (list of dicts) and ``markdown`` (the table as text).
+The benchmarks live in ``benchmarks/<name>.py``; each has ``run(quick: bool) -> dict`` with
+the keys ``rows`` (list of dicts) and ``markdown`` (the table as text). ``--check`` runs, instead
+of the timings, the check that the references compute our functions (decoder, decoding).
+Run from the repository root: the references are ``tests/references.py``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the repo on sys.path)
 import torch
 
 BENCHMARKS = ("decoder", "decoding", "training", "scst", "data")
+CHECKED = ("decoder", "decoding")  # the benchmarks with a --check
 RESULTS = Path(__file__).resolve().parents[1] / "bench_results"
 
 
@@ -34,20 +36,34 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("name", choices=[*BENCHMARKS, "all"])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check that the references compute our functions, instead of timing (decoder, decoding)",
+    )
     args = parser.parse_args(argv)
+    if args.check:
+        names = CHECKED if args.name == "all" else (args.name,)
+        if not set(names) <= set(CHECKED):
+            parser.error(f"--check: only {', '.join(CHECKED)} have a check")
+        return max(importlib.import_module(f"benchmarks.{name}").check() for name in names)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in BENCHMARKS if args.name == "all" else (args.name,):
-        module = importlib.import_module(f"bench_{name}")
+        module = importlib.import_module(f"benchmarks.{name}")
         start = time.perf_counter()
         result = module.run(quick=args.quick)
         result["machine"] = machine()
         result["seconds"] = round(time.perf_counter() - start, 1)
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        header = f"<!-- tools/bench.py {name}: {result['machine']}; {result['seconds']} s -->\n"
+        header = (
+            f"<!-- python -m benchmarks {name}: {result['machine']}; {result['seconds']} s -->\n"
+        )
         (args.out / f"{name}.md").write_text(header + result["markdown"].rstrip() + "\n")
         print(f"\n== {name} ({result['seconds']} s) ==\n{result['markdown']}")
     return 0

@@ -17,9 +17,9 @@ and peak RSS count from process start) composes the training config and does wha
 5. datasets: ``training.datasets.train_loader`` (captions encoded) and the validation loader;
 6. first batch: the training loader's first batch (16 images with their captions, no workers).
 
-``python tools/bench.py data [--quick]`` (``--quick``: 2,000 images); ``run(quick)`` returns
-``rows`` and ``markdown``. ``python tools/bench_data.py --measure DATA ROOT T0`` is the measured
-process.
+``python -m benchmarks data [--quick]`` (``--quick``: 2,000 images); ``run(quick)`` returns
+``rows`` and ``markdown``. ``python -m benchmarks.data --measure DATA ROOT T0`` is the
+measured process.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def write_synthetic_coco(root: Path, *, scale: float = 1.0, seed: int = 0) -> di
             )
             image_id += 1
     (root / "annotations").mkdir(exist_ok=True)
-    info = {"description": "synthetic COCO-sized captions (tools/bench_data.py)"}
+    info = {"description": "synthetic COCO-sized captions (benchmarks/data.py)"}
     for folder, data in official.items():
         path = root / "annotations" / f"captions_{folder}.json"
         path.write_text(json.dumps({"info": info, "licenses": [], **data}))
@@ -226,7 +226,6 @@ def measure(data: str, root: str, t0: float) -> dict[str, Any]:
         cpu = sum(os.times()[:2])  # user + system time of this process (robust to other load)
         marks.append({"phase": phase, "at": time.time() - t0, "cpu": cpu, "peak_gb": _peak_gb()})
 
-    sys.path.insert(0, str(ROOT))
     import torch
     from hydra import compose, initialize_config_dir
 
@@ -266,9 +265,17 @@ def measure(data: str, root: str, t0: float) -> dict[str, Any]:
 
 
 def _measured_run(data: str, root: Path) -> dict[str, Any]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, __file__, "--measure", data, str(root), repr(time.time())]
-    out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.data",
+        "--measure",
+        data,
+        str(root),
+        repr(time.time()),
+    ]
+    out = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"measured run of data={data} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -353,4 +360,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--measure":
         print(json.dumps(measure(sys.argv[2], sys.argv[3], float(sys.argv[4]))))
     else:
-        sys.exit(f"usage: python tools/bench.py data [--quick]  ({__doc__.splitlines()[0]})")
+        sys.exit(f"usage: python -m benchmarks data [--quick]  ({__doc__.splitlines()[0]})")

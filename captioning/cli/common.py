@@ -1,5 +1,5 @@
-"""Shared bits of the command-line tools: import path, one-line error reporting, the options
-of the tools that load a trained model, and the decoding options (caption.py, evaluate.py)."""
+"""Shared bits of the commands: one-line error reporting, the options of the commands that load a
+trained model, and the decoding options (caption, evaluate: one definition for both)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,20 @@ import argparse
 import functools
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from captioning.data.images import MAX_PIXELS
 from captioning.errors import CaptioningError
+
+__all__ = [
+    "SAMPLING_FLAGS",
+    "SEARCH_FLAGS",
+    "add_captioner_arguments",
+    "add_decoding_arguments",
+    "decoding_overrides",
+    "one_line_errors",
+    "positive_int",
+]
 
 
 def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:

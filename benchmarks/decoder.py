@@ -1,6 +1,6 @@
 """Decoder training throughput: our decoders against the tutorials' teacher-forcing loops.
 
-``python tools/bench.py decoder [--quick]``; ``python tools/bench_decoder.py --check`` checks, at
+``python -m benchmarks decoder [--quick]``; ``python -m benchmarks decoder --check`` checks, at
 small sizes, that every reference computes our loss and gradients (the tests run it).
 
 Every decoder runs one teacher-forced training step (forward, loss, backward) at the published
@@ -8,7 +8,7 @@ sizes (embedding 512, hidden 512, attention 512, vocabulary 10000, image vector 
 196x512) on 64 captions of 17 input words, or of 8-17 words (uniformly drawn, seed 0). The loss
 is the mean cross-entropy over the real words, plus the doubly stochastic attention penalty for
 the attention decoder (what our trainer computes). Each reference computes the *same function
-with the same weights* the way the tutorials run it (``tools/bench_reference.py``): captions
+with the same weights* the way the tutorials run it (``tests/references.py``): captions
 sorted by length, an ``nn.*Cell`` stepping only the captions that have a word t (the tutorial's
 ``batch_size_t``), the output layer per step into a predictions tensor, the loss over the packed
 positions; the attention loop projects the grid again at every step. The benchmark checks that
@@ -34,8 +34,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import _common  # noqa: F401  (puts the repo on sys.path)
-import bench_reference as ref
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -43,6 +41,7 @@ from torch import Tensor, nn
 from captioning.contracts import EncoderOutput
 from captioning.models.attention_decoder import AttentionDecoder
 from captioning.models.decoder import RNNDecoder
+from tests import references as ref
 
 SIZES = {"vocab": 10000, "embed": 512, "hidden": 512, "attention": 512, "batch": 64}
 SIZES |= {"length": 17, "shortest": 8, "vector": 4096, "regions": 196, "grid": 512}
@@ -176,7 +175,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     """The results as a Markdown table with its legend."""
     s = SIZES
     lines = [
-        f"`python tools/bench.py decoder`: one training step (forward + loss + backward), "
+        f"`python -m benchmarks decoder`: one training step (forward + loss + backward), "
         f"{s['batch']} captions, vocabulary {s['vocab']}, embedding/hidden/attention "
         f"{s['embed']}, image vector {s['vector']}, grid {s['regions']}x{s['grid']}.",
         "",

@@ -15,7 +15,7 @@ words, the last column) than a trained model's (about 10 on the shapes data), so
 scoring cost a little more than in a real run. One torch thread, like ``bench_training`` (small
 kernels on a shared CPU; see there).
 
-``python tools/bench.py scst [--quick]``; ``run(quick)`` returns ``rows`` and ``markdown``.
+``python -m benchmarks scst [--quick]``; ``run(quick)`` returns ``rows`` and ``markdown``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import _common  # noqa: F401  (puts the repo on sys.path)
 import torch
 from omegaconf import OmegaConf
 

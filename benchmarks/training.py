@@ -13,7 +13,7 @@
    better of MKL's and oneDNN's), measured interleaved with it on the process's thread count -
    how close the encoder runs to what the machine does at best.
 
-``python tools/bench.py training [--quick]``; ``run(quick)`` returns ``rows`` and ``markdown``.
+``python -m benchmarks training [--quick]``; ``run(quick)`` returns ``rows`` and ``markdown``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import _common  # noqa: F401  (puts the repo on sys.path)
 import torch
 import torch.nn.functional as F
 from torch import nn

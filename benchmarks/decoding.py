@@ -1,7 +1,7 @@
 """Decoding benchmark: batched decoding against per-image references, captions per second.
 
-``python tools/bench.py decoding [--quick]`` (or ``python tools/bench_decoding.py``);
-``python tools/bench_decoding.py --check`` checks, at small sizes, that every reference finds our
+``python -m benchmarks decoding [--quick]`` (or ``python -m benchmarks.decoding``);
+``python -m benchmarks decoding --check`` checks, at small sizes, that every reference finds our
 captions (the tests run it).
 
 Models: the LSTM decoder (``RNNDecoder``, image injected at every step) and the
@@ -18,7 +18,7 @@ bias that grows by ``SLOPE`` per word and reaches the top word's typical logit a
 end after ~9-18 words. The "never" rows (one thread) forbid `<end>`: every caption runs to
 max_len.
 
-References (``tools/bench_reference.py``): the tutorial's way, one image at a time, its k live
+References (``tests/references.py``): the tutorial's way, one image at a time, its k live
 hypotheses stepped as one batch (greedy: one row until `<end>`), with our search rules, so both
 must return the same best caption and score (checked on the images the reference decodes; its
 cost is linear in images, so it decodes every 10th image only). Version 0.1's reference (every
@@ -44,8 +44,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import _common  # noqa: F401  (puts the repo on sys.path)
-import bench_reference as ref
 import torch
 from torch import Tensor, nn
 
@@ -53,6 +51,7 @@ from captioning.contracts import EncoderOutput
 from captioning.decoding import DecodingSettings, generate
 from captioning.models.attention_decoder import AttentionDecoder
 from captioning.models.decoder import RNNDecoder
+from tests import references as ref
 
 SIZES = {"vocab": 10000, "embed": 512, "hidden": 512, "attention": 512}
 SIZES |= {"vector": 4096, "regions": 196, "grid": 512}
@@ -244,7 +243,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The results as a Markdown table with its legend."""
     lines = [
-        "`python tools/bench.py decoding`: 100 images, max_len 20, published sizes.",
+        "`python -m benchmarks decoding`: 100 images, max_len 20, published sizes.",
         "",
         "| decoder | threads | beam | captions end | ours (captions/s) | reference (captions/s) "
         "| speedup | wall-clock speedup | ceiling | of ceiling | 0.1 reference (captions/s) "
@@ -278,7 +277,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "Ceiling: reference time over our time in matrix products alone (with their bias; "
         "their share of a profiled run); of ceiling: speedup / ceiling. Steps/image: "
         "decoder steps each image took part in (the search's stopping rule; words + `<end>` is "
-        "the least). Random weights with a growing `<end>` bias (tools/bench_decoding.py).",
+        "the least). Random weights with a growing `<end>` bias (benchmarks/decoding.py).",
     ]
     return "\n".join(lines)
 
