@@ -18,7 +18,6 @@ import os
 import pickle
 import random
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from captioning.errors import CaptioningError
+from captioning.io import atomic_write
 from captioning.models.caption_model import CaptionModel, build_model
 from captioning.vocab import Vocabulary
 
@@ -80,7 +80,6 @@ def save_checkpoint(
     Returns:
         The path written.
     """
-    path = Path(path)
     payload = {
         "format_version": FORMAT_VERSION,
         "model": {k: v.detach().cpu() for k, v in model.items()},
@@ -94,31 +93,7 @@ def save_checkpoint(
         "rng": rng,
         **(extra or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it (mkstemp makes it 0600)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
-
-
-def _umask() -> int:
-    """The process's file-creation mask (read by setting it, then put back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:

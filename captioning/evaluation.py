@@ -20,9 +20,9 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from captioning.data.coco import ImageRecord
 from captioning.data.images import MAX_PIXELS
 from captioning.data.loader import ImageBatch, build_eval_loader
+from captioning.data.records import ImageRecord
 from captioning.data.transforms import eval_transform
 from captioning.decoding import generate
 from captioning.distributed import broadcast_object, gather_dicts, is_distributed
@@ -220,7 +220,8 @@ def decode_checkpoint(
     """
     from captioning.checkpoint import load_checkpoint
     from captioning.data.config import data_config
-    from captioning.data.loader import load_split, prepare_data
+    from captioning.data.loader import prepare_data
+    from captioning.data.splits import load_split
     from captioning.inference import Captioner
 
     ckpt = load_checkpoint(checkpoint)  # read once: the model and the data settings

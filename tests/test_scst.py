@@ -14,12 +14,11 @@ from torch import nn
 
 from captioning.checkpoint import load_checkpoint
 from captioning.contracts import EncoderOutput
-from captioning.data.coco import ImageRecord
 from captioning.data.loader import CaptionBatch
+from captioning.data.records import ImageRecord
 from captioning.decoding import sample
 from captioning.errors import CaptioningError
 from captioning.models.caption_model import build_model
-from captioning.tracking import read_metrics_csv
 from captioning.training import parse_config
 from captioning.training.objectives import (
     CrossEntropyObjective,
@@ -29,6 +28,7 @@ from captioning.training.objectives import (
     sampled_lengths,
     sequence_logprobs,
 )
+from captioning.training.run_log import read_metrics_csv
 from captioning.vocab import Vocabulary
 
 DECODERS = {

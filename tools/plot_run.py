@@ -13,7 +13,7 @@ from pathlib import Path
 import _common
 
 from captioning.errors import CaptioningError
-from captioning.tracking import read_metrics_csv
+from captioning.training.run_log import read_metrics_csv
 from captioning.visualize.curves import plot_training_curves
 
 

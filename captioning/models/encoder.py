@@ -22,9 +22,7 @@ from captioning.data.transforms import Preprocess, imagenet_preprocess, preproce
 from captioning.errors import CaptioningError
 
 __all__ = [
-    "EncoderOutput",  # re-exported from captioning.contracts
     "VGGEncoder",
-    "preprocess_from_weights",  # re-exported from captioning.data.transforms
     "vgg11",
     "vgg13",
     "vgg16",

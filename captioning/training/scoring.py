@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch.distributed as dist
 
-from captioning.data.coco import ImageRecord
-from captioning.data.loader import load_split
+from captioning.data.records import ImageRecord
+from captioning.data.splits import load_split
 from captioning.distributed import DistContext, barrier, is_distributed
 from captioning.evaluation import evaluate_records
 from captioning.grounding import grounding_scores, truth_for_split

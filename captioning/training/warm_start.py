@@ -18,7 +18,7 @@ from typing import Any
 from captioning.checkpoint import load_checkpoint
 from captioning.errors import CaptioningError
 from captioning.training.config import RunConfig
-from captioning.training.state import config_differences
+from captioning.training.resume import config_differences
 
 __all__ = ["init_source", "warm_start"]
 
