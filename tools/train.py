@@ -31,12 +31,12 @@ from omegaconf import DictConfig
 
 from captioning.data.loader import prepare_data
 from captioning.errors import CaptioningError
+from captioning.io import check_writable
 from captioning.metrics import format_table
 from captioning.settings import unknown_key
 from captioning.training import Trainer, parse_config
 from captioning.training.config import RENAMED
 from captioning.training.signals import exit_status
-from captioning.training.state import check_writable
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 log = logging.getLogger("train")
