@@ -247,7 +247,7 @@ def measure(data: str, root: str, t0: float) -> dict[str, Any]:
     mark("annotations")
     vocab = run_data.build_vocabulary(config.data, records["train"])
     mark("vocabulary")
-    model = build_model(config.to_dict(), vocab_size=len(vocab))
+    model = build_model(config, vocab_size=len(vocab))
     mark("model")
     loader = run_data.train_loader(config, model, records["train"], vocab, device, ctx)
     build_eval_loader(records["val"], eval_transform(model.encoder.preprocess))

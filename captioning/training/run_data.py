@@ -174,7 +174,7 @@ def train_loader(
         model,
         records,
         vocab,
-        encoder_config=config.encoder,
+        encoder_config=config.encoder.to_dict(),
         seed=config.seed,
         fine_tuning=config.optim.finetune_encoder_after is not None,
         device=device,

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from captioning.checkpoint import get_rng_state, save_checkpoint
 from captioning.distributed import DistContext, gather_objects
-from captioning.errors import CaptioningError
+from captioning.errors import CaptioningError, one_line
 from captioning.training.epoch_stats import EpochStats
 
 __all__ = ["RunState", "restore_state", "save_run_checkpoints"]
@@ -75,7 +75,7 @@ def restore_state(
         if ckpt.get("scheduler"):
             scheduler.load_state_dict(ckpt["scheduler"])
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-        detail = " ".join(str(exc).split())[:160]
+        detail = one_line(exc, 160)
         raise CaptioningError(
             f"trainer.resume: the checkpoint's optimizer/schedule state does not fit this run's "
             f"optim settings ({detail}); resume with the optim config the run was trained with"

@@ -155,7 +155,7 @@ class Trainer:
             self.model, self.vocab = restore_model(init, source=f"trainer.init_from={t.init_from}")
         else:
             self.vocab = run_data.build_vocabulary(cfg.data, records["train"])
-            self.model = build_model(cfg.to_dict(), vocab_size=len(self.vocab))
+            self.model = build_model(cfg, vocab_size=len(self.vocab))
         self.model.to(self.device)
         if t.channels_last:
             self.model.encoder.to(memory_format=torch.channels_last)
@@ -186,7 +186,8 @@ class Trainer:
             self.config.trainer,
             self.config.optim,
         )
-        model, run_dir, decoding = self.model, self.run_dir, cfg.to_dict()["decoding"]
+        plain = cfg.to_dict()  # what checkpoints store
+        model, run_dir, decoding = self.model, self.run_dir, plain["decoding"]
         self.objective.setup(ObjectiveContext(self.vocab, records["train"], device, decoding))
         loader = run_data.train_loader(
             cfg, model, records["train"], self.vocab, device, ctx, lambda: stop.signum is not None
@@ -208,7 +209,7 @@ class Trainer:
         if ckpt is not None:
             set_rng_state(state.rng)  # last: building the model above drew random numbers
             log.info("resuming %s at epoch %d, batch %d", run_dir, state.epoch + 1, state.batch)
-        save = dict(ctx=ctx, model=model, config=cfg.to_dict(), vocab=self.vocab, scaler=scaler)
+        save = dict(ctx=ctx, model=model, config=plain, vocab=self.vocab, scaler=scaler)
         save.update(optimizer=optimizer, scheduler=scheduler, loader=loader)
         loop_settings = dict(
             device=device,
@@ -230,9 +231,9 @@ class Trainer:
             phase = encoder_learns(
                 model,
                 epoch,
-                trainable=bool(cfg.encoder.get("trainable", False)),
+                trainable=cfg.encoder.trainable,
                 finetune_after=o.finetune_encoder_after,
-                fine_tune_from=cfg.encoder.get("fine_tune_from"),
+                fine_tune_from=cfg.encoder.fine_tune_from,
             )
             if phase != learns:  # (re)wrap for DDP / compile when the trainable set changes
                 learns = phase
