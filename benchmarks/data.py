@@ -10,11 +10,11 @@ and peak RSS count from process start) composes the training config and does wha
 ``Trainer.fit`` does before its first step, timing each phase:
 
 1. start-up: the interpreter and the library's imports;
-2. annotations: ``training.datasets.load_records`` (train and val: read, validate, check that
+2. annotations: ``training.run_data.load_records`` (train and val: read, validate, check that
    every image file exists);
-3. vocabulary: ``training.datasets.build_vocabulary`` (min count 5);
+3. vocabulary: ``training.run_data.build_vocabulary`` (min count 5);
 4. model: the default ``vgg_tiny`` + LSTM;
-5. datasets: ``training.datasets.train_loader`` (captions encoded) and the validation loader;
+5. datasets: ``training.run_data.train_loader`` (captions encoded) and the validation loader;
 6. first batch: the training loader's first batch (16 images with their captions, no workers).
 
 ``python -m benchmarks data [--quick]`` (``--quick``: 2,000 images); ``run(quick)`` returns
@@ -233,7 +233,7 @@ def measure(data: str, root: str, t0: float) -> dict[str, Any]:
     from captioning.data.transforms import eval_transform
     from captioning.distributed import DistContext
     from captioning.models.caption_model import build_model
-    from captioning.training import datasets
+    from captioning.training import run_data
     from captioning.training.config import parse_config
 
     torch.set_num_threads(1)
@@ -242,13 +242,13 @@ def measure(data: str, root: str, t0: float) -> dict[str, Any]:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         config = parse_config(compose(config_name="train", overrides=overrides))
     ctx, device = DistContext(), torch.device("cpu")
-    records = datasets.load_records(config.data, ctx)
+    records = run_data.load_records(config.data, ctx)
     mark("annotations")
-    vocab = datasets.build_vocabulary(config.data, records["train"])
+    vocab = run_data.build_vocabulary(config.data, records["train"])
     mark("vocabulary")
-    model = build_model(config.to_dict(), vocab_size=len(vocab))
+    model = build_model(config, vocab_size=len(vocab))
     mark("model")
-    loader = datasets.train_loader(config, model, records["train"], vocab, device, ctx)
+    loader = run_data.train_loader(config, model, records["train"], vocab, device, ctx)
     build_eval_loader(records["val"], eval_transform(model.encoder.preprocess))
     mark("datasets")
     start_epoch(loader, 1)

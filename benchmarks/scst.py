@@ -29,7 +29,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from captioning.data.coco import CaptionDataset, load_coco_captions
+from captioning.data.coco import load_coco_captions
+from captioning.data.datasets import CaptionDataset
 from captioning.data.loader import build_train_loader
 from captioning.data.shapes import generate_shapes
 from captioning.data.transforms import eval_transform

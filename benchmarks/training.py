@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captioning.data.coco import CaptionDataset, load_coco_captions
+from captioning.data.coco import load_coco_captions
+from captioning.data.datasets import CaptionDataset
 from captioning.data.features import FeatureCaptionDataset, build_feature_cache
 from captioning.data.loader import build_train_loader, start_epoch
 from captioning.data.shapes import generate_shapes

@@ -18,7 +18,6 @@ import os
 import pickle
 import random
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from captioning.errors import CaptioningError
+from captioning.data.records import is_int
+from captioning.errors import CaptioningError, one_line
+from captioning.io import atomic_write
 from captioning.models.caption_model import CaptionModel, build_model
+from captioning.models.encoder import names_weights_file
 from captioning.vocab import Vocabulary
 
 __all__ = [
@@ -80,7 +82,6 @@ def save_checkpoint(
     Returns:
         The path written.
     """
-    path = Path(path)
     payload = {
         "format_version": FORMAT_VERSION,
         "model": {k: v.detach().cpu() for k, v in model.items()},
@@ -94,31 +95,7 @@ def save_checkpoint(
         "rng": rng,
         **(extra or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it (mkstemp makes it 0600)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
-
-
-def _umask() -> int:
-    """The process's file-creation mask (read by setting it, then put back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
@@ -184,8 +161,8 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
                 "vocab",
                 isinstance(ckpt["vocab"], list) and all(isinstance(t, str) for t in ckpt["vocab"]),
             ),
-            ("epoch", _is_int(ckpt["epoch"])),
-            ("step", _is_int(ckpt["step"])),
+            ("epoch", is_int(ckpt["epoch"])),
+            ("step", is_int(ckpt["step"])),
         )
         if not ok
     ]
@@ -197,10 +174,6 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     return ckpt
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_state_dict(value: Any) -> bool:
     return isinstance(value, dict) and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
@@ -209,14 +182,6 @@ def _is_state_dict(value: Any) -> bool:
 
 def _few(items: list[str], n: int = 3) -> str:
     return ", ".join(items[:n]) + (f" (and {len(items) - n} more)" if len(items) > n else "")
-
-
-def _is_weights_file(value: Any) -> bool:
-    """An encoder ``weights`` value naming a local file (not a torchvision weights name)."""
-    if isinstance(value, os.PathLike):
-        return True
-    text = str(value)
-    return "/" in text or os.sep in text or text.lower().endswith((".pt", ".pth"))
 
 
 @contextlib.contextmanager
@@ -256,7 +221,7 @@ def restore_model(
     config = dict(ckpt["config"])
     encoder = config.get("encoder")
     weights = encoder.get("weights") if isinstance(encoder, Mapping) else None
-    if weights is not None and _is_weights_file(weights):
+    if weights is not None and names_weights_file(weights):
         config["encoder"] = {**encoder, "weights": None}
     try:
         with _quiet("captioning.models.encoder"):
@@ -265,7 +230,7 @@ def restore_model(
         raise CheckpointError(
             f"{source}: building its encoder needs torchvision's {weights} weights (for their "
             f"preprocessing), which are not cached here and could not be downloaded "
-            f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); put the file in the "
+            f"({type(exc).__name__}: {one_line(exc, 120)}); put the file in the "
             "torch hub cache ($TORCH_HOME/hub/checkpoints)"
         ) from None
     state, expected = ckpt["model"], model.state_dict()
@@ -303,7 +268,7 @@ def restore_model(
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:200]
+        detail = one_line(exc, 200)
         raise CheckpointError(f"{source}: weights do not load into the model ({detail})") from None
     return model, vocab
 

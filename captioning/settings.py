@@ -2,8 +2,9 @@
 
 Every default is written once, in ``conf/``: a settings dataclass declares which keys exist,
 their types (``int``, ``float``, ``bool``, ``str``, ``Literal[...]`` choices, ``X | None``,
-``dict``, nested dataclasses) and their valid ranges (:func:`bounded`), and :func:`parse_settings`
-checks a mapping against it. A misspelt key, a missing one, a wrong type or a value out of range
+``dict``, nested dataclasses, or a type that parses itself with a ``from_config(node, key)``
+class method, such as a ``_target_`` node) and their valid ranges (:func:`bounded`), and
+:func:`parse_settings` checks a mapping against it. A misspelt key, a missing one, a wrong type or a value out of range
 is one :class:`~captioning.errors.CaptioningError` line naming the dotted key.
 """
 
@@ -19,14 +20,20 @@ from typing import Any, Literal, TypeVar
 
 from captioning.errors import CaptioningError
 
-__all__ = ["bounded", "parse_settings", "plain", "unknown_key"]
+__all__ = ["bounded", "check_value", "parse_settings", "plain", "unknown_key"]
 
 T = TypeVar("T")
 
 
-def bounded(*, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
+def bounded(
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
     """A field with bounds, checked by :func:`parse_settings` (no default: the YAML gives it)."""
-    return field(metadata={"ge": ge, "gt": gt, "le": le})
+    return field(metadata={"ge": ge, "gt": gt, "le": le, "lt": lt})
 
 
 def plain(value: Any) -> Any:
@@ -66,6 +73,8 @@ def _coerce(value: Any, hint: Any, key: str, renamed: Mapping[str, str] | None =
         if any(value == a and type(value) is type(a) for a in args):
             return value
         raise bad
+    if isinstance(hint, type) and callable(getattr(hint, "from_config", None)):
+        return hint.from_config(value, key)  # a type that checks its own node
     if dataclasses.is_dataclass(hint):
         return parse_settings(hint, value, key, renamed=renamed)
     if origin is dict or hint is dict:
@@ -93,10 +102,25 @@ def _coerce(value: Any, hint: Any, key: str, renamed: Mapping[str, str] | None =
     return plain(value)
 
 
+def check_value(value: Any, hint: Any, key: str) -> Any:
+    """`value` checked against (and, for numbers, converted to) the type `hint`.
+
+    Args:
+        value: a config value (plain data).
+        hint: a type hint (``int``, ``float | None``, ``Literal[...]``, ...); hints this module
+            does not know accept any value.
+        key: the dotted key, for the one-line error.
+
+    Returns:
+        The value (an ``int`` given for a ``float`` as a float).
+    """
+    return _coerce(value, hint, key)
+
+
 def _check_range(value: Any, bounds: Mapping[str, Any], key: str) -> None:
     if value is None or not bounds:
         return
-    ge, gt, le = bounds.get("ge"), bounds.get("gt"), bounds.get("le")
+    ge, gt, le, lt = (bounds.get(k) for k in ("ge", "gt", "le", "lt"))
     note = f" ({bounds['note']})" if bounds.get("note") else ""  # what the bound means
     if ge is not None and value < ge:
         raise CaptioningError(f"{key}={value}: must be >= {ge}{note}")
@@ -104,6 +128,8 @@ def _check_range(value: Any, bounds: Mapping[str, Any], key: str) -> None:
         raise CaptioningError(f"{key}={value}: must be > {gt}{note}")
     if le is not None and value > le:
         raise CaptioningError(f"{key}={value}: must be <= {le}{note}")
+    if lt is not None and value >= lt:
+        raise CaptioningError(f"{key}={value}: must be < {lt}{note}")
 
 
 def unknown_key(
@@ -145,7 +171,8 @@ def parse_settings(
     for name, spec in fields.items():
         key = f"{prefix}.{name}" if prefix else name
         if name not in node:
-            if spec.default is dataclasses.MISSING:
+            no_default = dataclasses.MISSING  # (neither a default nor a default_factory)
+            if spec.default is no_default and spec.default_factory is no_default:
                 raise CaptioningError(f"{key} is missing: add it to the config (see conf/)")
             continue
         values[name] = _coerce(node[name], hints[name], key, renamed)

@@ -3,8 +3,10 @@ import json
 import pytest
 import torch
 
-from captioning.data.coco import CaptionDataset, ImageDataset, load_coco_captions
-from captioning.data.loader import build_loaders, collate_captions, load_split
+from captioning.data.coco import load_coco_captions
+from captioning.data.datasets import CaptionDataset, ImageDataset
+from captioning.data.loader import build_loaders, collate_captions
+from captioning.data.splits import load_split
 from captioning.data.transforms import Preprocess, eval_transform
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary

@@ -15,7 +15,7 @@ from PIL import Image
 from captioning.data.coco import write_coco_captions
 from captioning.data.folder import split_by_fraction
 from captioning.data.karpathy import load_karpathy
-from captioning.data.loader import load_split
+from captioning.data.splits import load_split
 from captioning.errors import CaptioningError
 from captioning.evaluation import load_references
 from captioning.training.config import parse_config

@@ -15,7 +15,7 @@ import pytest
 from helpers import ROOT, compose_train, fit, run_tool
 from test_datasets import write_flickr, write_image
 
-from captioning.data.loader import load_split
+from captioning.data.splits import load_split
 from captioning.training.config import parse_config
 
 # a model and a run of seconds: 8-channel vgg_tiny at 32 px, a 16/32 LSTM, 3 batches of 4 images

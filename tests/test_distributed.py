@@ -13,7 +13,7 @@ from captioning.checkpoint import load_checkpoint
 from captioning.data.loader import EpochSampler
 from captioning.distributed import DistContext, gather_dicts, init_distributed
 from captioning.errors import CaptioningError
-from captioning.tracking import read_metrics_csv
+from captioning.training.run_log import read_metrics_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 

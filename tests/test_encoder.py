@@ -12,22 +12,17 @@ import torch
 import torchvision
 from PIL import Image
 
+from captioning.contracts import EncoderOutput
 from captioning.data.images import ImageLoadError, load_image, to_rgb
 from captioning.data.transforms import (
     IMAGENET_MEAN,
     Preprocess,
     eval_transform,
+    preprocess_from_weights,
     train_transform,
 )
 from captioning.errors import CaptioningError
-from captioning.models.encoder import (
-    EncoderOutput,
-    VGGEncoder,
-    preprocess_from_weights,
-    vgg11,
-    vgg16,
-    vgg_tiny,
-)
+from captioning.models.encoder import VGGEncoder, vgg11, vgg16, vgg_tiny
 
 # ---------------------------------------------------------------------------------- encoders
 

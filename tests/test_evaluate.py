@@ -379,7 +379,7 @@ def test_checkpoint_mode_beam_size_one_equals_greedy(tiny_run: Path) -> None:
     run through `beam_search` itself (`generate` would route beam size one to greedy)."""
     import torch
 
-    from captioning.data.loader import load_split
+    from captioning.data.splits import load_split
     from captioning.decoding import beam_search
 
     greedy = evaluate_checkpoint(tiny_run, metrics=("Bleu",)).predictions

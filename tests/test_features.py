@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from captioning.data.coco import CaptionDataset, load_coco_captions
+from captioning.data.coco import load_coco_captions
+from captioning.data.datasets import CaptionDataset
 from captioning.data.features import (
     FeatureCaptionDataset,
     build_feature_cache,
@@ -117,8 +118,8 @@ def test_cache_holds_the_encoder_outputs_and_is_reused(records, tmp_path):
 def test_a_data_set_regenerated_in_the_same_folder_gets_a_new_cache(tmp_path):
     """Same paths, same ids, different pixels (another seed written over the same folder): the
     cache built for the first data set is not served for the second."""
-    from captioning.data.loader import annotation_files
     from captioning.data.shapes import generate_shapes
+    from captioning.data.splits import annotation_files
 
     def cached(seed: int):
         root = generate_shapes(tmp_path / "shapes", train=0, val=6, test=0, seed=seed)
@@ -149,7 +150,7 @@ def test_fingerprint_covers_file_size_and_modification_time(records, tmp_path):
     import os
     import shutil
 
-    from captioning.data.coco import ImageRecord
+    from captioning.data.records import ImageRecord
 
     copies = []
     for r in records[:3]:

@@ -81,7 +81,8 @@ def test_malformed_coco_entries_are_one_line_errors(tmp_path, images, annotation
 
 
 def test_files_that_are_not_coco_json_are_one_line_errors(tmp_path):
-    from captioning.data.coco import load_coco_captions, load_karpathy
+    from captioning.data.coco import load_coco_captions
+    from captioning.data.karpathy import load_karpathy
 
     cases = {
         "broken.json": ('{"images": [', "is not valid JSON"),
@@ -145,7 +146,7 @@ def test_coco_content_problems_are_errors_when_strict_and_counted_otherwise(tmp_
 
 
 def test_karpathy_entry_problems(tmp_path, caplog):
-    from captioning.data.coco import load_karpathy
+    from captioning.data.karpathy import load_karpathy
 
     def entry(cocoid, sentences, **extra):
         Image.new("RGB", (8, 8)).save(tmp_path / f"{cocoid}.jpg")
@@ -178,7 +179,7 @@ def test_karpathy_entry_problems(tmp_path, caplog):
 
 
 def test_split_config_without_files_is_a_one_line_error(tmp_path):
-    from captioning.data.loader import load_split
+    from captioning.data.splits import load_split
 
     data = {"name": "mine", "root": str(tmp_path), "splits": {"train": {"images": "imgs"}}}
     with pytest.raises(

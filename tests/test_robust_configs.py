@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     assert_one_line_error,
+    compose_train,
     fit,
     robust_cfg,
     run_tool,
@@ -14,6 +15,13 @@ from helpers import (
 )
 
 from captioning.errors import CaptioningError
+from captioning.targets import DecoderSettings, EncoderSettings
+from captioning.training.config import parse_config
+from captioning.training.objectives import (
+    CrossEntropySettings,
+    ObjectiveSettings,
+    SelfCriticalSettings,
+)
 
 TINY_MODEL = tiny_model_config(cell="gru", max_len=5)
 
@@ -52,6 +60,10 @@ def _config_cases(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
         ),
         "bad choice": (["trainer.amp=fp8"], ["trainer.amp='fp8'", "auto, bf16, fp16, none"]),
         "decoder argument": (["decoder.cell=transformer"], ["unknown decoder cell"]),
+        "decoder argument type": (
+            ["decoder.hidden_dim=abc"],
+            ["decoder.hidden_dim='abc'", "integer"],
+        ),
     }
 
 
@@ -68,6 +80,7 @@ CASES = [
     "moved key",
     "bad choice",
     "decoder argument",
+    "decoder argument type",
 ]
 
 
@@ -103,3 +116,36 @@ def test_train_checks_its_output_folders_before_long_work(shapes_root, tmp_path)
             robust_cfg(shapes_root, "data.max_bad_image_fraction=2"),
             run_dir=tmp_path / "run2",
         )
+
+
+def test_model_parts_and_objective_reach_the_code_typed():
+    cfg = parse_config(compose_train("encoder=vgg16", "encoder.fine_tune_from=4"))
+    assert isinstance(cfg.encoder, EncoderSettings) and isinstance(cfg.decoder, DecoderSettings)
+    assert cfg.encoder.target == "captioning.models.encoder.vgg16"
+    assert cfg.encoder.trainable is False and cfg.encoder.fine_tune_from == 4
+    assert isinstance(cfg.objective, ObjectiveSettings)
+    assert cfg.objective.settings == CrossEntropySettings()
+    plain = cfg.to_dict()  # checkpoints store the nodes exactly as the config gave them
+    assert plain["encoder"] == {**cfg.encoder.arguments, "_target_": cfg.encoder.target}
+    assert parse_config(plain) == cfg and parse_config(plain).to_dict() == plain
+    scst = parse_config(compose_train("objective=scst", "objective.num_samples=3"))
+    assert isinstance(scst.objective.settings, SelfCriticalSettings)
+    assert scst.objective.settings.num_samples == 3 and scst.objective.build().num_samples == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        ("decoder.hidden_dim=abc", ["decoder.hidden_dim='abc'", "integer"]),
+        ("encoder.trainable=maybe", ["encoder.trainable='maybe'", "true or false"]),
+        ("+decoder.vocab_size=3", ["decoder.vocab_size is set by the library"]),
+        ("objective.label_smoothing=1", ["objective.label_smoothing=1.0", "< 1"]),
+        ("+objective.scheduled_sampling.maxprob=1", ["did you mean max_prob"]),
+    ],
+)
+def test_model_part_and_objective_mistakes_are_one_line(override, needles):
+    with pytest.raises(CaptioningError) as err:
+        parse_config(compose_train(override))
+    assert "\n" not in str(err.value)
+    for needle in needles:
+        assert needle in str(err.value)

@@ -200,7 +200,8 @@ def test_caption_tool_captions_a_folder_past_its_bad_files(tmp_path):
 def _records_with_bad_files(shapes_root, tmp_path, n_bad: int):
     """The shapes val records, with the first `n_bad` images replaced by broken files."""
 
-    from captioning.data.coco import ImageRecord, load_coco_captions
+    from captioning.data.coco import load_coco_captions
+    from captioning.data.records import ImageRecord
 
     records = load_coco_captions(
         shapes_root / "annotations" / "captions_val.json", shapes_root / "images"
@@ -218,8 +219,9 @@ def _records_with_bad_files(shapes_root, tmp_path, n_bad: int):
 
 
 def test_dataset_and_collate_drop_unreadable_images(shapes_root, tmp_path):
-    from captioning.data.coco import CaptionDataset, ImageDataset, SkippedImage
+    from captioning.data.datasets import CaptionDataset, ImageDataset
     from captioning.data.loader import collate_captions, collate_images
+    from captioning.data.records import SkippedImage
     from captioning.data.transforms import eval_transform, imagenet_preprocess
     from captioning.vocab import Vocabulary
 
@@ -242,7 +244,7 @@ def test_dataset_and_collate_drop_unreadable_images(shapes_root, tmp_path):
 
 
 def test_training_skips_unreadable_images_counted_across_workers(shapes_root, tmp_path, caplog):
-    from captioning.data.coco import CaptionDataset
+    from captioning.data.datasets import CaptionDataset
     from captioning.data.loader import build_train_loader, start_epoch
     from captioning.data.transforms import eval_transform
     from captioning.models.caption_model import build_model
@@ -296,9 +298,9 @@ def test_evaluation_leaves_unreadable_images_out_and_names_them(shapes_root, tmp
 
 
 def test_feature_cache_skips_unreadable_images(shapes_root, tmp_path):
-    from captioning.data.coco import SkippedImage
     from captioning.data.features import FeatureCaptionDataset, build_feature_cache
     from captioning.data.loader import collate_captions
+    from captioning.data.records import SkippedImage
     from captioning.data.transforms import eval_transform
     from captioning.models.encoder import vgg_tiny
     from captioning.vocab import Vocabulary

@@ -14,12 +14,11 @@ from torch import nn
 
 from captioning.checkpoint import load_checkpoint
 from captioning.contracts import EncoderOutput
-from captioning.data.coco import ImageRecord
 from captioning.data.loader import CaptionBatch
+from captioning.data.records import ImageRecord
 from captioning.decoding import sample
 from captioning.errors import CaptioningError
 from captioning.models.caption_model import build_model
-from captioning.tracking import read_metrics_csv
 from captioning.training import parse_config
 from captioning.training.objectives import (
     CrossEntropyObjective,
@@ -29,6 +28,7 @@ from captioning.training.objectives import (
     sampled_lengths,
     sequence_logprobs,
 )
+from captioning.training.run_log import read_metrics_csv
 from captioning.vocab import Vocabulary
 
 DECODERS = {
@@ -325,12 +325,12 @@ def test_presets_compose():
     from helpers import compose_train
 
     shapes = parse_config(compose_train("experiment=shapes_scst"))
-    assert shapes.objective["_target_"].endswith("SelfCriticalObjective")
+    assert shapes.objective.target.endswith("SelfCriticalObjective")
     assert shapes.trainer.init_from == "outputs/demo" and shapes.trainer.monitor == "CIDEr"
     for name in ("sat_vgg16_scst", "show_tell_vgg16_scst"):
         cfg = parse_config(compose_train(f"experiment={name}"))
         base = parse_config(compose_train(f"experiment={name.removesuffix('_scst')}"))
-        assert cfg.objective["_target_"].endswith("SelfCriticalObjective")
+        assert cfg.objective.target.endswith("SelfCriticalObjective")
         assert cfg.optim.lr == 5e-5 and cfg.decoding.beam_size > 1
         assert cfg.trainer.monitor == "CIDEr" and cfg.decoder == base.decoder
         assert cfg.trainer.init_from == f"outputs/{name.removesuffix('_scst')}"

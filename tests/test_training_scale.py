@@ -21,13 +21,13 @@ from PIL import Image
 
 from captioning.checkpoint import load_checkpoint, save_checkpoint
 from captioning.contracts import EncoderOutput
-from captioning.data.coco import load_karpathy
-from captioning.data.loader import CaptionBatch, load_split
+from captioning.data.karpathy import load_karpathy
+from captioning.data.loader import CaptionBatch
+from captioning.data.splits import load_split
 from captioning.devices import autocast_dtype
 from captioning.errors import CaptioningError
 from captioning.models.caption_model import build_model
 from captioning.models.decoder import RNNDecoder
-from captioning.tracking import read_metrics_csv
 from captioning.training import TrainLoop, parse_config
 from captioning.training.objectives import (
     caption_cross_entropy,
@@ -35,7 +35,8 @@ from captioning.training.objectives import (
     sampling_probability,
 )
 from captioning.training.optim import build_optimizer, build_scheduler, lr_factor
-from captioning.training.state import load_resume, resume_source
+from captioning.training.resume import load_resume, resume_source
+from captioning.training.run_log import read_metrics_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 compose_cfg = compose_train
@@ -563,7 +564,8 @@ def test_resume_mid_epoch_is_exact_with_schedules_sampling_and_dropout(shapes_ro
 
 
 def test_augmentation_depends_only_on_seed_epoch_and_item(shapes_root):
-    from captioning.data.coco import CaptionDataset, load_coco_captions
+    from captioning.data.coco import load_coco_captions
+    from captioning.data.datasets import CaptionDataset
     from captioning.data.transforms import imagenet_preprocess, train_transform
     from captioning.vocab import Vocabulary
 

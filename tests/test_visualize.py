@@ -15,7 +15,7 @@ from PIL import Image
 from captioning.data.transforms import Preprocess, eval_transform
 from captioning.decoding import Generation
 from captioning.errors import CaptioningError
-from captioning.tracking import RunLog
+from captioning.training.run_log import RunLog
 from captioning.visualize import (
     COLORMAP,
     ReportItem,
@@ -252,7 +252,7 @@ def _run_dir(tmp_path: Path, epochs: int = 4) -> Path:
 
 
 def test_training_curves_plot_every_metric_per_epoch(tmp_path: Path) -> None:
-    from captioning.tracking import read_metrics_csv
+    from captioning.training.run_log import read_metrics_csv
     from captioning.visualize import training_curves_figure
 
     rows = read_metrics_csv(_run_dir(tmp_path) / "metrics.csv")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from captioning.cli.common import one_line_errors
 from captioning.errors import CaptioningError
-from captioning.tracking import read_metrics_csv
+from captioning.training.run_log import read_metrics_csv
 from captioning.visualize.curves import plot_training_curves
 
 

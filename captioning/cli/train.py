@@ -39,11 +39,11 @@ import captioning
 from captioning.data.loader import prepare_data
 from captioning.errors import CaptioningError
 from captioning.evaluation import format_table
+from captioning.io import check_writable
 from captioning.settings import unknown_key
 from captioning.training import RunConfig, Trainer, parse_config
 from captioning.training.config import RENAMED
 from captioning.training.signals import exit_status
-from captioning.training.state import check_writable
 
 __all__ = ["CONF", "CheckConfig", "main", "report", "train"]
 

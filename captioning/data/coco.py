@@ -3,8 +3,8 @@ data's files, ...): read through pycocotools into image records, checked first; 
 from any records (:func:`write_coco_captions`), for scoring a results file against them.
 
 The readers of the other formats live beside this one (:mod:`captioning.data.karpathy`,
-:mod:`captioning.data.folder`) and the datasets in :mod:`captioning.data.datasets`; their names
-are importable from here too, where they used to be.
+:mod:`captioning.data.folder`), the record types in :mod:`captioning.data.records` and the
+datasets in :mod:`captioning.data.datasets`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,8 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-from captioning.data.datasets import CaptionDataset, ImageDataset
-from captioning.data.karpathy import load_karpathy
 from captioning.data.records import (
     ImageRecord,
-    SkippedImage,
     check_images,
     few,
     is_int,
@@ -35,15 +32,7 @@ from captioning.data.records import (
 from captioning.errors import CaptioningError
 from captioning.text import has_words
 
-__all__ = [
-    "CaptionDataset",
-    "ImageDataset",
-    "ImageRecord",
-    "SkippedImage",
-    "load_coco_captions",
-    "load_karpathy",
-    "write_coco_captions",
-]
+__all__ = ["load_coco_captions", "write_coco_captions"]
 
 log = logging.getLogger(__name__)
 

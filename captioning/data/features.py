@@ -49,6 +49,7 @@ from captioning.data.images import MAX_PIXELS, ImageLoadError, load_image
 from captioning.data.loader import collate_images
 from captioning.data.records import ImageRecord, SkippedImage
 from captioning.errors import CaptioningError
+from captioning.io import write_text_atomic
 from captioning.vocab import Vocabulary
 
 __all__ = [
@@ -149,12 +150,6 @@ def fingerprint(
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 class FeatureStore:
@@ -326,12 +321,12 @@ def build_feature_cache(
             "feature cache: resuming the build of %s at image %d/%d", folder, done, len(records)
         )
     else:
-        _write_json(folder / "progress.json", {"done": 0, "complete": False})
+        write_text_atomic(folder / "progress.json", json.dumps({"done": 0, "complete": False}))
         for part in parts:
             np.lib.format.open_memmap(
                 folder / f"{part}.npy", mode="w+", dtype=np.float16, shape=shapes[part]
             ).flush()
-        _write_json(folder / "meta.json", meta)
+        write_text_atomic(folder / "meta.json", json.dumps(meta))
         log.info("feature cache: encoding %d images into %s", len(records), folder)
     arrays = {p: np.load(folder / f"{p}.npy", mmap_mode="r+") for p in parts}
     loader = DataLoader(
@@ -426,4 +421,4 @@ def _commit(
     for array in arrays.values():
         array.flush()
     state = {"done": done, "complete": complete, **({"skipped": skipped} if skipped else {})}
-    _write_json(folder / "progress.json", state)
+    write_text_atomic(folder / "progress.json", json.dumps(state))

@@ -17,7 +17,7 @@ import numpy as np
 import PIL.Image
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from captioning.errors import CaptioningError
+from captioning.errors import CaptioningError, one_line
 
 __all__ = ["MAX_PIXELS", "ImageLoadError", "load_image", "to_rgb"]
 
@@ -35,12 +35,6 @@ _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 
 class ImageLoadError(CaptioningError):
     """An image file (or in-memory image) that cannot be turned into an RGB image."""
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line (Pillow messages sometimes span several)."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
@@ -109,7 +103,7 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
         return image.convert("RGB")
     except (ValueError, OSError, TypeError) as exc:
         raise ImageLoadError(
-            f"cannot convert a {mode} image of size {image.size} to RGB ({_one_line(exc)}); "
+            f"cannot convert a {mode} image of size {image.size} to RGB ({one_line(exc)}); "
             "convert it to RGB before passing it in"
         ) from exc
 
@@ -157,7 +151,7 @@ def load_image(
         except UnidentifiedImageError:
             raise fail("not a recognised image format") from None
         except OSError as exc:
-            raise fail(_one_line(exc)) from exc
+            raise fail(one_line(exc)) from exc
         finally:
             Image.MAX_IMAGE_PIXELS = pillow_limit
 
@@ -173,7 +167,7 @@ def load_image(
         try:
             image.load()
         except Exception as exc:  # Pillow decoders raise OSError, SyntaxError, ValueError, ...
-            raise fail(f"truncated or corrupt image data ({_one_line(exc)})") from exc
+            raise fail(f"truncated or corrupt image data ({one_line(exc)})") from exc
         try:
             upright = ImageOps.exif_transpose(image) or image
         except Exception as exc:  # broken EXIF is common in the wild: keep the pixels as stored

@@ -1,6 +1,6 @@
 """Batching: padding collate with lengths, the resumable (and distributed) epoch sampler, and the
-train / evaluation data loaders; :func:`prepare_data` (generated data sets on first use), and
-:func:`~captioning.data.splits.load_split` (a split's records) re-exported from ``splits.py``."""
+train / evaluation data loaders, and :func:`prepare_data` (generated data sets on first use).
+A split's records: :func:`captioning.data.splits.load_split`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from captioning.data.config import DataConfig, data_config
 from captioning.data.datasets import CaptionDataset, ImageDataset
 from captioning.data.images import MAX_PIXELS
 from captioning.data.records import ImageRecord, SkippedImage
-from captioning.data.splits import annotation_files, load_split
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
 
@@ -29,13 +28,11 @@ __all__ = [
     "CaptionBatch",
     "EpochSampler",
     "ImageBatch",
-    "annotation_files",
     "build_eval_loader",
     "build_loaders",
     "build_train_loader",
     "collate_captions",
     "collate_images",
-    "load_split",
     "prepare_data",
     "start_epoch",
 ]

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from captioning.errors import CaptioningError
+from captioning.io import write_text_atomic
 
 __all__ = [
     "COLOURS",
@@ -267,9 +268,7 @@ def describe_scene(
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, separators=(",", ":")) + "\n")
 
 
 def _generate_split(root: Path, split: str, count: int, seed: int, image_size: int) -> None:

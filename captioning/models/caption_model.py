@@ -1,6 +1,7 @@
 """CaptionModel = encoder + decoder, and building one from a plain config.
 
-The config's ``encoder`` and ``decoder`` nodes name their builders with ``_target_``, resolved by
+The config's ``encoder`` and ``decoder`` nodes (plain mappings, or their typed
+:class:`~captioning.targets.BuilderSettings`) name their builders with ``_target_``, resolved by
 :mod:`captioning.targets` under ``captioning.models`` only.
 """
 
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 
 from captioning.contracts import EncoderOutput
 from captioning.errors import CaptioningError
-from captioning.targets import instantiate
+from captioning.targets import BuilderSettings, instantiate
 
 __all__ = ["CaptionModel", "build_model"]
 
@@ -54,22 +55,27 @@ class CaptionModel(nn.Module):
         return self.decoder(features, inputs, lengths, **kwargs)
 
 
-def build_model(config: Mapping[str, Any], *, vocab_size: int) -> CaptionModel:
+def build_model(config: Mapping[str, Any] | Any, *, vocab_size: int) -> CaptionModel:
     """Build the model a run config describes.
 
     Args:
-        config: a plain mapping with ``encoder`` and ``decoder`` nodes (``_target_`` + kwargs).
+        config: a plain mapping with ``encoder`` and ``decoder`` nodes (``_target_`` + kwargs),
+            e.g. a checkpoint's ``config``; or an object whose ``encoder`` and ``decoder`` are
+            :class:`~captioning.targets.BuilderSettings` (a run's typed config).
         vocab_size: size of the vocabulary the decoder predicts.
 
     Returns:
         The (randomly initialised, or encoder-pretrained) model.
     """
+    parts = {}
     for key in ("encoder", "decoder"):
-        if not isinstance(config.get(key), Mapping):
+        node = config.get(key) if isinstance(config, Mapping) else getattr(config, key, None)
+        if not isinstance(node, Mapping | BuilderSettings):
             raise CaptioningError(f"config has no '{key}' section with a _target_")
-    encoder = instantiate(config["encoder"], part="encoder")
+        parts[key] = node
+    encoder = instantiate(parts["encoder"], part="encoder")
     decoder = instantiate(
-        config["decoder"],
+        parts["decoder"],
         part="decoder",
         vocab_size=vocab_size,
         vector_dim=encoder.vector_dim,

@@ -19,12 +19,11 @@ from torchvision.models import WeightsEnum
 
 from captioning.contracts import EncoderOutput
 from captioning.data.transforms import Preprocess, imagenet_preprocess, preprocess_from_weights
-from captioning.errors import CaptioningError
+from captioning.errors import CaptioningError, one_line
 
 __all__ = [
-    "EncoderOutput",  # re-exported from captioning.contracts
     "VGGEncoder",
-    "preprocess_from_weights",  # re-exported from captioning.data.transforms
+    "names_weights_file",
     "vgg11",
     "vgg13",
     "vgg16",
@@ -180,11 +179,18 @@ class VGGEncoder(nn.Module):
         return EncoderOutput(vector=vector, grid=grid)
 
 
+def names_weights_file(weights: object) -> bool:
+    """A ``weights`` value that names a local file by its form (a path object, a ``/`` in it, or
+    a ``.pt`` / ``.pth`` name), not a torchvision weights name; the file need not exist here."""
+    if isinstance(weights, os.PathLike):
+        return True
+    text = str(weights)
+    return "/" in text or os.sep in text or text.lower().endswith((".pt", ".pth"))
+
+
 def _is_path(weights: str | os.PathLike[str]) -> bool:
     """A local file rather than a torchvision weights name."""
-    if isinstance(weights, os.PathLike) or Path(weights).is_file():
-        return True
-    return "/" in weights or os.sep in weights or weights.lower().endswith((".pt", ".pth"))
+    return names_weights_file(weights) or Path(weights).is_file()
 
 
 def _resolve_enum(name: str, weights: str | WeightsEnum) -> WeightsEnum:
@@ -211,7 +217,7 @@ def _load_state_dict(model: nn.Module, path: Path, label: str, optional: str | N
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle / zip / unsupported-object errors
-        msg = " ".join(str(exc).split())[:200]
+        msg = one_line(exc, 200)
         raise CaptioningError(f"weights file {path} is not a loadable state dict ({msg})") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

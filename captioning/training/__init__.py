@@ -4,13 +4,17 @@
     Trainer.from_config(cfg, run_dir="outputs/run").fit()
 
 One module per concern: ``config`` (typed settings), ``trainer`` (the run), ``loop`` (one
-epoch), ``objectives`` (what a step minimises), ``state`` (checkpoints and exact resume),
-``datasets`` (records, vocabulary, the feature-cache decision), ``finetune`` (encoder phases),
-``optim`` (optimizer and schedules), ``scoring`` (validation and test), ``signals``.
+epoch), ``epoch_stats`` (what an epoch did, finiteness checks), ``objectives`` (what a step
+minimises), ``state`` (run state in checkpoints), ``resume`` (the checkpoint to resume and its
+checks), ``run_data`` (records, vocabulary, the feature-cache decision, the training loader),
+``run_log`` (metrics.csv, TensorBoard and the epoch line), ``warm_start``, ``finetune``
+(encoder phases), ``optim`` (optimizer and schedules), ``scoring`` (validation and test),
+``signals``.
 """
 
 from captioning.training.config import RunConfig, parse_config
-from captioning.training.loop import EpochStats, NonFiniteLossError, TrainLoop
+from captioning.training.epoch_stats import EpochStats, NonFiniteLossError
+from captioning.training.loop import TrainLoop
 from captioning.training.objectives import CrossEntropyObjective, Objective, StepLoss
 from captioning.training.trainer import Trainer
 

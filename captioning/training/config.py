@@ -7,8 +7,11 @@ valid ranges (:mod:`captioning.settings`), and :func:`parse_config` turns a comp
 value out of range is one :class:`~captioning.errors.CaptioningError` line naming the key,
 before any data is loaded.
 
-The model parts (``encoder``, ``decoder``) and the ``objective`` are ``_target_`` nodes: their
-keys are the builder's keyword arguments, checked against its signature.
+The model parts (``encoder``, ``decoder``) and the ``objective`` are ``_target_`` nodes, typed as
+:class:`~captioning.targets.EncoderSettings`, :class:`~captioning.targets.DecoderSettings` and
+:class:`~captioning.training.objectives.ObjectiveSettings`: a model part's keys are its builder's
+keyword arguments, checked against its signature and type hints; an objective's keys fill its
+settings dataclass.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from captioning.data.config import DataConfig
 from captioning.decoding.settings import DecodingSettings
 from captioning.errors import CaptioningError
 from captioning.settings import bounded, parse_settings
-from captioning.targets import check_arguments, instantiate
+from captioning.targets import DecoderSettings, EncoderSettings
+from captioning.training.objectives.base import ObjectiveSettings
 
 __all__ = [
     "RENAMED",
@@ -102,16 +106,25 @@ class RunConfig:
 
     seed: int
     data: DataConfig
-    encoder: dict[str, Any]
-    decoder: dict[str, Any]
+    encoder: EncoderSettings
+    decoder: DecoderSettings
     optim: OptimConfig
-    objective: dict[str, Any]
+    objective: ObjectiveSettings
     trainer: TrainerConfig
     decoding: DecodingSettings
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dicts (what checkpoints store as ``config``)."""
-        return dataclasses.asdict(self)
+        """Plain nested dicts (what checkpoints store as ``config``); the ``_target_`` nodes as
+        the config gave them."""
+        return {
+            f.name: value.to_dict()
+            if hasattr(value, "to_dict")
+            else dataclasses.asdict(value)
+            if dataclasses.is_dataclass(value)
+            else value
+            for f in dataclasses.fields(self)
+            for value in (getattr(self, f.name),)
+        }
 
 
 def parse_config(config: Mapping[str, Any]) -> RunConfig:
@@ -128,13 +141,9 @@ def parse_config(config: Mapping[str, Any]) -> RunConfig:
         CaptioningError: one line naming the first key that is unknown, missing, of the wrong
             type or out of range, or a model part / objective whose settings do not fit.
     """
-    from captioning.training.objectives import OBJECTIVE_PREFIX  # (the package imports this)
-
     run = parse_settings(RunConfig, config, renamed=RENAMED)
-    check_arguments(run.encoder, part="encoder")
-    runtime = {"vocab_size": 8, "vector_dim": 8, "grid_dim": 8}  # the decoder's own checks,
-    instantiate(run.decoder, part="decoder", **runtime)  # on a tiny copy (milliseconds)
-    check_arguments(run.objective, part="objective", prefix=OBJECTIVE_PREFIX)
+    run.decoder.build(vocab_size=8, vector_dim=8, grid_dim=8)  # the decoder's own checks, on
+    # a tiny copy (milliseconds)
     run.decoding.checked("decoding")
     if run.trainer.init_from and run.trainer.resume:
         raise CaptioningError(
@@ -147,7 +156,7 @@ def parse_config(config: Mapping[str, Any]) -> RunConfig:
             f"trainer.monitor={run.trainer.monitor!r} is not a validation metric; choose one "
             f"of {', '.join(VALIDATION_METRICS)}"
         )
-    if run.optim.finetune_encoder_after is not None and not run.encoder.get("trainable", False):
+    if run.optim.finetune_encoder_after is not None and not run.encoder.trainable:
         raise CaptioningError(
             f"optim.finetune_encoder_after={run.optim.finetune_encoder_after} needs "
             "encoder.trainable=true (and optionally encoder.fine_tune_from); there is nothing "

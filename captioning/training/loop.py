@@ -20,7 +20,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -31,40 +30,12 @@ from captioning.contracts import EncoderOutput
 from captioning.data.loader import CaptionBatch
 from captioning.distributed import DistContext, all_reduce_sum, is_distributed
 from captioning.errors import CaptioningError
+from captioning.training.epoch_stats import EpochStats, NonFiniteLossError
 from captioning.training.objectives import CrossEntropyObjective, Objective, TrainStep
 
-__all__ = ["EpochStats", "NonFiniteLossError", "TrainLoop", "wrap_step"]
+__all__ = ["TrainLoop", "wrap_step"]
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(CaptioningError):
-    """The loss (or its gradient) stayed non-finite for too many consecutive steps."""
-
-
-@dataclass
-class EpochStats:
-    """What one training epoch did (``loss`` and ``words`` over all ranks when distributed)."""
-
-    loss: float
-    words: int  # units the loss is averaged over (target words for cross-entropy)
-    steps: int
-    seconds: float
-    skipped: int = 0  # batches without an optimizer step (non-finite, or no readable image)
-    extra: dict[str, float] = field(default_factory=dict)  # the objective's logs, per-step mean
-    interrupted: bool = False  # stopped early by `should_stop`; ``steps + skipped`` batches done
-    loss_sum: float = 0.0  # summed per-unit loss (``loss * words``, without rounding)
-    nonfinite: int = 0  # steps skipped because the loss or the gradient norm was not finite
-    nonfinite_streak: int = 0  # consecutive non-finite steps at the end of the epoch
-    bad_images: int = 0  # images that could not be read and were left out (this rank)
-
-    def faults(self) -> list[str]:
-        """What went wrong but did not stop the epoch, e.g. ``["2 non-finite steps skipped"]``."""
-        counts = (
-            (self.nonfinite, "non-finite steps skipped"),
-            (self.bad_images, "unreadable images skipped"),
-        )
-        return [f"{n} {what}" for n, what in counts if n]
 
 
 def wrap_step(

@@ -47,25 +47,22 @@ from captioning.evaluation import (
     write_scores,
 )
 from captioning.models.caption_model import CaptionModel, build_model
-from captioning.tracking import RunLog
-from captioning.training import datasets
+from captioning.training import run_data
 from captioning.training.config import RunConfig, parse_config
+from captioning.training.epoch_stats import (
+    EpochStats,
+    NonFiniteLossError,
+    check_finite,
+    merge_stats,
+)
 from captioning.training.finetune import encoder_learns
-from captioning.training.loop import EpochStats, NonFiniteLossError, TrainLoop, wrap_step
+from captioning.training.loop import TrainLoop, wrap_step
 from captioning.training.objectives import Objective, ObjectiveContext, build_objective
 from captioning.training.optim import build_optimization
-from captioning.training.report import epoch_row, log_epoch
+from captioning.training.resume import load_resume, resume_source, run_directory
+from captioning.training.run_log import RunLog, epoch_row, log_epoch
 from captioning.training.signals import StopOnSignal, stop_name
-from captioning.training.state import (
-    RunState,
-    check_finite,
-    load_resume,
-    merge_stats,
-    restore_state,
-    resume_source,
-    run_directory,
-    save_run_checkpoints,
-)
+from captioning.training.state import RunState, restore_state, save_run_checkpoints
 from captioning.training.warm_start import warm_start
 
 __all__ = ["Trainer", "seed_everything"]
@@ -162,14 +159,14 @@ class Trainer:
         resume = resume_source(t.resume)
         self.run_dir = run_directory(self.run_dir, resume, ctx)
         ckpt = load_resume(resume[0], cfg.to_dict(), self.run_dir) if resume else None
-        records = datasets.load_records(cfg.data, ctx)
+        records = run_data.load_records(cfg.data, ctx)
         if ckpt is not None:
             self.model, self.vocab = restore_model(ckpt, source=f"trainer.resume={t.resume}")
         elif init is not None:
             self.model, self.vocab = restore_model(init, source=f"trainer.init_from={t.init_from}")
         else:
-            self.vocab = datasets.build_vocabulary(cfg.data, records["train"])
-            self.model = build_model(cfg.to_dict(), vocab_size=len(self.vocab))
+            self.vocab = run_data.build_vocabulary(cfg.data, records["train"])
+            self.model = build_model(cfg, vocab_size=len(self.vocab))
         self.model.to(self.device)
         if t.channels_last:
             self.model.encoder.to(memory_format=torch.channels_last)
@@ -200,9 +197,10 @@ class Trainer:
             self.config.trainer,
             self.config.optim,
         )
-        model, run_dir, decoding = self.model, self.run_dir, cfg.to_dict()["decoding"]
+        plain = cfg.to_dict()  # what checkpoints store
+        model, run_dir, decoding = self.model, self.run_dir, plain["decoding"]
         self.objective.setup(ObjectiveContext(self.vocab, records["train"], device, decoding))
-        loader = datasets.train_loader(
+        loader = run_data.train_loader(
             cfg, model, records["train"], self.vocab, device, ctx, lambda: stop.signum is not None
         )
         if loader is None:  # the feature-cache build was interrupted (it resumes next time)
@@ -222,7 +220,7 @@ class Trainer:
         if ckpt is not None:
             set_rng_state(state.rng)  # last: building the model above drew random numbers
             log.info("resuming %s at epoch %d, batch %d", run_dir, state.epoch + 1, state.batch)
-        save = dict(ctx=ctx, model=model, config=cfg.to_dict(), vocab=self.vocab, scaler=scaler)
+        save = dict(ctx=ctx, model=model, config=plain, vocab=self.vocab, scaler=scaler)
         save.update(optimizer=optimizer, scheduler=scheduler, loader=loader)
         loop_settings = dict(
             device=device,
@@ -233,7 +231,7 @@ class Trainer:
             grad_clip=o.grad_clip,
             channels_last=t.channels_last,
             progress=t.progress and ctx.is_main,
-            max_bad_images=datasets.bad_image_budget(
+            max_bad_images=run_data.bad_image_budget(
                 cfg.data, len(loader.dataset) // ctx.world_size
             ),
             max_nonfinite_steps=t.max_nonfinite_steps,
@@ -244,9 +242,9 @@ class Trainer:
             phase = encoder_learns(
                 model,
                 epoch,
-                trainable=bool(cfg.encoder.get("trainable", False)),
+                trainable=cfg.encoder.trainable,
                 finetune_after=o.finetune_encoder_after,
-                fine_tune_from=cfg.encoder.get("fine_tune_from"),
+                fine_tune_from=cfg.encoder.fine_tune_from,
             )
             if phase != learns:  # (re)wrap for DDP / compile when the trainable set changes
                 learns = phase
@@ -398,7 +396,7 @@ class Trainer:
                 raise CaptioningError("nothing to evaluate: call fit() or pass checkpoint=")
             self.model, self.vocab = restore_model(load_checkpoint(source), source=source)
             self.model.to(self.device)
-        records = datasets.load_records(self.config.data, self.ctx, (split,))[split]
+        records = run_data.load_records(self.config.data, self.ctx, (split,))[split]
         evaluation = self._evaluate(split, records, metrics)
         return evaluation.scores, evaluation.predictions
 

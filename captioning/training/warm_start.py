@@ -17,8 +17,9 @@ from typing import Any
 
 from captioning.checkpoint import load_checkpoint
 from captioning.errors import CaptioningError
+from captioning.targets import DecoderSettings, EncoderSettings
 from captioning.training.config import RunConfig
-from captioning.training.state import config_differences
+from captioning.training.resume import config_differences
 
 __all__ = ["init_source", "warm_start"]
 
@@ -64,7 +65,7 @@ def warm_start(config: RunConfig) -> tuple[dict[str, Any], RunConfig]:
                 f"trainer.init_from={path}: the checkpoint's config has no {part} section"
             )
         diff = config_differences(
-            getattr(config, part), node, part, labels=("configured", "in the checkpoint")
+            getattr(config, part).to_dict(), node, part, labels=("configured", "in the checkpoint")
         )
         if diff:
             log.warning(
@@ -88,4 +89,8 @@ def warm_start(config: RunConfig) -> tuple[dict[str, Any], RunConfig]:
         ckpt["epoch"],
         len(ckpt["vocab"]),
     )
-    return ckpt, dataclasses.replace(config, **model)
+    typed = {
+        "encoder": EncoderSettings(model["encoder"]),
+        "decoder": DecoderSettings(model["decoder"]),
+    }
+    return ckpt, dataclasses.replace(config, **typed)

@@ -22,7 +22,7 @@ def plot_training_curves(
 
     Args:
         rows: one mapping per epoch with ``epoch`` and any of ``train_loss``, ``val_loss``,
-            ``val_<metric>`` (what :func:`captioning.tracking.read_metrics_csv` returns).
+            ``val_<metric>`` (what :func:`captioning.training.run_log.read_metrics_csv` returns).
         path: the image file to write (PNG, SVG, PDF by suffix).
         title: figure title.
 

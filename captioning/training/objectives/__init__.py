@@ -15,8 +15,9 @@ Implementations: cross-entropy (``xe.py``, ``objective=xe``) and self-critical s
 The training loop divides the sum by the units of the whole (global, under DDP) batch, backs
 it up, clips and steps; :class:`TrainStep` puts model and objective in one ``nn.Module`` so that
 ``DistributedDataParallel`` and ``torch.compile`` wrap the whole step. A new objective is a new
-class here, chosen with ``objective=NAME`` (``conf/objective/NAME.yaml`` naming its
-``_target_``), or passed to :class:`~captioning.training.Trainer` from Python; the loop does not
+class here with a settings dataclass (its ``settings_type``, which the ``objective`` node
+fills), chosen with ``objective=NAME`` (``conf/objective/NAME.yaml`` naming its ``_target_``),
+or passed to :class:`~captioning.training.Trainer` from Python; the loop does not
 change.
 """
 
@@ -24,18 +25,22 @@ from captioning.training.objectives.base import (
     OBJECTIVE_PREFIX,
     Objective,
     ObjectiveContext,
+    ObjectiveSettings,
     StepLoss,
     TrainStep,
     build_objective,
 )
 from captioning.training.objectives.scst import (
     SelfCriticalObjective,
+    SelfCriticalSettings,
     leave_one_out_baseline,
     sampled_lengths,
     sequence_logprobs,
 )
 from captioning.training.objectives.xe import (
     CrossEntropyObjective,
+    CrossEntropySettings,
+    ScheduledSampling,
     caption_cross_entropy,
     sampled_forward,
     sampling_probability,
@@ -44,9 +49,13 @@ from captioning.training.objectives.xe import (
 __all__ = [
     "OBJECTIVE_PREFIX",
     "CrossEntropyObjective",
+    "CrossEntropySettings",
     "Objective",
     "ObjectiveContext",
+    "ObjectiveSettings",
+    "ScheduledSampling",
     "SelfCriticalObjective",
+    "SelfCriticalSettings",
     "StepLoss",
     "TrainStep",
     "build_objective",

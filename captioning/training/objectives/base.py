@@ -1,21 +1,25 @@
-"""The objective interface (:class:`Objective`), its inputs and outputs, and the step module."""
+"""The objective interface (:class:`Objective`), its settings (:class:`ObjectiveSettings`), its
+inputs and outputs, and the step module."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from captioning.data.loader import CaptionBatch
-from captioning.targets import instantiate
+from captioning.errors import CaptioningError
+from captioning.settings import parse_settings, plain
+from captioning.targets import BuilderSettings, check_arguments, instantiate, resolve_target
 
 __all__ = [
     "OBJECTIVE_PREFIX",
     "Objective",
     "ObjectiveContext",
+    "ObjectiveSettings",
     "StepLoss",
     "TrainStep",
     "build_objective",
@@ -63,6 +67,9 @@ class Objective:
     unit: str = "word"
     #: the keys of ``StepLoss.logs`` (the same every step: epochs average them over ranks)
     log_names: tuple[str, ...] = ()
+    #: the settings dataclass its ``objective`` node fills (None: checked against ``__init__``);
+    #: an objective with one is built as ``cls(settings)``
+    settings_type: ClassVar[type | None] = None
 
     def setup(self, context: ObjectiveContext) -> None:
         """Called once before training with the run's vocabulary, records and settings."""
@@ -93,9 +100,58 @@ class TrainStep(nn.Module):
         return self.objective.loss(self.model, batch)
 
 
-def build_objective(node: Mapping[str, Any]) -> Objective:
-    """The objective a config's ``objective`` node names (``_target_`` under this package)."""
-    objective = instantiate(node, part="objective", prefix=OBJECTIVE_PREFIX)
-    if not isinstance(objective, Objective):
-        raise TypeError(f"{node['_target_']} is not a captioning.training.objectives.Objective")
-    return objective
+@dataclass(frozen=True)
+class ObjectiveSettings(BuilderSettings):
+    """``objective``: the objective class a config names (``_target_`` under this package) and
+    its settings, parsed into the class's :attr:`Objective.settings_type` (conf/objective/).
+
+    Attributes:
+        node: the node as plain data, exactly as the config gives it (:meth:`to_dict`).
+        settings: the parsed settings (an instance of the class's ``settings_type``; None for
+            an objective without one).
+    """
+
+    settings: Any = None
+
+    part: ClassVar[str] = "objective"
+    prefix: ClassVar[str] = OBJECTIVE_PREFIX
+
+    @classmethod
+    def from_config(cls, node: Any, key: str | None = None) -> ObjectiveSettings:
+        """Check an ``objective`` node (one error line naming the key) and return it typed."""
+        key = key or cls.part
+        if not isinstance(node, Mapping):
+            raise CaptioningError(f"{key} must be a mapping with a _target_, got {node!r}")
+        node = plain(node)
+        factory = resolve_target(node, part=key, prefix=cls.prefix)
+        settings_type = getattr(factory, "settings_type", None)
+        if settings_type is None:
+            check_arguments(node, part=key, prefix=cls.prefix)
+            return cls(node)
+        arguments = {k: v for k, v in node.items() if not str(k).startswith("_")}
+        return cls(node, parse_settings(settings_type, arguments, key))
+
+    def build(self, **runtime: Any) -> Objective:
+        """The objective (``cls(settings)``)."""
+        if self.settings is None:
+            objective = instantiate(self.node, part=self.part, prefix=self.prefix, **runtime)
+        else:
+            objective = resolve_target(self.node, part=self.part, prefix=self.prefix)(
+                self.settings, **runtime
+            )
+        if not isinstance(objective, Objective):
+            raise TypeError(f"{self.target} is not a captioning.training.objectives.Objective")
+        return objective
+
+
+def build_objective(node: ObjectiveSettings | Mapping[str, Any]) -> Objective:
+    """The objective a config's ``objective`` node names (``_target_`` under this package).
+
+    Args:
+        node: the run's :class:`ObjectiveSettings`, or the plain node (checked here).
+
+    Returns:
+        The objective.
+    """
+    settings = node if isinstance(node, ObjectiveSettings) else ObjectiveSettings.from_config(node)
+    return settings.build()

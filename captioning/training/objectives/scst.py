@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -46,11 +46,17 @@ from captioning.data.loader import CaptionBatch
 from captioning.decoding import DecodingSettings, generate
 from captioning.errors import CaptioningError
 from captioning.rewards import CaptionReward
+from captioning.settings import parse_settings
 from captioning.training.objectives.base import Objective, ObjectiveContext, StepLoss
-from captioning.training.objectives.xe import CrossEntropyObjective
+from captioning.training.objectives.xe import (
+    CrossEntropyObjective,
+    CrossEntropySettings,
+    ScheduledSampling,
+)
 
 __all__ = [
     "SelfCriticalObjective",
+    "SelfCriticalSettings",
     "leave_one_out_baseline",
     "sampled_lengths",
     "sequence_logprobs",
@@ -58,7 +64,46 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("greedy", "mean")
+
+@dataclass(frozen=True)
+class SelfCriticalSettings:
+    """``objective=scst``: the settings of :class:`SelfCriticalObjective`
+    (conf/objective/scst.yaml).
+
+    Attributes:
+        baseline: ``"mean"`` (Luo 2020: the mean reward of the image's other samples; better
+            on COCO in his model zoo and on the shapes data here) or ``"greedy"`` (Rennie et
+            al. 2017: the reward of the greedy caption).
+        num_samples: captions sampled per image (K; >= 2 with ``mean``).
+        cider_weight: weight of CIDEr-D in the reward.
+        bleu_weight: weight of BLEU-4 in the reward (not both 0).
+        max_len: most words per sampled caption, `<end>` included (None: ``decoding.max_len``).
+        start_epoch: first epoch (1-based) of self-critical training, cross-entropy before it
+            (ruotianluo's ``self_critical_after``); None: from the first epoch.
+        dropout: keep the decoder's dropout on for the samples and their log-probabilities
+            (False: eval mode for the whole step).
+        label_smoothing: cross-entropy label smoothing of the epochs before `start_epoch`.
+        scheduled_sampling: their scheduled-sampling ramp (as ``objective=xe``).
+    """
+
+    baseline: Literal["greedy", "mean"] = "mean"
+    num_samples: int = field(default=5, metadata={"ge": 1})
+    cider_weight: float = field(default=1.0, metadata={"ge": 0.0})
+    bleu_weight: float = field(default=0.0, metadata={"ge": 0.0})
+    max_len: int | None = field(default=None, metadata={"ge": 1})
+    start_epoch: int | None = field(default=None, metadata={"ge": 1})
+    dropout: bool = False
+    label_smoothing: float = field(default=0.0, metadata={"ge": 0.0, "lt": 1.0})
+    scheduled_sampling: ScheduledSampling = field(default_factory=ScheduledSampling)
+
+    def __post_init__(self) -> None:
+        if self.baseline == "mean" and self.num_samples < 2:
+            raise CaptioningError(
+                f"objective.num_samples={self.num_samples}: must be >= 2 (the mean baseline "
+                "averages the other samples)"
+            )
+        if not self.cider_weight and not self.bleu_weight:
+            raise CaptioningError("objective.cider_weight and objective.bleu_weight are both 0")
 
 
 def sampled_lengths(sequences: Tensor, *, eos_id: int = 2, pad_id: int = 0) -> Tensor:
@@ -136,63 +181,31 @@ class SelfCriticalObjective(Objective):
     """Self-critical sequence training (``objective=scst``); see the module docstring.
 
     Args:
-        baseline: ``"mean"`` (Luo 2020: the mean reward of the image's other samples; better
-            on COCO in his model zoo and on the shapes data here) or ``"greedy"`` (Rennie et
-            al.: the reward of the greedy caption).
-        num_samples: captions sampled per image (K; >= 2 with ``mean``).
-        cider_weight: weight of CIDEr-D in the reward.
-        bleu_weight: weight of BLEU-4 in the reward.
-        max_len: most words per sampled caption, `<end>` included (None: ``decoding.max_len``).
-        start_epoch: first epoch (1-based) of self-critical training, cross-entropy before it
-            (ruotianluo's ``self_critical_after``); None: from the first epoch.
-        dropout: keep the decoder's dropout on for the samples and their log-probabilities
-            (False: eval mode for the whole step).
-        label_smoothing: cross-entropy label smoothing of the epochs before `start_epoch`.
-        scheduled_sampling: their scheduled-sampling ramp (as ``objective=xe``).
+        settings: the parsed :class:`SelfCriticalSettings`; or none, and
+        **options: its fields as keyword arguments (``baseline="greedy"``, ``num_samples=5``,
+            ...), checked (one error line per mistake).
     """
 
     unit = "word"
     #: mean reward of the samples, mean baseline, mean words per sample (before `<end>`), and the
     #: fraction of samples whose reward beats their baseline; NaN in cross-entropy epochs
     log_names = ("reward", "baseline", "sample_len", "better")
+    settings_type = SelfCriticalSettings
 
-    def __init__(
-        self,
-        *,
-        baseline: str = "mean",
-        num_samples: int = 5,
-        cider_weight: float = 1.0,
-        bleu_weight: float = 0.0,
-        max_len: int | None = None,
-        start_epoch: int | None = None,
-        dropout: bool = False,
-        label_smoothing: float = 0.0,
-        scheduled_sampling: Mapping[str, Any] | None = None,
-    ) -> None:
-        if baseline not in BASELINES:
-            raise CaptioningError(
-                f"objective.baseline={baseline!r}: choose greedy (Rennie et al. 2017) or mean "
-                "(Luo 2020)"
-            )
-        if not isinstance(num_samples, int) or num_samples < (2 if baseline == "mean" else 1):
-            least = "2 (the mean baseline averages the other samples)" if baseline == "mean" else 1
-            raise CaptioningError(f"objective.num_samples={num_samples}: must be >= {least}")
-        for key, weight in (("cider_weight", cider_weight), ("bleu_weight", bleu_weight)):
-            if not isinstance(weight, int | float) or not weight >= 0:
-                raise CaptioningError(f"objective.{key}={weight}: must be a number >= 0")
-        if not cider_weight and not bleu_weight:
-            raise CaptioningError("objective.cider_weight and objective.bleu_weight are both 0")
-        if max_len is not None and (not isinstance(max_len, int) or max_len < 1):
-            raise CaptioningError(f"objective.max_len={max_len}: must be >= 1 (or null)")
-        if start_epoch is not None and (not isinstance(start_epoch, int) or start_epoch < 1):
-            raise CaptioningError(f"objective.start_epoch={start_epoch}: must be >= 1 (or null)")
-        self.baseline, self.num_samples = baseline, num_samples
-        self.weights = (float(cider_weight), float(bleu_weight))
-        self.max_len, self.scst_from, self.dropout = max_len, start_epoch, bool(dropout)
+    def __init__(self, settings: SelfCriticalSettings | None = None, /, **options: Any) -> None:
+        if settings is None:
+            settings = parse_settings(SelfCriticalSettings, options, "objective")
+        elif options:
+            raise CaptioningError("SelfCriticalObjective takes settings or options, not both")
+        self.settings = settings
+        self.baseline, self.num_samples = settings.baseline, settings.num_samples
+        self.weights = (settings.cider_weight, settings.bleu_weight)
+        self.max_len, self.scst_from = settings.max_len, settings.start_epoch
+        self.dropout = settings.dropout
         self.xe = CrossEntropyObjective(
-            label_smoothing=label_smoothing, scheduled_sampling=scheduled_sampling
+            CrossEntropySettings(settings.label_smoothing, settings.scheduled_sampling)
         )
-        self.active = start_epoch is None
+        self.active = settings.start_epoch is None
         self.reward: CaptionReward | None = None
         self.ids = {"bos_id": 1, "eos_id": 2, "pad_id": 0}
         self.reward_seconds = 0.0  # time spent scoring captions (the benchmark reads it)

@@ -8,7 +8,8 @@ teacher-forced pass is used instead (same function, one kernel over time).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,14 +19,41 @@ from torch import Tensor, nn
 from captioning.contracts import CaptionDecoder, EncoderOutput
 from captioning.data.loader import CaptionBatch
 from captioning.errors import CaptioningError
+from captioning.settings import parse_settings
 from captioning.training.objectives.base import Objective, ObjectiveContext, StepLoss
 
 __all__ = [
     "CrossEntropyObjective",
+    "CrossEntropySettings",
+    "ScheduledSampling",
     "caption_cross_entropy",
     "sampled_forward",
     "sampling_probability",
 ]
+
+
+@dataclass(frozen=True)
+class ScheduledSampling:
+    """``objective.scheduled_sampling``: the ramp of :func:`sampling_probability` (whose
+    arguments these are); ``start_epoch: null`` is off."""
+
+    start_epoch: int | None = None
+    increase_every: int = 5
+    increase_prob: float = field(default=0.05, metadata={"ge": 0.0, "le": 1.0})
+    max_prob: float = field(default=0.25, metadata={"ge": 0.0, "le": 1.0})
+
+
+@dataclass(frozen=True)
+class CrossEntropySettings:
+    """``objective=xe``: the settings of :class:`CrossEntropyObjective` (conf/objective/xe.yaml).
+
+    Attributes:
+        label_smoothing: cross-entropy label smoothing (0: none), in [0, 1).
+        scheduled_sampling: the scheduled-sampling ramp.
+    """
+
+    label_smoothing: float = field(default=0.0, metadata={"ge": 0.0, "lt": 1.0})
+    scheduled_sampling: ScheduledSampling = field(default_factory=ScheduledSampling)
 
 
 def sampling_probability(
@@ -167,35 +195,21 @@ class CrossEntropyObjective(Objective):
     """Maximum likelihood of the reference captions (``objective=xe``, the default).
 
     Args:
-        label_smoothing: cross-entropy label smoothing (0: none).
-        scheduled_sampling: the ramp of :func:`sampling_probability` (``start_epoch``,
-            ``increase_every``, ``increase_prob``, ``max_prob``); ``start_epoch: null`` is off.
+        settings: the parsed :class:`CrossEntropySettings`; or none, and
+        **options: its fields as keyword arguments (``label_smoothing=0.1``,
+            ``scheduled_sampling={"start_epoch": 3}``), checked (one error line per mistake).
     """
 
-    def __init__(
-        self,
-        *,
-        label_smoothing: float = 0.0,
-        scheduled_sampling: Mapping[str, Any] | None = None,
-    ) -> None:
-        if not 0.0 <= float(label_smoothing) < 1.0:
-            raise CaptioningError(
-                f"objective.label_smoothing={label_smoothing}: must be in [0, 1) (e.g. 0.1)"
-            )
-        ramp = dict(scheduled_sampling or {})
-        known = {"start_epoch", "increase_every", "increase_prob", "max_prob"}
-        if set(ramp) - known:
-            raise CaptioningError(
-                f"objective.scheduled_sampling.{sorted(set(ramp) - known)[0]} is not a setting "
-                f"(it has {', '.join(sorted(known))})"
-            )
-        for key in ("increase_prob", "max_prob"):
-            if key in ramp and not 0.0 <= float(ramp[key]) <= 1.0:
-                raise CaptioningError(
-                    f"objective.scheduled_sampling.{key}={ramp[key]}: must be in [0, 1]"
-                )
-        self.label_smoothing = float(label_smoothing)
-        self.ramp = ramp
+    settings_type = CrossEntropySettings
+
+    def __init__(self, settings: CrossEntropySettings | None = None, /, **options: Any) -> None:
+        if settings is None:
+            settings = parse_settings(CrossEntropySettings, options, "objective")
+        elif options:
+            raise CaptioningError("CrossEntropyObjective takes settings or options, not both")
+        self.settings = settings
+        self.label_smoothing = settings.label_smoothing
+        self.ramp = dataclasses.asdict(settings.scheduled_sampling)
         self.pad_id = 0
         self.sample_prob = 0.0
 

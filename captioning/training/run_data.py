@@ -1,6 +1,6 @@
-"""What training reads: the split records, the vocabulary, and the training dataset, which is
-either the images or, for a frozen encoder, its features cached on disk (the feature-cache
-decision)."""
+"""A run's data set-up: the split records, the vocabulary, and the training loader, whose data set
+is either the images or, for a frozen encoder, its features cached on disk (the feature-cache
+decision). (The torch data sets themselves live in :mod:`captioning.data`.)"""
 
 from __future__ import annotations
 
@@ -13,19 +13,16 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from captioning.data.coco import CaptionDataset, ImageRecord
 from captioning.data.config import DataConfig
+from captioning.data.datasets import CaptionDataset
 from captioning.data.features import FeatureCaptionDataset, build_feature_cache, use_feature_cache
-from captioning.data.loader import (
-    annotation_files,
-    build_train_loader,
-    load_split,
-    prepare_data,
-)
+from captioning.data.loader import build_train_loader, prepare_data
+from captioning.data.records import ImageRecord
+from captioning.data.splits import annotation_files, load_split
 from captioning.data.transforms import eval_transform, train_transform
 from captioning.distributed import DistContext, barrier, broadcast_object
+from captioning.io import check_writable
 from captioning.models.caption_model import CaptionModel
-from captioning.training.state import check_writable
 from captioning.vocab import Vocabulary
 
 __all__ = [
@@ -177,7 +174,7 @@ def train_loader(
         model,
         records,
         vocab,
-        encoder_config=config.encoder,
+        encoder_config=config.encoder.to_dict(),
         seed=config.seed,
         fine_tuning=config.optim.finetune_encoder_after is not None,
         device=device,

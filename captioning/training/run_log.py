@@ -1,17 +1,63 @@
-"""Per-epoch training curves: one CSV row and TensorBoard scalars per epoch."""
+"""What a run records after each epoch: the metrics row (:func:`epoch_row`) written to
+``metrics.csv`` and TensorBoard (:class:`RunLog`, read back with :func:`read_metrics_csv`), and
+the epoch's log line (:func:`log_epoch`)."""
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["RunLog", "read_metrics_csv"]
+from captioning.io import write_text_atomic
+from captioning.training.epoch_stats import EpochStats
+
+__all__ = ["RunLog", "epoch_row", "log_epoch", "read_metrics_csv"]
 
 log = logging.getLogger(__name__)
+#: the epoch line is the trainer's (``captioning.training.trainer``), as users filter it
+_trainer_log = logging.getLogger("captioning.training.trainer")
+
+
+def epoch_row(
+    epoch: int, step: int, stats: EpochStats, scores: Mapping[str, float], lr: float
+) -> dict[str, float]:
+    """One ``metrics.csv`` row: training loss and the objective's logs (``train_*``), time,
+    learning rate and the validation scores (``val_*``)."""
+    return {
+        "epoch": epoch,
+        "step": step,
+        "train_loss": stats.loss,
+        **{f"train_{k}": v for k, v in stats.extra.items()},
+        "epoch_seconds": stats.seconds,
+        "lr": lr,
+        **{f"val_{k}": v for k, v in scores.items()},
+    }
+
+
+def log_epoch(
+    row: Mapping[str, float], stats: EpochStats, monitor: str, unit: str, improved: bool
+) -> None:
+    """The epoch's log line: loss and logs, speed, the monitored score, faults survived."""
+    faults = stats.faults()
+    cider = "" if monitor == "CIDEr" else f", CIDEr {row.get('val_CIDEr', float('nan')):.3f}"
+    _trainer_log.info(
+        "epoch %d: loss %.3f%s (%.0f s, %.0f %ss/s) | val %s %.4f%s%s%s",
+        row["epoch"],
+        stats.loss,
+        "".join(f", {k} {v:.3f}" for k, v in stats.extra.items()),
+        stats.seconds,
+        stats.words / max(stats.seconds, 1e-9),
+        unit,
+        monitor,
+        row[f"val_{monitor}"],
+        cider,
+        " (best)" if improved else "",
+        f" | {', '.join(faults)}" if faults else "",
+    )
 
 
 class RunLog:
@@ -65,12 +111,11 @@ class RunLog:
         fields: list[str] = []
         for row in self.rows:
             fields += [k for k in row if k not in fields]
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields or ["epoch"])
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields or ["epoch"])
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomic(self.path, text.getvalue())
 
     def close(self) -> None:
         """Flush and close the TensorBoard writer."""

@@ -1,0 +1,86 @@
+"""What one training epoch did (:class:`EpochStats`), an interrupted epoch's sums carried over a
+resume (:func:`merge_stats`), and the checks that stop training on non-finite numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from captioning.errors import CaptioningError
+
+__all__ = ["EpochStats", "NonFiniteLossError", "check_finite", "merge_stats"]
+
+#: the sums of an interrupted epoch that a checkpoint keeps (and a resumed epoch adds to)
+_PARTIAL = ("loss_sum", "words", "steps", "skipped", "seconds", "nonfinite", "bad_images")
+
+
+class NonFiniteLossError(CaptioningError):
+    """The loss (or its gradient) stayed non-finite for too many consecutive steps."""
+
+
+@dataclass
+class EpochStats:
+    """What one training epoch did (``loss`` and ``words`` over all ranks when distributed)."""
+
+    loss: float
+    words: int  # units the loss is averaged over (target words for cross-entropy)
+    steps: int
+    seconds: float
+    skipped: int = 0  # batches without an optimizer step (non-finite, or no readable image)
+    extra: dict[str, float] = field(default_factory=dict)  # the objective's logs, per-step mean
+    interrupted: bool = False  # stopped early by `should_stop`; ``steps + skipped`` batches done
+    loss_sum: float = 0.0  # summed per-unit loss (``loss * words``, without rounding)
+    nonfinite: int = 0  # steps skipped because the loss or the gradient norm was not finite
+    nonfinite_streak: int = 0  # consecutive non-finite steps at the end of the epoch
+    bad_images: int = 0  # images that could not be read and were left out (this rank)
+
+    def faults(self) -> list[str]:
+        """What went wrong but did not stop the epoch, e.g. ``["2 non-finite steps skipped"]``."""
+        counts = (
+            (self.nonfinite, "non-finite steps skipped"),
+            (self.bad_images, "unreadable images skipped"),
+        )
+        return [f"{n} {what}" for n, what in counts if n]
+
+    def partial(self) -> dict[str, Any]:
+        """The sums, streak and logs of an interrupted epoch, as plain data for a checkpoint
+        (:func:`merge_stats` adds them to the rest of the epoch after a resume)."""
+        part: dict[str, Any] = {k: getattr(self, k) for k in _PARTIAL}
+        part.update(nonfinite_streak=self.nonfinite_streak, extra=dict(self.extra))
+        return part
+
+
+def merge_stats(partial: Mapping[str, Any] | None, stats: EpochStats) -> EpochStats:
+    """Add the part of an epoch done before a resume (:meth:`EpochStats.partial`) to the part
+    done after it."""
+    if not partial:
+        return stats
+    sums = {k: partial.get(k, 0) + getattr(stats, k) for k in _PARTIAL}
+    extra = dict(stats.extra)
+    done = partial.get("steps", 0)
+    for key, mean in (partial.get("extra") or {}).items():  # per-step means, weighted
+        extra[key] = (mean * done + extra.get(key, 0.0) * stats.steps) / max(sums["steps"], 1)
+    return EpochStats(
+        loss=sums["loss_sum"] / sums["words"] if sums["words"] else float("nan"),
+        interrupted=stats.interrupted,
+        nonfinite_streak=stats.nonfinite_streak,
+        extra=extra,
+        **sums,
+    )
+
+
+def check_finite(model: nn.Module, epoch: int, run_dir: Path) -> None:
+    """Refuse to go on (and to checkpoint) with non-finite weights."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]  # BatchNorm statistics too
+    bad = [n for n, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CaptioningError(
+            f"the model's weights became non-finite in epoch {epoch} ({', '.join(bad[:3])}); "
+            f"nothing was saved, {run_dir / 'checkpoints' / 'last.pt'} is the last good model: "
+            "lower optim.lr or set optim.grad_clip, then resume with trainer.resume"
+        )
