@@ -54,7 +54,7 @@ def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def no_java(monkeypatch: pytest.MonkeyPatch) -> None:
     """Scoring without java: the project tokenizer, no METEOR (fast; the plumbing is the same)."""
-    from captioning import metrics
+    from captioning.evaluation import metrics
 
     real_which = shutil.which
     monkeypatch.setattr(
