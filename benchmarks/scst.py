@@ -34,6 +34,7 @@ from captioning.data.datasets import CaptionDataset
 from captioning.data.loader import build_train_loader
 from captioning.data.shapes import generate_shapes
 from captioning.data.transforms import eval_transform
+from captioning.decoding import DecodingSettings
 from captioning.models.caption_model import build_model
 from captioning.training import TrainLoop
 from captioning.training.objectives import (
@@ -83,7 +84,7 @@ def run(quick: bool) -> dict[str, Any]:
             transform = eval_transform(model.encoder.preprocess)
             loader = build_train_loader(CaptionDataset(records, vocab, transform), batch_size=BATCH)
             batches = list(loader)  # preloaded: image decoding is not what is measured
-        context = ObjectiveContext(vocab, records, decoding={"max_len": MAX_LEN})
+        context = ObjectiveContext(vocab, records, decoding=DecodingSettings(max_len=MAX_LEN))
         objectives = _objectives()
         for objective in objectives.values():
             objective.setup(context)

@@ -16,7 +16,7 @@ from captioning.checkpoint import load_checkpoint
 from captioning.contracts import EncoderOutput
 from captioning.data.loader import CaptionBatch
 from captioning.data.records import ImageRecord
-from captioning.decoding import sample
+from captioning.decoding import DecodingSettings, sample
 from captioning.errors import CaptioningError
 from captioning.models.caption_model import build_model
 from captioning.training import parse_config
@@ -70,7 +70,7 @@ def tiny_model(name: str, **settings) -> nn.Module:
 
 def objective(**settings) -> SelfCriticalObjective:
     obj = SelfCriticalObjective(**settings)
-    obj.setup(ObjectiveContext(VOCAB, RECORDS, decoding={"max_len": 10}))
+    obj.setup(ObjectiveContext(VOCAB, RECORDS, decoding=DecodingSettings(max_len=10)))
     return obj
 
 

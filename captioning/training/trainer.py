@@ -16,18 +16,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from captioning.checkpoint import load_checkpoint, restore_model, set_rng_state
+from captioning.checkpoint import load_checkpoint, restore_model
 from captioning.data.loader import start_epoch
-from captioning.devices import autocast_dtype, configure_torch, resolve_device
+from captioning.devices import resolve_device
 from captioning.distributed import (
     DistContext,
     barrier,
@@ -46,7 +44,7 @@ from captioning.evaluation import (
     write_results,
     write_scores,
 )
-from captioning.models.caption_model import CaptionModel, build_model
+from captioning.models.caption_model import CaptionModel
 from captioning.training import run_data
 from captioning.training.config import RunConfig, parse_config
 from captioning.training.epoch_stats import (
@@ -57,12 +55,11 @@ from captioning.training.epoch_stats import (
 )
 from captioning.training.finetune import encoder_learns
 from captioning.training.loop import TrainLoop, wrap_step
-from captioning.training.objectives import Objective, ObjectiveContext, build_objective
-from captioning.training.optim import build_optimization
-from captioning.training.resume import load_resume, resume_source, run_directory
-from captioning.training.run_log import RunLog, epoch_row, log_epoch
+from captioning.training.objectives import Objective, build_objective
+from captioning.training.resume import resume_source, run_directory
+from captioning.training.run_log import epoch_row, log_epoch
+from captioning.training.setup import RunSetup, seed_everything, set_up_run
 from captioning.training.signals import StopOnSignal, stop_name
-from captioning.training.state import RunState, restore_state, save_run_checkpoints
 from captioning.training.warm_start import warm_start
 
 __all__ = ["Trainer", "seed_everything"]
@@ -70,15 +67,11 @@ __all__ = ["Trainer", "seed_everything"]
 log = logging.getLogger(__name__)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 class Trainer:
     """One training run.
+
+    A warm start (``trainer.init_from``) is resolved here, once: the run's config holds the
+    checkpoint's model settings from the start and is never replaced during the run.
 
     Args:
         config: the run's settings (see :func:`captioning.training.config.parse_config`).
@@ -97,6 +90,9 @@ class Trainer:
         objective: Objective | None = None,
         should_stop: Callable[[int, int], bool] | None = None,
     ) -> None:
+        self._init = None  # a warm start's checkpoint, until fit() builds its model
+        if config.trainer.init_from:  # the model config is the checkpoint's, for the whole run
+            self._init, config = warm_start(config)
         # the data folder as an absolute path, so the run's checkpoints find it from anywhere
         root = str(Path(config.data.root).resolve())
         self.config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=root))
@@ -138,176 +134,139 @@ class Trainer:
         finally:
             cleanup_distributed()
 
-    def _prepare(self) -> tuple[dict[str, Any] | None, dict[str, list]]:
-        """Run directory, resume checkpoint, records, vocabulary and model (a warm start's:
-        ``trainer.init_from``)."""
-        cfg, ctx, t = self.config, self.ctx, self.config.trainer
-        if not ctx.is_main:
-            logging.getLogger().setLevel(logging.WARNING)
-        seed_everything(cfg.seed)
-        configure_torch(
-            self.device,
-            threads=t.threads,
-            deterministic=t.deterministic,
-            cudnn_benchmark=t.cudnn_benchmark,
-            tf32=t.tf32,
-        )
-        init = None
-        if t.init_from:  # the model config is the checkpoint's from here on
-            init, cfg = warm_start(cfg)
-            self.config = cfg
-        resume = resume_source(t.resume)
-        self.run_dir = run_directory(self.run_dir, resume, ctx)
-        ckpt = load_resume(resume[0], cfg.to_dict(), self.run_dir) if resume else None
-        records = run_data.load_records(cfg.data, ctx)
-        if ckpt is not None:
-            self.model, self.vocab = restore_model(ckpt, source=f"trainer.resume={t.resume}")
-        elif init is not None:
-            self.model, self.vocab = restore_model(init, source=f"trainer.init_from={t.init_from}")
-        else:
-            self.vocab = run_data.build_vocabulary(cfg.data, records["train"])
-            self.model = build_model(cfg, vocab_size=len(self.vocab))
-        self.model.to(self.device)
-        if t.channels_last:
-            self.model.encoder.to(memory_format=torch.channels_last)
-        if ctx.is_main:
-            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            self.vocab.save(self.run_dir / "vocab.json")
-        log.info(
-            "data %s: %d train / %d val images; vocabulary %d words; model %.2fM parameters "
-            "on %s x %d process(es)",
-            cfg.data.name,
-            len(records["train"]),
-            len(records["val"]),
-            len(self.vocab),
-            sum(p.numel() for p in self.model.parameters()) / 1e6,
-            self.device,
-            ctx.world_size,
-        )
-        if ctx.world_size > 1:
-            seed_everything(cfg.seed + ctx.rank)  # ranks draw different dropout masks
-        return ckpt, records
-
     def _fit(self, stop: StopOnSignal) -> dict[str, Any]:
-        ckpt, records = self._prepare()  # (may take the model config from trainer.init_from)
-        cfg, ctx, device, t, o = (
+        t = self.config.trainer
+        resume = resume_source(t.resume)
+        self.run_dir = run_directory(self.run_dir, resume, self.ctx)
+        run = set_up_run(
             self.config,
-            self.ctx,
-            self.device,
-            self.config.trainer,
-            self.config.optim,
-        )
-        plain = cfg.to_dict()  # what checkpoints store
-        model, run_dir, decoding = self.model, self.run_dir, plain["decoding"]
-        self.objective.setup(ObjectiveContext(self.vocab, records["train"], device, decoding))
-        loader = run_data.train_loader(
-            cfg, model, records["train"], self.vocab, device, ctx, lambda: stop.signum is not None
-        )
-        if loader is None:  # the feature-cache build was interrupted (it resumes next time)
-            return self._summary(-float("inf"), stop_name(stop.signum))
-        steps = min(len(loader), t.max_train_batches or len(loader))
-        optimizer, scheduler = build_optimization(model, o, steps_per_epoch=steps, epochs=t.epochs)
-        amp = autocast_dtype(t.amp, device)
-        scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
-        state = restore_state(ckpt, optimizer, scheduler, scaler, ctx, t.monitor)
-        if state.sampler is not None:
-            loader.sampler.load_state_dict(state.sampler)
-        run_log = None
-        if ctx.is_main:
-            resumed = {"resume": ckpt is not None, "resume_epoch": state.epoch}
-            run_log = RunLog(run_dir, tensorboard=t.tensorboard, **resumed)
-        self.history = list(run_log.rows) if run_log is not None else []
-        if ckpt is not None:
-            set_rng_state(state.rng)  # last: building the model above drew random numbers
-            log.info("resuming %s at epoch %d, batch %d", run_dir, state.epoch + 1, state.batch)
-        save = dict(ctx=ctx, model=model, config=plain, vocab=self.vocab, scaler=scaler)
-        save.update(optimizer=optimizer, scheduler=scheduler, loader=loader)
-        loop_settings = dict(
-            device=device,
+            run_dir=self.run_dir,
+            resume=resume[0] if resume is not None else None,
+            device=self.device,
+            ctx=self.ctx,
             objective=self.objective,
-            scheduler=scheduler,
-            scaler=scaler,
-            autocast_dtype=amp,
-            grad_clip=o.grad_clip,
-            channels_last=t.channels_last,
-            progress=t.progress and ctx.is_main,
-            max_bad_images=run_data.bad_image_budget(
-                cfg.data, len(loader.dataset) // ctx.world_size
-            ),
-            max_nonfinite_steps=t.max_nonfinite_steps,
+            init=self._init,
+            should_stop=lambda: stop.signum is not None,
         )
-        learns, loop, interrupted = None, None, None
-        streak, first = int((state.partial or {}).get("nonfinite_streak", 0)), state.epoch + 1
+        if run is None:  # the feature-cache build was interrupted (it resumes next time)
+            return self._summary(-float("inf"), stop_name(stop.signum))
+        self._init = None  # (its weights are in the model now)
+        self.model, self.vocab = run.model, run.vocab
+        self.history = list(run.run_log.rows) if run.run_log is not None else []
+        interrupted, phase, loop = None, None, None
+        first = run.state.epoch + 1
+        streak = int((run.state.partial or {}).get("nonfinite_streak", 0))
         for epoch in range(first, t.epochs + 1):
-            phase = encoder_learns(
-                model,
+            learns = encoder_learns(
+                run.model,
                 epoch,
-                trainable=cfg.encoder.trainable,
-                finetune_after=o.finetune_encoder_after,
-                fine_tune_from=cfg.encoder.fine_tune_from,
+                trainable=self.config.encoder.trainable,
+                finetune_after=self.config.optim.finetune_encoder_after,
+                fine_tune_from=self.config.encoder.fine_tune_from,
             )
-            if phase != learns:  # (re)wrap for DDP / compile when the trainable set changes
-                learns = phase
-                unused = t.find_unused_parameters
-                step = wrap_step(
-                    model, self.objective, device, ctx, compile=t.compile, unused=unused
-                )
-                loop = TrainLoop(model, optimizer, step=step, **loop_settings)
-            stats = self._train_epoch(loop, loader, state, epoch, epoch == first, streak, stop)
+            if learns != phase:  # (re)wrap for DDP / compile when the trainable set changes
+                phase, loop = learns, self._loop(run)
+            stats = self._train_epoch(run, loop, epoch, epoch == first, streak, stop)
             streak = stats.nonfinite_streak
             if stats.interrupted:
-                interrupted, state.epoch = stop_name(stop.signum), epoch - 1
-                metrics = {f"best_{t.monitor}": state.best}
-                save_run_checkpoints(
-                    run_dir, ("last.pt",), state=state, partial=stats, metrics=metrics, **save
-                )
-                log.warning(
-                    "stopped in epoch %d after %d batches: checkpoints/last.pt written; resume "
-                    "with trainer.resume=%s",
-                    epoch,
-                    stats.steps + stats.skipped,
-                    run_dir,
-                )
+                interrupted = self._save_interrupted(run, epoch, stats, stop)
                 break
-            scores = self._evaluate("val", records["val"]).scores
-            improved = scores[t.monitor] > state.best
-            state.epoch, state.best = epoch, max(state.best, scores[t.monitor])
-            state.best_epoch = epoch if improved else state.best_epoch
-            row = epoch_row(epoch, state.step, stats, scores, scheduler.get_last_lr()[0])
-            log_epoch(row, stats, t.monitor, self.objective.unit, improved)
-            if run_log is not None:
-                run_log.log_epoch(row)
-            self.history.append(row)
-            names = ("last.pt", "best.pt") if improved else ("last.pt",)
-            metrics = {**scores, f"best_{t.monitor}": state.best}
-            save_run_checkpoints(run_dir, names, state=state, metrics=metrics, **save)
-            signals = [s for s in gather_objects(stop.signum) if s is not None]  # any rank's
-            if signals:
-                interrupted = stop_name(signals[0])
+            interrupted, done = self._end_epoch(run, epoch, stats, stop)
+            if done:
                 break
-            waited = epoch - (state.best_epoch or epoch)
-            if t.early_stop_patience and waited >= t.early_stop_patience and epoch < t.epochs:
-                log.info("early stop: no better %s for %d epochs", t.monitor, waited)
-                break
-        if run_log is not None:
-            run_log.close()
-        summary = self._summary(state.best, interrupted)
+        if run.run_log is not None:
+            run.run_log.close()
+        summary = self._summary(run.state.best, interrupted)
         if interrupted is None and t.test_after_training:
             summary.update(self.test())
         return summary
 
+    def _loop(self, run: RunSetup) -> TrainLoop:
+        """The epoch loop over the model as it trains now (wrapped for DDP / compile)."""
+        t, ctx = self.config.trainer, run.ctx
+        step = wrap_step(
+            run.model,
+            self.objective,
+            self.device,
+            ctx,
+            compile=t.compile,
+            unused=t.find_unused_parameters,
+        )
+        return TrainLoop(
+            run.model,
+            run.optimizer,
+            step=step,
+            device=self.device,
+            objective=self.objective,
+            scheduler=run.scheduler,
+            scaler=run.scaler,
+            autocast_dtype=run.amp,
+            grad_clip=self.config.optim.grad_clip,
+            channels_last=t.channels_last,
+            progress=t.progress and ctx.is_main,
+            max_bad_images=run_data.bad_image_budget(
+                self.config.data, len(run.loader.dataset) // ctx.world_size
+            ),
+            max_nonfinite_steps=t.max_nonfinite_steps,
+        )
+
+    def _end_epoch(
+        self, run: RunSetup, epoch: int, stats: EpochStats, stop: StopOnSignal
+    ) -> tuple[str | None, bool]:
+        """Validate, log, checkpoint; then whether the run stops (a signal on any rank, or
+        early stopping).
+
+        Returns:
+            (what interrupted the run or None, whether to stop).
+        """
+        t, state = self.config.trainer, run.state
+        scores = self._evaluate("val", run.records["val"]).scores
+        improved = scores[t.monitor] > state.best
+        state.epoch, state.best = epoch, max(state.best, scores[t.monitor])
+        state.best_epoch = epoch if improved else state.best_epoch
+        row = epoch_row(epoch, state.step, stats, scores, run.scheduler.get_last_lr()[0])
+        log_epoch(row, stats, t.monitor, self.objective.unit, improved)
+        if run.run_log is not None:
+            run.run_log.log_epoch(row)
+        self.history.append(row)
+        names = ("last.pt", "best.pt") if improved else ("last.pt",)
+        run.save(names, metrics={**scores, f"best_{t.monitor}": state.best})
+        signals = [s for s in gather_objects(stop.signum) if s is not None]  # any rank's
+        if signals:
+            return stop_name(signals[0]), True
+        waited = epoch - (state.best_epoch or epoch)
+        if t.early_stop_patience and waited >= t.early_stop_patience and epoch < t.epochs:
+            log.info("early stop: no better %s for %d epochs", t.monitor, waited)
+            return None, True
+        return None, False
+
+    def _save_interrupted(
+        self, run: RunSetup, epoch: int, stats: EpochStats, stop: StopOnSignal
+    ) -> str | None:
+        """A stopped epoch: ``last.pt`` with the part done, to resume exactly; what stopped it."""
+        run.state.epoch = epoch - 1
+        metrics = {f"best_{self.config.trainer.monitor}": run.state.best}
+        run.save(("last.pt",), metrics=metrics, partial=stats)
+        log.warning(
+            "stopped in epoch %d after %d batches: checkpoints/last.pt written; resume "
+            "with trainer.resume=%s",
+            epoch,
+            stats.steps + stats.skipped,
+            run.run_dir,
+        )
+        return stop_name(stop.signum)
+
     def _train_epoch(
         self,
+        run: RunSetup,
         loop: TrainLoop,
-        loader: Any,
-        state: RunState,
         epoch: int,
         resumed: bool,
         streak: int,
         stop: StopOnSignal,
     ) -> EpochStats:
         """One epoch, resumed part-way when `resumed` and the run state says so."""
-        t = self.config.trainer
+        t, state, loader = self.config.trainer, run.state, run.loader
         skip = state.batch if resumed else 0
         start_epoch(loader, epoch, skip_batches=skip)
         if skip and state.loader_generator is not None:
@@ -330,14 +289,14 @@ class Trainer:
                 nonfinite_streak=streak,
             )
         except NonFiniteLossError as exc:
-            last = self.run_dir / "checkpoints" / "last.pt"
+            last = run.run_dir / "checkpoints" / "last.pt"
             kept = f"{last} (epoch {epoch - 1}) is kept" if last.is_file() else "nothing saved"
             raise CaptioningError(
                 f"{exc} (trainer.max_nonfinite_steps={t.max_nonfinite_steps}); {kept}: lower "
                 "optim.lr, set optim.grad_clip or check the data, then resume with "
                 "trainer.resume"
             ) from None
-        check_finite(self.model, epoch, self.run_dir)
+        check_finite(run.model, epoch, run.run_dir)
         state.step += stats.steps
         return merge_stats(state.partial if skip else None, stats)
 

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from captioning.data.loader import CaptionBatch
+from captioning.decoding.settings import DecodingSettings
 from captioning.errors import CaptioningError
 from captioning.settings import parse_settings, plain
 from captioning.targets import BuilderSettings, check_arguments, instantiate, resolve_target
@@ -57,7 +58,7 @@ class ObjectiveContext:
     vocab: Any
     train_records: Sequence[Any] = ()
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    decoding: Mapping[str, Any] = field(default_factory=dict)
+    decoding: DecodingSettings = field(default_factory=DecodingSettings)
 
 
 class Objective:

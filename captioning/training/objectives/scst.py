@@ -216,7 +216,7 @@ class SelfCriticalObjective(Objective):
         vocab = context.vocab
         self.ids = {"bos_id": vocab.bos_id, "eos_id": vocab.eos_id, "pad_id": vocab.pad_id}
         if self.max_len is None:
-            self.max_len = int(context.decoding.get("max_len", 20))
+            self.max_len = context.decoding.max_len
         self.sampling = DecodingSettings(
             max_len=self.max_len, sample=True, num_samples=self.num_samples
         ).checked()
