@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"  # data files the tests read
 TOOLS = ROOT / "tools"
 HAS_JAVA = shutil.which("java") is not None
 needs_java = pytest.mark.skipif(not HAS_JAVA, reason="java not found (PTB tokenizer, METEOR)")
@@ -322,3 +323,49 @@ def chromium_flags(profile: Path) -> list[str]:
         "--disable-sync",
         f"--user-data-dir={profile}",
     ]
+
+
+# -- writers --------------------------------------------------------------------------------------
+
+
+def write_image(path: Path, shade: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (12, 10), (shade % 256, 40, 90)).save(path)
+
+
+def write_flickr(
+    root: Path,
+    sizes: dict[str, int],
+    *,
+    name: str = "dataset_flickr8k.json",
+    folder: str | None = "Flicker8k_Dataset",
+    images: bool = True,
+) -> Path:
+    """A Flickr-style Karpathy split file (imgid, filename, sentences; no cocoid, no filepath)
+    and its images under `root/folder` (None: in `root`)."""
+    entries, k, sentid = [], 0, 0
+    for split, count in sizes.items():
+        for _ in range(count):
+            filename = f"{1000 + 37 * k}_{k:04x}.jpg"
+            if images:
+                write_image(root / (folder or "") / filename, k)
+            sentences = []
+            for j in range(5):
+                raw = f"A dog number {k} runs in field {j} . "
+                sentences.append(
+                    {"tokens": raw.lower().split()[:-1], "raw": raw, "imgid": k, "sentid": sentid}
+                )
+                sentid += 1
+            entries.append(
+                {
+                    "sentids": [s["sentid"] for s in sentences],
+                    "imgid": k,
+                    "sentences": sentences,
+                    "split": split,
+                    "filename": filename,
+                }
+            )
+            k += 1
+    path = root / name
+    path.write_text(json.dumps({"images": entries, "dataset": name[8:-5]}))
+    return path

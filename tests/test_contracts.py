@@ -7,12 +7,12 @@ import ast
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from captioning.contracts import CaptionDecoder, EncoderOutput
 from captioning.models.attention_decoder import AttentionDecoder
 from captioning.models.decoder import RNNDecoder
 
-ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "captioning"
 
 

@@ -3,8 +3,6 @@ a 1-process run with twice the per-process batch."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -14,8 +12,6 @@ from captioning.data.loader import EpochSampler
 from captioning.distributed import DistContext, gather_dicts, init_distributed
 from captioning.errors import CaptioningError
 from captioning.training.run_log import read_metrics_csv
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class Items(Dataset):

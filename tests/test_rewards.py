@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import FIXTURES
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
@@ -21,7 +22,7 @@ from captioning.rewards import CaptionReward, CiderD
 from captioning.text import tokenize
 from captioning.vocab import Vocabulary
 
-DATA = Path(__file__).parent / "data" / "coco-karpathy-test"
+DATA = FIXTURES / "coco-karpathy-test"
 UNSEEN = "zyzzyva"  # a word in no reference caption
 
 

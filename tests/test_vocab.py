@@ -1,3 +1,5 @@
+"""Tests for captioning.vocab."""
+
 import pytest
 
 from captioning.errors import CaptioningError

@@ -1,0 +1,206 @@
+"""tools/caption.py: its flags, bad files, attention maps."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import ROOT, run_tool, tiny_checkpoint, tiny_model_config
+from PIL import Image
+
+from captioning.checkpoint import save_checkpoint
+from captioning.models.caption_model import build_model
+from captioning.vocab import Vocabulary
+
+
+def write_bad_images(folder: Path) -> dict[str, Path]:
+    """One file for each way an image can be unreadable."""
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 50).convert("RGB").save(buf, "PNG")
+    bad = {
+        "text": folder / "notes.jpg",
+        "truncated": folder / "cut.png",
+        "empty": folder / "empty.png",
+    }
+    bad["text"].write_text("not an image at all")
+    bad["truncated"].write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    bad["empty"].write_bytes(b"")
+    return bad
+
+
+def test_caption_tool_captions_a_folder_past_its_bad_files(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "ck.pt")
+    folder = tmp_path / "photos"
+    good = []
+    for k, (mode, suffix) in enumerate(
+        [("RGB", ".jpg"), ("L", ".png"), ("RGBA", ".png"), ("P", ".gif"), ("RGB", ".png")]
+    ):
+        path = folder / f"g{k}{suffix}"
+        path.parent.mkdir(exist_ok=True)
+        Image.new(mode, (20 + k, 30)).save(path)
+        good.append(path)
+    Image.new("RGB", (500, 500)).save(folder / "huge.png")  # fine, but over --max-pixels below
+    bad = sorted([*write_bad_images(folder).values(), folder / "huge.png"])
+    (folder / "readme.txt").write_text("ignored: not an image suffix")
+
+    out = run_tool(
+        "caption.py", "--checkpoint", ckpt, "--batch-size", "2", "--max-pixels", "10000", folder
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    captioned = [line.split("\t")[0] for line in out.stdout.splitlines()]
+    assert captioned == [str(p) for p in sorted(good)]  # every good image, in order
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == len(bad)  # one line per bad file, naming it
+    assert sorted(next(str(p) for p in bad if str(p) in e) for e in errors) == [str(p) for p in bad]
+    assert "4 of 9 files could not be read" in out.stderr
+
+    skip = run_tool("caption.py", "--checkpoint", ckpt, "--skip-errors", folder)
+    assert skip.returncode == 0 and len(skip.stdout.splitlines()) == len(good) + 1  # huge.png
+    assert sum(line.startswith("error:") for line in skip.stderr.splitlines()) == len(bad) - 1
+
+
+# -- Captioner and tools/caption.py ------------------------------------------------------------
+
+CONFIG = {
+    "encoder": {
+        "_target_": "captioning.models.encoder.vgg_tiny",
+        "width": 8,
+        "image_size": 32,
+        "vector_dim": 16,
+    },
+    "decoder": {
+        "_target_": "captioning.models.decoder.RNNDecoder",
+        "cell": "lstm",
+        "embed_dim": 8,
+        "hidden_dim": 16,
+    },
+    "decoding": {
+        "beam_size": 1,
+        "max_len": 6,
+        "length_penalty": 0.0,
+        "no_repeat_ngram_size": 0,
+        "n_best": 1,
+    },
+}
+VOCAB = Vocabulary.build(["a red circle", "a blue square", "a green triangle left of it"])
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(CONFIG, vocab_size=len(VOCAB))
+    path = save_checkpoint(
+        tmp_path / "ck.pt",
+        model=model.state_dict(),
+        config=CONFIG,
+        vocab=VOCAB.to_list(),
+        epoch=1,
+        step=1,
+        metrics={},
+    )
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    for i in range(3):
+        pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "images" / f"{i}.png")
+    return path, tmp_path / "images"
+
+
+def test_caption_tool_flags(checkpoint):
+    path, images = checkpoint
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "caption.py"),
+            "-c",
+            str(path),
+            str(images),
+            "--beam-size",
+            "3",
+            "--n-best",
+            "2",
+            "--batch-size",
+            "2",
+            "--length-penalty",
+            "0.5",
+            "--no-repeat-ngram-size",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = [line.split("\t") for line in run.stdout.splitlines()]
+    assert len(lines) == 6 and all(len(parts) == 3 for parts in lines)
+    for first, second in zip(lines[::2], lines[1::2], strict=True):
+        assert first[0] == second[0] and float(first[1]) >= float(second[1])
+
+    def output(*flags):
+        done = run_tool("caption.py", "-c", path, images / "*.png", *flags)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    greedy_lines = output("--batch-size", "2")
+    assert len(greedy_lines) == 3 and all(len(x.split("\t")) == 2 for x in greedy_lines)
+    assert output("--sample", "--temperature", "0") == greedy_lines
+    drawn = output("--sample", "--seed", "1", "--num-samples", "2", "--top-k", "5")
+    assert len(drawn) == 6 and drawn == output(
+        "--sample", "--seed", "1", "--num-samples", "2", "--top-k", "5"
+    )
+    bad = run_tool("caption.py", "-c", path, images, "--beam-size", "2", "--n-best", "3")
+    assert bad.returncode == 2 and "n_best" in bad.stderr
+    bad = run_tool("caption.py", "-c", path, images, "--temperature", "0.5")
+    assert bad.returncode == 2 and "--sample" in bad.stderr
+
+
+def _picture(size: tuple[int, int] = (48, 40), seed: int = 0) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+# --------------------------------------------------------------------------- caption.py
+
+
+def _checkpoint(path: Path, decoder: str, **settings) -> Path:
+    """An untrained model saved as training would, that emits no special token (`<pad>`,
+    `<start>`, `<end>`, `<unk>`): every caption has max_len = 5 words (enough to exercise the
+    tools)."""
+    from captioning.checkpoint import load_checkpoint, save_checkpoint
+
+    config = tiny_model_config(decoder=decoder, vector_dim=16, image_size=32, max_len=5, **settings)
+    ckpt = load_checkpoint(tiny_checkpoint(path, config, words=["a red circle"]))
+    ckpt["model"]["decoder.out.bias"][:4] = -1e4  # the specials
+    fields = ("model", "config", "vocab", "epoch", "step")
+    return save_checkpoint(path, **{k: ckpt[k] for k in fields})
+
+
+def test_caption_tool_draws_attention_maps(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path / "att.pt", "attention", attention_dim=8)
+    images = []
+    for k in range(2):
+        images.append(tmp_path / f"img{k}.png")
+        _picture((60, 40), seed=k).save(images[-1])
+    out = tmp_path / "maps" / "att.png"
+    done = run_tool("caption.py", "-c", ckpt, images[0], "--attention-map", out)
+    assert done.returncode == 0, done.stderr
+    with Image.open(out) as png:
+        assert png.size[0] > png.size[1]  # the image and 5 word panels: one row of six
+    assert done.stdout.startswith(f"{images[0]}\t") and f"attention map: {out}" in done.stderr
+    assert len(done.stdout.split("\t")[1].split()) == 5
+    done = run_tool("caption.py", "-c", ckpt, *images, "--attention-map", out, "--beam-size", "2")
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in out.parent.iterdir()} == {"att.png", "att_img0.png", "att_img1.png"}
+
+    ckpt = _checkpoint(tmp_path / "lstm.pt", "rnn", cell="lstm")
+    done = run_tool("caption.py", "-c", ckpt, images[0], "--attention-map", out)
+    assert done.returncode == 2
+    assert (
+        done.stderr.startswith("error: --attention-map needs an attention model")
+        and done.stderr.count("\n") == 1
+    )

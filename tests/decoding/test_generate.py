@@ -1,0 +1,155 @@
+"""generate(): dispatch, errors, and what every strategy shares."""
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from captioning.contracts import EncoderOutput
+from captioning.decoding import DecodingSettings, beam_search, generate, greedy, sample
+from captioning.errors import CaptioningError
+from captioning.models.decoder import RNNDecoder
+
+try:
+    from captioning.models.attention_decoder import AttentionDecoder
+except ImportError:  # written in parallel; these cases skip until it exists
+    AttentionDecoder = None
+
+
+V, E, H, D, L, G = 23, 8, 12, 10, 4, 6  # vocab, embed, hidden, vector, regions, grid dim
+BOS, EOS, PAD = 1, 2, 0
+
+RNN_CASES = [
+    f"{cell}-{inj}"
+    for cell, inj in itertools.product(
+        ["rnn", "lstm", "gru"], ["every_step", "init_state", "first_input", "none"]
+    )
+]
+ATT_CASES = [
+    pytest.param(
+        f"att-{cell}",
+        marks=pytest.mark.skipif(
+            AttentionDecoder is None, reason="attention decoder not written yet"
+        ),
+    )
+    for cell in ["lstm", "gru", "rnn"]
+]
+DECODERS = RNN_CASES + ATT_CASES
+
+
+def make(name: str, seed: int = 0) -> nn.Module:
+    """A tiny decoder in eval mode: ``cell-injection`` (RNNDecoder) or ``att-cell``."""
+    torch.manual_seed(seed)
+    kind, cell = name.split("-", 1)
+    if kind == "att":
+        return AttentionDecoder(
+            vocab_size=V,
+            grid_dim=G,
+            cell=cell,
+            embed_dim=E,
+            hidden_dim=H,
+            attention_dim=7,
+            dropout=0.0,
+        ).eval()
+    return RNNDecoder(
+        vocab_size=V, vector_dim=D, cell=kind, embed_dim=E, hidden_dim=H, image_injection=cell
+    ).eval()
+
+
+def features(b: int = 4, seed: int = 0) -> EncoderOutput:
+    g = torch.Generator().manual_seed(seed)
+    return EncoderOutput(torch.randn(b, D, generator=g), torch.randn(b, L, G, generator=g))
+
+
+def never_ends(dec: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        dec.out.bias[EOS] = -1e9
+    return dec
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_never_ending_model_still_returns_max_len_words(name):
+    dec, feats = never_ends(make(name)), features()
+    outs = [
+        greedy(dec, feats, max_len=7).sequences,
+        beam_search(dec, feats, beam_size=3, n_best=2, max_len=7).sequences,
+        sample(dec, feats, max_len=7, generator=torch.Generator().manual_seed(0)).sequences,
+        sample(dec, feats, max_len=7, num_samples=2, top_k=3).sequences,
+    ]
+    for seqs in outs:
+        assert seqs.size(-1) == 7 and seqs.size(0) == 4
+        assert not (seqs == EOS).any()  # so every row has all 7 words
+    scores = beam_search(dec, feats, beam_size=3, max_len=7).scores
+    assert torch.isfinite(scores).all() and (scores > -1e6).all()
+
+
+@pytest.mark.parametrize(
+    "name", ["lstm-every_step", "gru-init_state", "rnn-first_input", *ATT_CASES[:1]]
+)
+def test_no_repeat_ngram(name):
+    dec, feats = never_ends(make(name)), features()
+
+    def bigrams(seq):
+        return list(itertools.pairwise(seq))
+
+    def has_repeat(seqs):
+        return any(len(set(bigrams(s))) < len(bigrams(s)) for s in seqs)
+
+    free = beam_search(dec, feats, beam_size=3, n_best=3, max_len=15).sequences.reshape(12, -1)
+    assert has_repeat(free.tolist())  # the setup repeats bigrams when nothing stops it
+    runs = [
+        beam_search(dec, feats, beam_size=3, n_best=3, max_len=15, no_repeat_ngram_size=2),
+        generate(dec, feats, max_len=15, no_repeat_ngram_size=2),
+        sample(dec, feats, max_len=15, num_samples=3, no_repeat_ngram_size=2),
+    ]
+    for out in runs:
+        seqs = out.sequences.reshape(-1, out.sequences.size(-1)).tolist()
+        assert not has_repeat(seqs) and all(len(s) == 15 for s in seqs)
+    once = beam_search(dec, feats, beam_size=2, max_len=15, no_repeat_ngram_size=1).sequences
+    assert all(len(set(s)) == len(s) for s in once[:, 0].tolist())  # n = 1: no word twice
+
+
+def test_image_free_decoder():
+    dec = make("lstm-none")
+    g = greedy(dec, None, batch_size=3, max_len=8)
+    b = beam_search(dec, None, batch_size=3, beam_size=3, n_best=2, max_len=8)
+    s = sample(dec, None, batch_size=3, num_samples=2, max_len=8)
+    assert g.sequences.size(0) == 3 and b.sequences.shape[:2] == (3, 2)
+    assert s.sequences.shape[:2] == (3, 2)
+    assert torch.equal(b.sequences[0], b.sequences[2])  # no image: every row is the same
+    with pytest.raises(CaptioningError, match="batch_size"):
+        beam_search(dec, None, beam_size=2)
+
+
+def test_generate_dispatch_and_errors():
+    dec, feats = make("gru-every_step"), features()
+    assert torch.equal(  # greedy
+        generate(dec, feats, max_len=6).sequences, greedy(dec, feats, max_len=6).sequences
+    )
+    assert generate(dec, feats, beam_size=3, max_len=6).sequences.shape[:2] == (4, 1)
+    beam_of_one = beam_search(dec, feats, beam_size=1, length_penalty=1.0)
+    assert torch.equal(
+        generate(dec, feats, n_best=1, length_penalty=1.0).scores, beam_of_one.scores
+    )
+    assert generate(dec, feats, sample=True, num_samples=2).sequences.shape[:2] == (4, 2)
+    settings = DecodingSettings(beam_size=3, n_best=2, max_len=6)
+    assert torch.equal(  # keyword overrides go on top of the settings
+        generate(dec, feats, settings, n_best=3).sequences,
+        beam_search(dec, feats, beam_size=3, n_best=3, max_len=6).sequences,
+    )
+    bad = [
+        dict(beam_size=0),
+        dict(beam_size=2, n_best=3),
+        dict(max_len=0),
+        dict(sample=True, beam_size=3),
+        dict(num_samples=2),
+        dict(no_repeat_ngram_size=-1),
+        dict(sample=True, temperature=-1.0),
+        dict(sample=True, top_k=0),
+        dict(beem_size=3),
+        dict(beam_size="3"),
+    ]
+    for kw in bad:
+        with pytest.raises(CaptioningError):
+            generate(dec, feats, **kw)

@@ -1,0 +1,157 @@
+"""Greedy decoding and sampling (temperature, top-k)."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from captioning.contracts import EncoderOutput
+from captioning.decoding import greedy, sample
+from captioning.models.decoder import RNNDecoder
+
+try:
+    from captioning.models.attention_decoder import AttentionDecoder
+except ImportError:  # written in parallel; these cases skip until it exists
+    AttentionDecoder = None
+
+
+V, E, H, D, L, G = 23, 8, 12, 10, 4, 6  # vocab, embed, hidden, vector, regions, grid dim
+BOS, EOS, PAD = 1, 2, 0
+
+RNN_CASES = [
+    f"{cell}-{inj}"
+    for cell, inj in itertools.product(
+        ["rnn", "lstm", "gru"], ["every_step", "init_state", "first_input", "none"]
+    )
+]
+ATT_CASES = [
+    pytest.param(
+        f"att-{cell}",
+        marks=pytest.mark.skipif(
+            AttentionDecoder is None, reason="attention decoder not written yet"
+        ),
+    )
+    for cell in ["lstm", "gru", "rnn"]
+]
+DECODERS = RNN_CASES + ATT_CASES
+
+
+def make(name: str, seed: int = 0) -> nn.Module:
+    """A tiny decoder in eval mode: ``cell-injection`` (RNNDecoder) or ``att-cell``."""
+    torch.manual_seed(seed)
+    kind, cell = name.split("-", 1)
+    if kind == "att":
+        return AttentionDecoder(
+            vocab_size=V,
+            grid_dim=G,
+            cell=cell,
+            embed_dim=E,
+            hidden_dim=H,
+            attention_dim=7,
+            dropout=0.0,
+        ).eval()
+    return RNNDecoder(
+        vocab_size=V, vector_dim=D, cell=kind, embed_dim=E, hidden_dim=H, image_injection=cell
+    ).eval()
+
+
+def features(b: int = 4, seed: int = 0) -> EncoderOutput:
+    g = torch.Generator().manual_seed(seed)
+    return EncoderOutput(torch.randn(b, D, generator=g), torch.randn(b, L, G, generator=g))
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_sampling(name):
+    dec, feats = make(name), features()
+    g = greedy(dec, feats, max_len=10)
+
+    def draw(seed, **kw):
+        return sample(dec, feats, max_len=10, generator=torch.Generator().manual_seed(seed), **kw)
+
+    a, b = draw(3, num_samples=4), draw(3, num_samples=4)
+    assert a.sequences.shape[:2] == (4, 4) and torch.equal(a.sequences, b.sequences)
+    assert not torch.equal(draw(3).sequences, draw(4).sequences)  # really random
+    for kw in (
+        dict(temperature=0.0),
+        dict(temperature=1e-6),
+        dict(temperature=1e-30),
+        dict(top_k=1),
+        dict(top_k=1, temperature=5.0),
+    ):
+        out = draw(0, **kw)
+        assert torch.equal(out.sequences, g.sequences), kw
+        torch.testing.assert_close(out.scores, g.scores)
+
+
+class TableDecoder(nn.Module):
+    """A bigram model with the step contract: log p(word | previous word) read from a table."""
+
+    has_attention = False
+
+    def __init__(self, probs: dict[int, dict[int, float]], vocab_size: int = 9) -> None:
+        super().__init__()
+        table = torch.full((vocab_size, vocab_size), 1.0 / vocab_size)  # unlisted rows: uniform
+        for prev, row in probs.items():
+            table[prev] = 0.0
+            for word, p in row.items():
+                table[prev, word] = p
+            table[prev, E_] += 1.0 - sum(row.values())  # the rest of the mass: a word "E"
+        self.logp = nn.Parameter(table.log(), requires_grad=False)
+
+    def init_state(self, features, *, batch_size=None):
+        return torch.zeros(1, features.vector.size(0) if features is not None else batch_size)
+
+    def step(self, tokens, state, features):
+        return self.logp[tokens], state, {}
+
+    def reorder_state(self, state, index):
+        return state.index_select(1, index)
+
+    def score(self, seq: list[int]) -> float:
+        return float(sum(self.logp[p, w] for p, w in zip([BOS, *seq], seq, strict=False)))
+
+
+A, B_, C, D_, E_ = 4, 5, 6, 7, 8
+
+
+def chi_square_p(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    """p-value of Pearson's chi-square goodness-of-fit test of `counts` (V,) against `probs` (V,):
+    the chi-square survival function ``Q(df / 2, stat / 2)`` over the categories with p > 0."""
+    support = probs > 0
+    if counts[~support].sum() > 0:  # drawn where the distribution has no mass
+        return 0.0
+    expected = probs[support] * counts.sum()
+    stat = ((counts[support] - expected) ** 2 / expected).sum()
+    df = torch.tensor((int(support.sum()) - 1) / 2, dtype=torch.float64)
+    return float(torch.special.gammaincc(df, stat / 2))
+
+
+CHI2_ALPHA = 1e-3  # false-positive rate of each goodness-of-fit test (seeds fixed: deterministic)
+
+
+@pytest.mark.parametrize(("temperature", "top_k"), [(0.5, None), (2.0, None), (1.0, 3), (2.0, 4)])
+def test_first_word_follows_tempered_softmax(temperature, top_k):
+    """20,000 first words drawn by sample() fit softmax(logits / T) (restricted to the top k
+    and renormalised) by a chi-square test at CHI2_ALPHA; the untempered, untruncated
+    distribution is rejected from the same draws, so the test can tell them apart."""
+    dec = TableDecoder({BOS: {EOS: 0.05, A: 0.3, B_: 0.2, C: 0.15, D_: 0.1, 3: 0.04}})  # E: 0.16
+    draws = 20_000
+    out = sample(
+        dec,
+        None,
+        batch_size=1,
+        num_samples=draws,
+        max_len=1,
+        temperature=temperature,
+        top_k=top_k,
+        generator=torch.Generator().manual_seed(0),
+    )
+    counts = torch.bincount(out.sequences[0, :, 0], minlength=9).double()  # (V,)
+    logits = dec.logp[BOS].double()  # (V,), -inf for <pad> and <start>
+    scaled = logits / temperature
+    if top_k is not None:
+        scaled = scaled.masked_fill(scaled < scaled.topk(top_k).values[-1], -math.inf)
+    assert chi_square_p(counts, scaled.softmax(0)) > CHI2_ALPHA
+    assert chi_square_p(counts, logits.softmax(0)) < CHI2_ALPHA

@@ -1,0 +1,161 @@
+"""The one evaluation path (captioning.evaluation.run): each image decoded once, then scored."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import fit, tiny_cfg, tiny_checkpoint
+
+from captioning.evaluation import checkpoint_split, evaluate_checkpoint
+from captioning.evaluation import decode as decode_module
+from captioning.evaluation.html import write_scored_page
+from captioning.evaluation.metrics import METRIC_KEYS
+from captioning.inference import Captioner
+
+
+def _records_with_bad_files(shapes_root, tmp_path, n_bad: int):
+    """The shapes val records, with the first `n_bad` images replaced by broken files."""
+
+    from captioning.data.coco import load_coco_captions
+    from captioning.data.records import ImageRecord
+
+    records = load_coco_captions(
+        shapes_root / "annotations" / "captions_val.json", shapes_root / "images"
+    )
+    copies = []
+    for k, record in enumerate(records):
+        path = tmp_path / "imgs" / record.path.name
+        path.parent.mkdir(exist_ok=True)
+        if k < n_bad:
+            path.write_bytes(record.path.read_bytes()[:100])  # truncated
+        else:
+            shutil.copy(record.path, path)
+        copies.append(ImageRecord(record.image_id, path, record.captions))
+    return copies
+
+
+def test_evaluation_leaves_unreadable_images_out_and_names_them(shapes_root, tmp_path, caplog):
+    from captioning.decoding import DecodingSettings
+    from captioning.evaluation import evaluate_split
+    from captioning.inference import Captioner
+
+    records = _records_with_bad_files(shapes_root, tmp_path, 2)
+    captioner = Captioner.from_checkpoint(tiny_checkpoint(tmp_path / "ck.pt"), device="cpu")
+    with caplog.at_level("WARNING", logger="captioning.evaluation"):
+        evaluation = evaluate_split(
+            captioner.model,
+            captioner.vocab,
+            records,
+            device=torch.device("cpu"),
+            decoding=DecodingSettings(max_len=5),
+            batch_size=2,  # the 1st batch: all bad
+        )
+    scores, predictions = evaluation.scores, evaluation.predictions
+    assert evaluation.unreadable == 2
+    assert sorted(predictions) == sorted(r.image_id for r in records[2:])
+    assert scores["num_images"] == len(records) - 2
+    left_out = [r.getMessage() for r in caplog.records if "left out of evaluation" in r.message]
+    assert [records[k].path.name in left_out[k] for k in range(2)] == [True, True]
+
+
+NLTK_KEYS = [f"nltk_Bleu_{n}" for n in range(1, 5)]
+
+
+def _html_scores(page: str) -> dict[int, list[float]]:
+    """image id -> the numbers of its row (id, then the metric columns)."""
+    rows = re.findall(r'<tr data-image-id="(\d+)">(.*?)</tr>', page, flags=re.S)
+    return {int(i): [float(v) for v in re.findall(r'data-value="([^"]*)"', row)] for i, row in rows}
+
+
+# --------------------------------------------------------------------------- checkpoint mode
+
+
+def _tiny_cfg(shapes_root: Path, *overrides: str):
+    return tiny_cfg(
+        shapes_root,
+        "trainer.epochs=1",
+        "trainer.max_train_batches=2",
+        "trainer.batch_size=32",
+        "trainer.test_after_training=false",
+        "++trainer.tensorboard=false",
+        *overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run trained for 2 batches, best checkpoint picked by validation CIDEr."""
+    run = tmp_path_factory.mktemp("run")
+    summary = fit(_tiny_cfg(shapes_root, "trainer.monitor=CIDEr"), run_dir=run)
+    row = summary["history"][0]
+    assert {"val_CIDEr", "val_Bleu_4", "val_num_images"} <= set(row)
+    assert summary["best"] == row["val_CIDEr"]
+    return run
+
+
+@pytest.mark.slow
+def test_checkpoint_mode_passes_only_given_decoding_options(
+    tiny_run: Path, tmp_path: Path, no_java: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = decode_module.generate
+    calls: list[tuple] = []
+
+    def recording(model, features, settings=None, **kwargs):
+        calls.append((settings, kwargs))
+        return real(model, features, settings, **kwargs)
+
+    monkeypatch.setattr(decode_module, "generate", recording)
+    split = checkpoint_split(tiny_run / "checkpoints" / "best.pt", decoding={"max_len": 4})
+    evaluation = split.evaluate(per_image=True)
+    configured = Captioner.from_checkpoint(tiny_run, device="cpu").decoding  # the run's config
+    settings, kwargs = calls[0]
+    assert settings == configured.replace(max_len=4) and settings != configured
+    assert {k for k in kwargs if not k.endswith("_id")} == set()  # nothing else passed
+    assert evaluation.decoding == settings and len(evaluation.predictions) == 20
+    page = tmp_path / "report.html"
+    scored = evaluation.scored
+    write_scored_page(
+        page, scored, evaluation.references, evaluation.predictions, images=evaluation.images
+    )
+    assert set(scored.scores) >= {*METRIC_KEYS, *NLTK_KEYS, "num_images"} - {"METEOR"}
+    html = page.read_text()
+    assert len(_html_scores(html)) == 20 and html.count("<img") == 20
+
+
+@pytest.mark.slow
+def test_checkpoint_mode_beam_size_one_equals_greedy(tiny_run: Path) -> None:
+    """Greedy captions of the test split (the run's config) equal a beam search of width one
+    run through `beam_search` itself (`generate` would route beam size one to greedy)."""
+    import torch
+
+    from captioning.data.splits import load_split
+    from captioning.decoding import beam_search
+
+    greedy = evaluate_checkpoint(tiny_run, metrics=("Bleu",)).predictions
+    captioner = Captioner.from_checkpoint(tiny_run, device="cpu")
+    records = load_split(captioner_data(tiny_run), "test")
+    images = torch.stack([captioner.preprocess(r.path) for r in records])  # (N, 3, H, W)
+    vocab = captioner.vocab
+    with torch.no_grad():
+        beam = beam_search(
+            captioner.model,
+            captioner.model.encode(images),
+            beam_size=1,
+            max_len=captioner.decoding.max_len,
+            bos_id=vocab.bos_id,
+            eos_id=vocab.eos_id,
+            pad_id=vocab.pad_id,
+        )
+    captions = [vocab.decode(seq[0]) for seq in beam.sequences.tolist()]  # (N, 1, T)
+    assert captions == [greedy[r.image_id] for r in records]
+
+
+def captioner_data(run: Path) -> dict:
+    """The data config a run's best checkpoint was trained with."""
+    from captioning.checkpoint import load_checkpoint
+
+    return load_checkpoint(run)["config"]["data"]

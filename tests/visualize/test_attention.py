@@ -1,0 +1,147 @@
+"""Attention maps (captioning.visualize.attention)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from captioning.data.transforms import Preprocess, eval_transform
+from captioning.decoding import Generation
+from captioning.errors import CaptioningError
+from captioning.visualize import (
+    COLORMAP,
+    attention_figure,
+    attention_grids,
+    attention_steps,
+    model_view,
+    save_attention_map,
+    upsample_attention,
+)
+from captioning.vocab import Vocabulary
+
+
+def _picture(size: tuple[int, int] = (48, 40), seed: int = 0) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+# --------------------------------------------------------------------------- attention maps
+
+
+def test_attention_grids_are_row_major() -> None:
+    alphas = torch.zeros(2, 6)
+    alphas[0, 4] = 1.0  # row 1, column 1 of a 2 x 3 grid
+    alphas[1, 2] = 1.0  # row 0, column 2
+    grids = attention_grids(alphas, (2, 3))
+    assert grids.shape == (2, 2, 3) and grids[0, 1, 1] == 1.0 and grids[1, 0, 2] == 1.0
+    assert attention_grids(np.ones((3, 16)) / 16).shape == (3, 4, 4)  # square grid inferred
+
+
+@pytest.mark.parametrize(
+    ("alphas", "grid_shape", "pattern"),
+    [
+        (torch.ones(2, 6), None, "square grid; pass grid_shape"),
+        (torch.ones(2, 6), (2, 2), "grid_shape"),
+        (torch.ones(1, 2, 4), None, r"\(T, L\)"),
+    ],
+)
+def test_attention_grids_errors(alphas, grid_shape, pattern) -> None:
+    with pytest.raises(CaptioningError, match=pattern):
+        attention_grids(alphas, grid_shape)
+
+
+def test_upsampled_attention_lies_over_its_grid_cell() -> None:
+    alphas = torch.zeros(2, 64)
+    alphas[0, 2 * 8 + 5] = 1.0  # grid cell (2, 5) of 8 x 8 -> pixels 16..23 x 40..47 of 64 x 64
+    alphas[1] = 1.0 / 64  # uniform attention stays uniform
+    maps = upsample_attention(alphas, (64, 64))
+    assert maps.shape == (2, 64, 64) and maps.dtype == np.float32 and maps.min() >= 0
+    row, col = np.unravel_index(maps[0].argmax(), maps[0].shape)
+    assert 16 <= row <= 23 and 40 <= col <= 47
+    ys, xs = np.mgrid[0:64, 0:64]
+    centroid = ((maps[0] * ys).sum() / maps[0].sum(), (maps[0] * xs).sum() / maps[0].sum())
+    assert centroid == pytest.approx((19.5, 43.5), abs=0.5)
+    np.testing.assert_allclose(maps[1], 1.0 / 64, rtol=1e-5)
+    assert upsample_attention(attention_grids(alphas), (32, 48)).shape == (2, 32, 48)
+
+
+def test_attention_figure_shows_each_words_weights_over_the_gray_image() -> None:
+    """One panel per word after the image; each shows the image in gray (the objects' colours
+    cannot blend with the map's) and that word's weights upsampled to it, every panel on one
+    scale from 0 to the caption's largest weight, read off the colour bar."""
+    image = _picture((48, 40))
+    words = ["a", "red", "circle", "<end>"]
+    alphas = torch.rand(4, 16, generator=torch.Generator().manual_seed(0)).softmax(dim=1)
+    alphas[1] = 0.0
+    alphas[1, 5] = 1.0  # "red": all on region (1, 1) of the 4 x 4 grid
+    fig = attention_figure(image, words, alphas, columns=5, panel_size=64)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["image", *words]
+    bar = fig.axes[-1]
+    assert bar.get_ylabel() == "attention weight"
+    view = np.asarray(panels[0].images[0].get_array())  # the image, in colour
+    assert view.shape[2] == 3 and np.ptp(view.astype(int), axis=2).max() > 0
+    maps = upsample_attention(alphas, view.shape[:2])  # (T, H, W)
+    for k, ax in enumerate(panels[1:]):
+        gray, heat = ax.images
+        backdrop = np.asarray(gray.get_array()).astype(int)
+        assert np.ptp(backdrop, axis=2).max() == 0  # R = G = B
+        np.testing.assert_allclose(np.asarray(heat.get_array()), maps[k], rtol=1e-6)
+        assert heat.norm.vmin == 0.0 and heat.norm.vmax == pytest.approx(float(maps.max()))
+        assert heat.get_cmap().name == COLORMAP
+    row, col = np.unravel_index(np.asarray(panels[2].images[1].get_array()).argmax(), maps[1].shape)
+    assert (row // (maps.shape[1] // 4), col // (maps.shape[2] // 4)) == (1, 1)
+
+
+def test_save_attention_map_lays_panels_out_in_rows(tmp_path: Path) -> None:
+    image = _picture((48, 40))
+    image.save(tmp_path / "in.png")
+    words = ["a", "red", "circle", "<end>"]
+    alphas = torch.rand(4, 16).softmax(dim=1)
+    out = save_attention_map(image, words, alphas, tmp_path / "maps" / "att.png", columns=5)
+    with Image.open(out) as png:
+        wide = png.size
+    assert out == tmp_path / "maps" / "att.png" and wide[0] > 2 * wide[1]  # 5 panels in one row
+    out = save_attention_map(
+        tmp_path / "in.png", words, alphas.numpy(), tmp_path / "b.png", columns=2
+    )  # a path and an array; 5 panels on 3 rows of 2
+    with Image.open(out) as png:
+        tall = png.size
+    assert tall[1] > tall[0]
+    with pytest.raises(CaptioningError, match="3 words but 4 attention steps"):
+        save_attention_map(image, words[:3], alphas, tmp_path / "c.png")
+
+
+def test_attention_steps_cut_at_end_and_take_the_best_beam() -> None:
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "red", "circle"])
+    seqs = torch.tensor([[4, 5, 6, 2, 0], [4, 6, 0, 0, 0]])  # the second never emitted <end>
+    attention = torch.rand(2, 5, 9)
+    one = Generation(seqs.unsqueeze(1), torch.zeros(2, 1), attention.unsqueeze(1))  # (B, 1, ...)
+    words, alphas = attention_steps(one, vocab, 0)
+    assert words == ["a", "red", "circle", "<end>"] and torch.equal(alphas, attention[0, :4])
+    words, alphas = attention_steps(one, vocab, 1)
+    assert words == ["a", "circle"] and alphas.shape == (2, 9)
+    beams = Generation(seqs.unsqueeze(0), torch.zeros(1, 2), attention.unsqueeze(0))  # (1, K, ...)
+    words, alphas = attention_steps(beams, vocab, 0)
+    assert words[-1] == "<end>" and torch.equal(alphas, attention[0, :4])
+    with pytest.raises(CaptioningError, match="decoder=attention"):
+        attention_steps(Generation(seqs.unsqueeze(1), torch.zeros(2, 1)), vocab)
+
+
+@pytest.mark.parametrize("crop", [True, False])
+def test_model_view_is_the_encoder_input(crop: bool) -> None:
+    pre = Preprocess(
+        resize_size=72, crop_size=64, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.25), crop=crop
+    )
+    image = _picture((100, 80))
+    view = model_view(image, pre)
+    assert view.size == (64, 64) and view.mode == "RGB"
+    expected = eval_transform(pre)(image) * torch.tensor(pre.std).view(3, 1, 1) + torch.tensor(
+        pre.mean
+    ).view(3, 1, 1)  # (3, 64, 64) in [0, 1]
+    got = torch.from_numpy(np.array(view)).permute(2, 0, 1) / 255.0  # (3, 64, 64)
+    assert (got - expected.clamp(0, 1)).abs().max() <= 0.5 / 255 + 1e-6
