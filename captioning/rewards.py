@@ -1,5 +1,8 @@
 """Caption rewards for self-critical training: CIDEr-D with fixed document frequencies, BLEU-4.
 
+Kept as one file (about 345 lines): it mirrors pycocoevalcap's ``cider_scorer.py`` step by
+step and is checked against it as one unit.
+
 :class:`CiderD` is pycocoevalcap's ``Cider`` (``cider_scorer.py``) with the document
 frequencies computed once over a fixed corpus, the training references, as self-critical
 training does (Rennie et al. 2017), rather than over the images being scored; built from a test

@@ -1,5 +1,8 @@
 """On-disk cache of a frozen encoder's features: encode every image once, train the decoder from it.
 
+Kept as one file (about 420 lines): building the cache, its key and the dataset that reads it
+share one on-disk format.
+
 When the encoder is frozen and training uses no image augmentation, every epoch would compute
 the same ``vector`` and ``grid`` for each image. :func:`build_feature_cache` computes them once
 and stores them as float16 memory-mapped ``.npy`` files; :class:`FeatureCaptionDataset` then

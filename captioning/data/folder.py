@@ -1,5 +1,8 @@
 """A user's own images and captions: one CSV or JSON Lines file of ``image, caption`` rows.
 
+Kept as one file (about 320 lines): the CSV/TSV and JSON Lines readers share every row check
+and its message.
+
 CSV (``.csv``; ``.tsv`` tab-separated; any other name is read as CSV), a header line first::
 
     image,caption,split                  <- split is optional

@@ -1,6 +1,10 @@
 """Batching: padding collate with lengths, the resumable (and distributed) epoch sampler, and the
 train / evaluation data loaders, and :func:`prepare_data` (generated data sets on first use).
-A split's records: :func:`captioning.data.splits.load_split`."""
+A split's records: :func:`captioning.data.splits.load_split`.
+
+Kept as one file (about 340 lines): collate, the resumable sampler and the loaders built on it
+form one contract every batch passes through.
+"""
 
 from __future__ import annotations
 

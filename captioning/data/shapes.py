@@ -1,5 +1,8 @@
 """Synthetic "shapes" captioning dataset: coloured shapes on a gray background.
 
+Kept as one file (about 360 lines): the images, captions and object ground truth come from
+one spec, so they cannot drift apart.
+
 A deterministic generator that writes 128x128 PNG images and COCO-format caption files::
 
     root/

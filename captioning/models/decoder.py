@@ -1,5 +1,8 @@
 """Recurrent caption decoder: vanilla RNN, LSTM or GRU with the image injected into the recurrence.
 
+Kept as one file (about 350 lines): the three cells share one fused teacher-forced pass, one
+step and the image fold, which must stay equal to each other (tested).
+
 Image injection (`image_injection`):
 
 * ``every_step`` (neuraltalk / the lectures): the image vector ``v`` is part of every step's input,

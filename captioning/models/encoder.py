@@ -1,5 +1,8 @@
 """VGG image encoders: a global ``vector`` (fc7) and a spatial ``grid`` (last conv block).
 
+Kept as one file (about 460 lines): the VGG family (torchvision's models split into vector and
+grid, their weights, ``vgg_tiny``); other encoder families belong in modules of their own.
+
 Show-and-Tell / neuraltalk2 decoders use ``vector``; Show-Attend-and-Tell attends over
 ``grid``. Torchvision VGGs are built by torchvision and then split, so torchvision state dicts
 (downloaded or local) load unchanged; ``vgg_tiny`` is a narrow VGG-style stack for CPU work.

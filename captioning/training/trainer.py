@@ -1,5 +1,8 @@
 """The :class:`Trainer`: one training run, from a config to scored checkpoints.
 
+About 400 lines, one class: the public API (``fit``, ``evaluate``, ``test``) and the steps of
+``fit``, each a screen or less; what a run builds first is :mod:`captioning.training.setup`.
+
     from captioning.training import Trainer
     summary = Trainer.from_config(cfg, run_dir="outputs/my-run").fit()
 
