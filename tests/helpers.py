@@ -369,3 +369,52 @@ def write_flickr(
     path = root / name
     path.write_text(json.dumps({"images": entries, "dataset": name[8:-5]}))
     return path
+
+
+# -- tiny decoders: the decoding tests' models --------------------------------------------------
+
+V, E, H, D, L, G = 23, 8, 12, 10, 4, 6  # vocab, embed, hidden, vector, regions, grid dim
+BOS, EOS, PAD = 1, 2, 0
+#: every decoder we have: ``cell-injection`` (RNNDecoder) and ``att-cell`` (AttentionDecoder)
+RNN_CASES = [
+    f"{cell}-{inj}"
+    for cell in ("rnn", "lstm", "gru")
+    for inj in ("every_step", "init_state", "first_input", "none")
+]
+ATT_CASES = [f"att-{cell}" for cell in ("lstm", "gru", "rnn")]
+DECODERS = RNN_CASES + ATT_CASES
+
+
+def make_decoder(name: str, seed: int = 0) -> torch.nn.Module:
+    """A tiny decoder in eval mode: ``cell-injection`` (RNNDecoder) or ``att-cell``."""
+    from captioning.models.attention_decoder import AttentionDecoder
+    from captioning.models.decoder import RNNDecoder
+
+    torch.manual_seed(seed)
+    kind, cell = name.split("-", 1)
+    if kind == "att":
+        return AttentionDecoder(
+            vocab_size=V,
+            grid_dim=G,
+            cell=cell,
+            embed_dim=E,
+            hidden_dim=H,
+            attention_dim=7,
+            dropout=0.0,
+        ).eval()
+    return RNNDecoder(
+        vocab_size=V, vector_dim=D, cell=kind, embed_dim=E, hidden_dim=H, image_injection=cell
+    ).eval()
+
+
+def decoder_features(b: int = 4, seed: int = 0) -> Any:
+    """An EncoderOutput of `b` random images for :func:`make_decoder`'s decoders."""
+    from captioning.contracts import EncoderOutput
+
+    g = torch.Generator().manual_seed(seed)
+    return EncoderOutput(torch.randn(b, D, generator=g), torch.randn(b, L, G, generator=g))
+
+
+def caption_length(seq: list[int]) -> int:
+    """Words up to and including `<end>`."""
+    return seq.index(EOS) + 1 if EOS in seq else len(seq)

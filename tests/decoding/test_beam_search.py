@@ -1,76 +1,36 @@
 """Batched beam search, for every decoder we have."""
 
-import itertools
 import math
 
 import pytest
 import torch
+from helpers import (
+    ATT_CASES,
+    BOS,
+    DECODERS,
+    EOS,
+    PAD,
+    ROOT,
+    D,
+    E,
+    G,
+    H,
+    L,
+    caption_length,
+    decoder_features,
+    make_decoder,
+)
 from torch import nn
 
-from captioning.contracts import EncoderOutput
 from captioning.decoding import DecodingSettings, beam_search, generate, greedy
+from captioning.models.attention_decoder import AttentionDecoder
 from captioning.models.decoder import RNNDecoder
-
-try:
-    from captioning.models.attention_decoder import AttentionDecoder
-except ImportError:  # written in parallel; these cases skip until it exists
-    AttentionDecoder = None
-from helpers import ROOT
-
-V, E, H, D, L, G = 23, 8, 12, 10, 4, 6  # vocab, embed, hidden, vector, regions, grid dim
-BOS, EOS, PAD = 1, 2, 0
-
-RNN_CASES = [
-    f"{cell}-{inj}"
-    for cell, inj in itertools.product(
-        ["rnn", "lstm", "gru"], ["every_step", "init_state", "first_input", "none"]
-    )
-]
-ATT_CASES = [
-    pytest.param(
-        f"att-{cell}",
-        marks=pytest.mark.skipif(
-            AttentionDecoder is None, reason="attention decoder not written yet"
-        ),
-    )
-    for cell in ["lstm", "gru", "rnn"]
-]
-DECODERS = RNN_CASES + ATT_CASES
-
-
-def make(name: str, seed: int = 0) -> nn.Module:
-    """A tiny decoder in eval mode: ``cell-injection`` (RNNDecoder) or ``att-cell``."""
-    torch.manual_seed(seed)
-    kind, cell = name.split("-", 1)
-    if kind == "att":
-        return AttentionDecoder(
-            vocab_size=V,
-            grid_dim=G,
-            cell=cell,
-            embed_dim=E,
-            hidden_dim=H,
-            attention_dim=7,
-            dropout=0.0,
-        ).eval()
-    return RNNDecoder(
-        vocab_size=V, vector_dim=D, cell=kind, embed_dim=E, hidden_dim=H, image_injection=cell
-    ).eval()
-
-
-def features(b: int = 4, seed: int = 0) -> EncoderOutput:
-    g = torch.Generator().manual_seed(seed)
-    return EncoderOutput(torch.randn(b, D, generator=g), torch.randn(b, L, G, generator=g))
-
-
-def length(seq: list[int]) -> int:
-    """Words up to and including `<end>`."""
-    return seq.index(EOS) + 1 if EOS in seq else len(seq)
 
 
 def teacher_forced(dec, feats, seqs):
     """Summed log-probs (N,) and attention (N, T, L) or None of given sequences (N, T)."""
     n, t = seqs.shape
-    lengths = torch.tensor([length(s) for s in seqs.tolist()])
+    lengths = torch.tensor([caption_length(s) for s in seqs.tolist()])
     inputs = torch.cat([torch.full((n, 1), BOS), seqs[:, :-1]], dim=1)  # (N, T)
     out = (
         dec(feats, inputs, lengths, return_alphas=True)
@@ -84,7 +44,7 @@ def teacher_forced(dec, feats, seqs):
 
 @pytest.mark.parametrize("name", DECODERS)
 def test_beam_size_one_is_greedy(name):
-    dec, feats = make(name), features()
+    dec, feats = make_decoder(name), decoder_features()
     g = greedy(dec, feats, max_len=12)
     b = beam_search(dec, feats, beam_size=1, max_len=12)
     assert b.sequences.shape[:2] == (4, 1)
@@ -97,7 +57,7 @@ def test_beam_size_one_is_greedy(name):
 @pytest.mark.parametrize("name", DECODERS)
 @pytest.mark.parametrize("length_penalty", [0.0, 1.0])
 def test_batched_beam_equals_one_image_at_a_time(name, length_penalty):
-    dec, feats = make(name), features(5, seed=1)
+    dec, feats = make_decoder(name), decoder_features(5, seed=1)
     kw = dict(beam_size=3, n_best=3, max_len=10, length_penalty=length_penalty)
     batched = beam_search(dec, feats, **kw)
     for i in range(5):
@@ -116,7 +76,7 @@ def test_beam_scores_and_attention_match_teacher_forcing(name, length_penalty):
     """Each hypothesis' score is its log-probability under the model / length ** penalty, and
     its attention maps are the ones the model gives on that very sequence (tracked through the
     beam reordering)."""
-    dec, feats = make(name), features(3, seed=2)
+    dec, feats = make_decoder(name), decoder_features(3, seed=2)
     out = beam_search(dec, feats, beam_size=4, n_best=4, max_len=9, length_penalty=length_penalty)
     seqs = out.sequences.reshape(12, -1)  # (B * n, T)
     logp, alphas, lengths = teacher_forced(
@@ -131,12 +91,12 @@ def test_beam_scores_and_attention_match_teacher_forcing(name, length_penalty):
 
 @pytest.mark.parametrize("name", DECODERS)
 def test_n_best_distinct_and_sorted(name):
-    dec, feats = make(name), features()
+    dec, feats = make_decoder(name), decoder_features()
     out = beam_search(dec, feats, beam_size=5, n_best=5, max_len=8)
     assert out.sequences.shape[:2] == (4, 5) and out.scores.shape == (4, 5)
     assert (out.scores[:, :-1] >= out.scores[:, 1:]).all()
     for hyps in out.sequences.tolist():
-        assert len({tuple(h[: length(h)]) for h in hyps}) == 5
+        assert len({tuple(h[: caption_length(h)]) for h in hyps}) == 5
 
 
 class TableDecoder(nn.Module):
@@ -200,7 +160,7 @@ def test_length_penalty_favours_longer_captions():
         out = beam_search(
             dec, None, batch_size=1, beam_size=2, n_best=2, max_len=8, length_penalty=penalty
         )
-        got = [h[: length(h)] for h in out.sequences[0].tolist()]
+        got = [h[: caption_length(h)] for h in out.sequences[0].tolist()]
         assert got == order, penalty
         expected = [dec.score(s) / len(s) ** penalty for s in order]
         assert out.scores[0].tolist() == pytest.approx(expected, abs=1e-5)
@@ -249,7 +209,7 @@ def test_beam_search_equals_exhaustive_enumeration(name, length_penalty, n_best)
     dec.eval()
     with torch.no_grad():
         dec.out.weight.mul_(4.0)  # a peaked model: search choices matter
-    feats = features(2, seed=4)
+    feats = decoder_features(2, seed=4)
     beam = vocab * (vocab - 1) ** (max_len - 1)
     out = beam_search(
         dec, feats, beam_size=beam, n_best=n_best, max_len=max_len, length_penalty=length_penalty
@@ -258,7 +218,7 @@ def test_beam_search_equals_exhaustive_enumeration(name, length_penalty, n_best)
         with torch.no_grad():
             best = every_caption(dec, feats.select(torch.tensor([i])), max_len, length_penalty)
         assert len(best) == sum(3**t for t in range(4)) + 4 * 3**4  # ended early, or at word 5
-        got = [h[: length(h)] for h in out.sequences[i].tolist()]
+        got = [h[: caption_length(h)] for h in out.sequences[i].tolist()]
         assert got == [words for _, words in best[:n_best]]
         expected = torch.tensor([score for score, _ in best[:n_best]])
         torch.testing.assert_close(out.scores[i], expected, atol=1e-5, rtol=1e-5)
@@ -272,7 +232,7 @@ def test_beam_config_composes():
         beam_cfg = compose(config_name="train", overrides=["decoding=beam"]).decoding
     assert set(greedy_cfg) == set(beam_cfg)
     assert greedy_cfg.beam_size == 1 and beam_cfg.beam_size == 3
-    dec, feats = make("lstm-every_step"), features()
+    dec, feats = make_decoder("lstm-every_step"), decoder_features()
     assert generate(dec, feats, **greedy_cfg).sequences.shape[:2] == (4, 1)
     assert generate(dec, feats, **beam_cfg).sequences.shape[:2] == (4, 1)
     assert math.isfinite(float(generate(dec, feats, **beam_cfg).scores.sum()))

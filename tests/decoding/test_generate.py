@@ -4,62 +4,11 @@ import itertools
 
 import pytest
 import torch
+from helpers import ATT_CASES, DECODERS, EOS, decoder_features, make_decoder
 from torch import nn
 
-from captioning.contracts import EncoderOutput
 from captioning.decoding import DecodingSettings, beam_search, generate, greedy, sample
 from captioning.errors import CaptioningError
-from captioning.models.decoder import RNNDecoder
-
-try:
-    from captioning.models.attention_decoder import AttentionDecoder
-except ImportError:  # written in parallel; these cases skip until it exists
-    AttentionDecoder = None
-
-
-V, E, H, D, L, G = 23, 8, 12, 10, 4, 6  # vocab, embed, hidden, vector, regions, grid dim
-BOS, EOS, PAD = 1, 2, 0
-
-RNN_CASES = [
-    f"{cell}-{inj}"
-    for cell, inj in itertools.product(
-        ["rnn", "lstm", "gru"], ["every_step", "init_state", "first_input", "none"]
-    )
-]
-ATT_CASES = [
-    pytest.param(
-        f"att-{cell}",
-        marks=pytest.mark.skipif(
-            AttentionDecoder is None, reason="attention decoder not written yet"
-        ),
-    )
-    for cell in ["lstm", "gru", "rnn"]
-]
-DECODERS = RNN_CASES + ATT_CASES
-
-
-def make(name: str, seed: int = 0) -> nn.Module:
-    """A tiny decoder in eval mode: ``cell-injection`` (RNNDecoder) or ``att-cell``."""
-    torch.manual_seed(seed)
-    kind, cell = name.split("-", 1)
-    if kind == "att":
-        return AttentionDecoder(
-            vocab_size=V,
-            grid_dim=G,
-            cell=cell,
-            embed_dim=E,
-            hidden_dim=H,
-            attention_dim=7,
-            dropout=0.0,
-        ).eval()
-    return RNNDecoder(
-        vocab_size=V, vector_dim=D, cell=kind, embed_dim=E, hidden_dim=H, image_injection=cell
-    ).eval()
-
-
-def features(b: int = 4, seed: int = 0) -> EncoderOutput:
-    g = torch.Generator().manual_seed(seed)
-    return EncoderOutput(torch.randn(b, D, generator=g), torch.randn(b, L, G, generator=g))
 
 
 def never_ends(dec: nn.Module) -> nn.Module:
@@ -70,7 +19,7 @@ def never_ends(dec: nn.Module) -> nn.Module:
 
 @pytest.mark.parametrize("name", DECODERS)
 def test_never_ending_model_still_returns_max_len_words(name):
-    dec, feats = never_ends(make(name)), features()
+    dec, feats = never_ends(make_decoder(name)), decoder_features()
     outs = [
         greedy(dec, feats, max_len=7).sequences,
         beam_search(dec, feats, beam_size=3, n_best=2, max_len=7).sequences,
@@ -88,7 +37,7 @@ def test_never_ending_model_still_returns_max_len_words(name):
     "name", ["lstm-every_step", "gru-init_state", "rnn-first_input", *ATT_CASES[:1]]
 )
 def test_no_repeat_ngram(name):
-    dec, feats = never_ends(make(name)), features()
+    dec, feats = never_ends(make_decoder(name)), decoder_features()
 
     def bigrams(seq):
         return list(itertools.pairwise(seq))
@@ -111,7 +60,7 @@ def test_no_repeat_ngram(name):
 
 
 def test_image_free_decoder():
-    dec = make("lstm-none")
+    dec = make_decoder("lstm-none")
     g = greedy(dec, None, batch_size=3, max_len=8)
     b = beam_search(dec, None, batch_size=3, beam_size=3, n_best=2, max_len=8)
     s = sample(dec, None, batch_size=3, num_samples=2, max_len=8)
@@ -123,7 +72,7 @@ def test_image_free_decoder():
 
 
 def test_generate_dispatch_and_errors():
-    dec, feats = make("gru-every_step"), features()
+    dec, feats = make_decoder("gru-every_step"), decoder_features()
     assert torch.equal(  # greedy
         generate(dec, feats, max_len=6).sequences, greedy(dec, feats, max_len=6).sequences
     )

@@ -2,55 +2,9 @@
 
 import pytest
 import torch
-from torch import nn
+from helpers import ATT_CASES, L, decoder_features, make_decoder
 
-from captioning.contracts import EncoderOutput
 from captioning.decoding import DecodingSettings, Generation, beam_search, generate, greedy, sample
-from captioning.models.decoder import RNNDecoder
-
-try:
-    from captioning.models.attention_decoder import AttentionDecoder
-except ImportError:  # written in parallel; these cases skip until it exists
-    AttentionDecoder = None
-
-
-V, E, H, D, L, G = 23, 8, 12, 10, 4, 6  # vocab, embed, hidden, vector, regions, grid dim
-
-
-ATT_CASES = [
-    pytest.param(
-        f"att-{cell}",
-        marks=pytest.mark.skipif(
-            AttentionDecoder is None, reason="attention decoder not written yet"
-        ),
-    )
-    for cell in ["lstm", "gru", "rnn"]
-]
-
-
-def make(name: str, seed: int = 0) -> nn.Module:
-    """A tiny decoder in eval mode: ``cell-injection`` (RNNDecoder) or ``att-cell``."""
-    torch.manual_seed(seed)
-    kind, cell = name.split("-", 1)
-    if kind == "att":
-        return AttentionDecoder(
-            vocab_size=V,
-            grid_dim=G,
-            cell=cell,
-            embed_dim=E,
-            hidden_dim=H,
-            attention_dim=7,
-            dropout=0.0,
-        ).eval()
-    return RNNDecoder(
-        vocab_size=V, vector_dim=D, cell=kind, embed_dim=E, hidden_dim=H, image_injection=cell
-    ).eval()
-
-
-def features(b: int = 4, seed: int = 0) -> EncoderOutput:
-    g = torch.Generator().manual_seed(seed)
-    return EncoderOutput(torch.randn(b, D, generator=g), torch.randn(b, L, G, generator=g))
-
 
 # -- one result type, one settings type, one set of flags ---------------------------------------
 
@@ -59,7 +13,7 @@ def features(b: int = 4, seed: int = 0) -> EncoderOutput:
 def test_every_strategy_gives_b_k_t_and_best_is_the_first(name):
     """sequences (B, K, T), scores (B, K), attention (B, K, T, L) for every strategy (K = 1 for
     greedy and one sample); best, best_scores and best_attention are the first of the K."""
-    dec, feats = make(name), features()
+    dec, feats = make_decoder(name), decoder_features()
     runs = {
         1: [
             greedy(dec, feats, max_len=8),

@@ -1,70 +1,18 @@
 """Greedy decoding and sampling (temperature, top-k)."""
 
-import itertools
 import math
 
 import pytest
 import torch
+from helpers import BOS, DECODERS, EOS, decoder_features, make_decoder
 from torch import nn
 
-from captioning.contracts import EncoderOutput
 from captioning.decoding import greedy, sample
-from captioning.models.decoder import RNNDecoder
-
-try:
-    from captioning.models.attention_decoder import AttentionDecoder
-except ImportError:  # written in parallel; these cases skip until it exists
-    AttentionDecoder = None
-
-
-V, E, H, D, L, G = 23, 8, 12, 10, 4, 6  # vocab, embed, hidden, vector, regions, grid dim
-BOS, EOS, PAD = 1, 2, 0
-
-RNN_CASES = [
-    f"{cell}-{inj}"
-    for cell, inj in itertools.product(
-        ["rnn", "lstm", "gru"], ["every_step", "init_state", "first_input", "none"]
-    )
-]
-ATT_CASES = [
-    pytest.param(
-        f"att-{cell}",
-        marks=pytest.mark.skipif(
-            AttentionDecoder is None, reason="attention decoder not written yet"
-        ),
-    )
-    for cell in ["lstm", "gru", "rnn"]
-]
-DECODERS = RNN_CASES + ATT_CASES
-
-
-def make(name: str, seed: int = 0) -> nn.Module:
-    """A tiny decoder in eval mode: ``cell-injection`` (RNNDecoder) or ``att-cell``."""
-    torch.manual_seed(seed)
-    kind, cell = name.split("-", 1)
-    if kind == "att":
-        return AttentionDecoder(
-            vocab_size=V,
-            grid_dim=G,
-            cell=cell,
-            embed_dim=E,
-            hidden_dim=H,
-            attention_dim=7,
-            dropout=0.0,
-        ).eval()
-    return RNNDecoder(
-        vocab_size=V, vector_dim=D, cell=kind, embed_dim=E, hidden_dim=H, image_injection=cell
-    ).eval()
-
-
-def features(b: int = 4, seed: int = 0) -> EncoderOutput:
-    g = torch.Generator().manual_seed(seed)
-    return EncoderOutput(torch.randn(b, D, generator=g), torch.randn(b, L, G, generator=g))
 
 
 @pytest.mark.parametrize("name", DECODERS)
 def test_sampling(name):
-    dec, feats = make(name), features()
+    dec, feats = make_decoder(name), decoder_features()
     g = greedy(dec, feats, max_len=10)
 
     def draw(seed, **kw):

@@ -3,46 +3,10 @@
 import re
 
 import pytest
-import torch
-from torch import nn
+from helpers import ROOT, decoder_features, make_decoder
 
-from captioning.contracts import EncoderOutput
 from captioning.decoding import DecodingSettings, generate
 from captioning.errors import CaptioningError
-from captioning.models.decoder import RNNDecoder
-
-try:
-    from captioning.models.attention_decoder import AttentionDecoder
-except ImportError:  # written in parallel; these cases skip until it exists
-    AttentionDecoder = None
-from helpers import ROOT
-
-V, E, H, D, L, G = 23, 8, 12, 10, 4, 6  # vocab, embed, hidden, vector, regions, grid dim
-
-
-def make(name: str, seed: int = 0) -> nn.Module:
-    """A tiny decoder in eval mode: ``cell-injection`` (RNNDecoder) or ``att-cell``."""
-    torch.manual_seed(seed)
-    kind, cell = name.split("-", 1)
-    if kind == "att":
-        return AttentionDecoder(
-            vocab_size=V,
-            grid_dim=G,
-            cell=cell,
-            embed_dim=E,
-            hidden_dim=H,
-            attention_dim=7,
-            dropout=0.0,
-        ).eval()
-    return RNNDecoder(
-        vocab_size=V, vector_dim=D, cell=kind, embed_dim=E, hidden_dim=H, image_injection=cell
-    ).eval()
-
-
-def features(b: int = 4, seed: int = 0) -> EncoderOutput:
-    g = torch.Generator().manual_seed(seed)
-    return EncoderOutput(torch.randn(b, D, generator=g), torch.randn(b, L, G, generator=g))
-
 
 BAD_SETTINGS = {
     "beam_size=0: must be >= 1": dict(beam_size=0),
@@ -63,7 +27,7 @@ def test_decoding_settings_checks_are_one_line_errors(message):
     """Each bad value is one CaptioningError line naming it, whether the settings are built
     directly, replaced or passed to generate() as keywords."""
     kw = BAD_SETTINGS[message]
-    dec, feats = make("gru-every_step"), features(2)
+    dec, feats = make_decoder("gru-every_step"), decoder_features(2)
     for attempt in (
         lambda: DecodingSettings(**kw).checked(),
         lambda: DecodingSettings().replace(**kw).checked(),
