@@ -3,8 +3,10 @@ and running the tools as a user does (a subprocess)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,11 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image
+from torch import nn
+
+from captioning.training.config import parse_config
+from captioning.training.run_log import RunLog
+from captioning.vocab import Vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"  # data files the tests read
@@ -418,3 +425,230 @@ def decoder_features(b: int = 4, seed: int = 0) -> Any:
 def caption_length(seq: list[int]) -> int:
     """Words up to and including `<end>`."""
     return seq.index(EOS) + 1 if EOS in seq else len(seq)
+
+
+# -- builders several test modules share ------------------------------------------------------
+
+CATEGORIES = [
+    {"id": 1, "name": "person"},
+    {"id": 6, "name": "bus"},
+    {"id": 17, "name": "cat"},
+    {"id": 18, "name": "dog"},
+    {"id": 23, "name": "bear"},
+    {"id": 58, "name": "hot dog"},
+    {"id": 67, "name": "dining table"},
+    {"id": 88, "name": "teddy bear"},
+]
+
+# image 1: person x2, dog; 2: teddy bear, hot dog, dining table; 3: bear, person, bus; 4: none
+OBJECTS = {1: [1, 1, 18], 2: [88, 58, 67], 3: [23, 1, 6], 4: []}
+
+CONFIG = {
+    "encoder": {
+        "_target_": "captioning.models.encoder.vgg_tiny",
+        "width": 8,
+        "image_size": 32,
+        "vector_dim": 16,
+    },
+    "decoder": {
+        "_target_": "captioning.models.decoder.RNNDecoder",
+        "cell": "lstm",
+        "embed_dim": 8,
+        "hidden_dim": 16,
+    },
+    "decoding": {
+        "beam_size": 1,
+        "max_len": 6,
+        "length_penalty": 0.0,
+        "no_repeat_ngram_size": 0,
+        "n_best": 1,
+    },
+}
+
+VOCAB = Vocabulary.build(["a red circle", "a blue square", "a green triangle left of it"])
+
+A, B_, C, D_, E_ = 4, 5, 6, 7, 8
+
+
+class TableDecoder(nn.Module):
+    """A bigram model with the step contract: log p(word | previous word) read from a table."""
+
+    has_attention = False
+
+    def __init__(self, probs: dict[int, dict[int, float]], vocab_size: int = 9) -> None:
+        super().__init__()
+        table = torch.full((vocab_size, vocab_size), 1.0 / vocab_size)  # unlisted rows: uniform
+        for prev, row in probs.items():
+            table[prev] = 0.0
+            for word, p in row.items():
+                table[prev, word] = p
+            table[prev, E_] += 1.0 - sum(row.values())  # the rest of the mass: a word "E"
+        self.logp = nn.Parameter(table.log(), requires_grad=False)
+
+    def init_state(self, features, *, batch_size=None):
+        return torch.zeros(1, features.vector.size(0) if features is not None else batch_size)
+
+    def step(self, tokens, state, features):
+        return self.logp[tokens], state, {}
+
+    def reorder_state(self, state, index):
+        return state.index_select(1, index)
+
+    def score(self, seq: list[int]) -> float:
+        return float(sum(self.logp[p, w] for p, w in zip([BOS, *seq], seq, strict=False)))
+
+
+def random_captions(b: int = 5, t: int = 7, v: int = 20, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, t + 1, (b,), generator=g)
+    captions = torch.randint(4, v, (b, t), generator=g)
+    captions[:, 0] = 1
+    for i, n in enumerate(lengths.tolist()):
+        captions[i, n - 1], captions[i, n:] = 2, 0
+    return captions, lengths
+
+
+def html_scores(page: str) -> dict[int, list[float]]:
+    """image id -> the numbers of its row (id, then the metric columns)."""
+    rows = re.findall(r'<tr data-image-id="(\d+)">(.*?)</tr>', page, flags=re.S)
+    return {int(i): [float(v) for v in re.findall(r'data-value="([^"]*)"', row)] for i, row in rows}
+
+
+def picture(size: tuple[int, int] = (48, 40), seed: int = 0) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def records_with_bad_files(shapes_root, tmp_path, n_bad: int):
+    """The shapes val records, with the first `n_bad` images replaced by broken files."""
+
+    from captioning.data.coco import load_coco_captions
+    from captioning.data.records import ImageRecord
+
+    records = load_coco_captions(
+        shapes_root / "annotations" / "captions_val.json", shapes_root / "images"
+    )
+    copies = []
+    for k, record in enumerate(records):
+        path = tmp_path / "imgs" / record.path.name
+        path.parent.mkdir(exist_ok=True)
+        if k < n_bad:
+            path.write_bytes(record.path.read_bytes()[:100])  # truncated
+        else:
+            shutil.copy(record.path, path)
+        copies.append(ImageRecord(record.image_id, path, record.captions))
+    return copies
+
+
+def metrics_run_dir(tmp_path: Path, epochs: int = 4) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    log = RunLog(tmp_path, tensorboard=False)
+    for e in range(1, epochs + 1):
+        log.log_epoch(
+            {
+                "epoch": e,
+                "step": 10 * e,
+                "train_loss": 3.0 / e,
+                "val_Bleu_1": 0.1 * e,
+                "val_Bleu_4": 0.05 * e,
+                "val_CIDEr": 0.3 * e,
+                "val_num_images": 20,
+            }
+        )
+    log.close()
+    return tmp_path
+
+
+def short_run_cfg(shapes_root: Path, *overrides: str):
+    return tiny_cfg(
+        shapes_root,
+        "trainer.epochs=1",
+        "trainer.max_train_batches=2",
+        "trainer.batch_size=32",
+        "trainer.test_after_training=false",
+        "++trainer.tensorboard=false",
+        *overrides,
+    )
+
+
+def captioner_data(run: Path) -> dict:
+    """The data config a run's best checkpoint was trained with."""
+    from captioning.checkpoint import load_checkpoint
+
+    return load_checkpoint(run)["config"]["data"]
+
+
+def write_bad_images(folder: Path) -> dict[str, Path]:
+    """One file for each way an image can be unreadable."""
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 50).convert("RGB").save(buf, "PNG")
+    bad = {
+        "text": folder / "notes.jpg",
+        "truncated": folder / "cut.png",
+        "empty": folder / "empty.png",
+    }
+    bad["text"].write_text("not an image at all")
+    bad["truncated"].write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    bad["empty"].write_bytes(b"")
+    return bad
+
+
+def write_instances(path: Path, objects: dict[int, list[int]] = OBJECTS, **changes) -> Path:
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 9, "height": 9} for i in objects]
+    anns = [
+        {"id": 100 * i + k, "image_id": i, "category_id": c, "bbox": [0, 0, 1, 1], "iscrowd": 0}
+        for i, cats in objects.items()
+        for k, c in enumerate(cats)
+    ]
+    data = {"images": images, "annotations": anns, "categories": CATEGORIES, **changes}
+    return write_json(path, data)
+
+
+def write_karpathy(root: Path) -> Path:
+    """A miniature dataset_coco.json with images under train2014/ and val2014/."""
+    images, rng = [], np.random.default_rng(0)
+    layout = [
+        ("train", "train2014"),
+        ("train", "train2014"),
+        ("restval", "val2014"),
+        ("val", "val2014"),
+        ("test", "val2014"),
+        ("test", "val2014"),
+    ]
+    for k, (split, folder) in enumerate(layout):
+        name = f"COCO_{folder}_{k:012d}.jpg"
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(
+            root / folder / name
+        )
+        sentences = [
+            {"raw": f"A photo number {k} of a red thing. ", "tokens": ["x"]},
+            {"raw": f"a red thing {k}", "tokens": ["x"]},
+            {"raw": " ?! ", "tokens": []},
+        ]
+        images.append(
+            {
+                "filepath": folder,
+                "filename": name,
+                "imgid": k,
+                "split": split,
+                "cocoid": 1000 - k,
+                "sentids": [],
+                "sentences": sentences,
+            }
+        )
+    path = root / "dataset_coco.json"
+    path.write_text(json.dumps({"images": images, "dataset": "coco"}))
+    return path
+
+
+def write_rows(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def folder_data(root: Path, *overrides: str):
+    cfg = compose_train("data=folder", f"data.root={root}", *overrides)
+    return parse_config(cfg).data

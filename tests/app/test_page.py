@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, TOOLS, chromium_flags, tiny_checkpoint, tiny_model_config
+from helpers import ROOT, TOOLS, chromium_flags
 from PIL import Image
 
 from captioning.app import DemoService, decode_requests, shapes_examples
@@ -23,26 +23,6 @@ from captioning.inference import Captioner
 from captioning.visualize import attention_steps
 
 # -- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two checkpoints (attention, GRU), shapes images and bad files."""
-    root = tmp_path_factory.mktemp("demo")
-    shapes = shapes_examples(root / "images", count=3, seed=5)
-    (root / "notes.png").write_text("not an image at all")
-    Image.new("RGB", (400, 300), "white").save(root / "big.png")  # 120000 pixels
-    return {
-        "attention": tiny_checkpoint(
-            root / "attention.pt", tiny_model_config(decoder="attention", max_len=6)
-        ),
-        "gru": tiny_checkpoint(root / "gru.pt"),
-        "good": shapes[0],
-        "other": shapes[1],
-        "third": shapes[2],
-        "bad": root / "notes.png",
-        "big": root / "big.png",
-    }
 
 
 @pytest.fixture(scope="module")

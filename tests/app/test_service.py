@@ -9,44 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import tiny_checkpoint, tiny_model_config
-from PIL import Image
 
-from captioning.app import Answer, DemoService, method_of, shapes_examples
+from captioning.app import Answer, DemoService, method_of
 from captioning.decoding import DecodingSettings
 from captioning.errors import CaptioningError
 from captioning.inference import Captioner
 
 # -- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two checkpoints (attention, GRU), shapes images and bad files."""
-    root = tmp_path_factory.mktemp("demo")
-    shapes = shapes_examples(root / "images", count=3, seed=5)
-    (root / "notes.png").write_text("not an image at all")
-    Image.new("RGB", (400, 300), "white").save(root / "big.png")  # 120000 pixels
-    return {
-        "attention": tiny_checkpoint(
-            root / "attention.pt", tiny_model_config(decoder="attention", max_len=6)
-        ),
-        "gru": tiny_checkpoint(root / "gru.pt"),
-        "good": shapes[0],
-        "other": shapes[1],
-        "third": shapes[2],
-        "bad": root / "notes.png",
-        "big": root / "big.png",
-    }
-
-
-@pytest.fixture(scope="module")
-def captioner(files: dict[str, Path]) -> Captioner:
-    return Captioner.from_checkpoint(files["attention"], device="cpu", max_pixels=100_000)
-
-
-@pytest.fixture(scope="module")
-def service(captioner: Captioner) -> DemoService:
-    return DemoService(captioner)
 
 
 # -- the request handling -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, run_tool, tiny_checkpoint, tiny_model_config
+from helpers import ROOT, picture, run_tool, tiny_checkpoint, tiny_model_config
 from PIL import Image
 
 from captioning.checkpoint import save_checkpoint
@@ -159,11 +159,6 @@ def test_caption_tool_flags(checkpoint):
     assert bad.returncode == 2 and "--sample" in bad.stderr
 
 
-def _picture(size: tuple[int, int] = (48, 40), seed: int = 0) -> Image.Image:
-    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
-
-
 # --------------------------------------------------------------------------- caption.py
 
 
@@ -185,7 +180,7 @@ def test_caption_tool_draws_attention_maps(tmp_path: Path) -> None:
     images = []
     for k in range(2):
         images.append(tmp_path / f"img{k}.png")
-        _picture((60, 40), seed=k).save(images[-1])
+        picture((60, 40), seed=k).save(images[-1])
     out = tmp_path / "maps" / "att.png"
     done = run_tool("caption.py", "-c", ckpt, images[0], "--attention-map", out)
     assert done.returncode == 0, done.stderr

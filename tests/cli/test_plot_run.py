@@ -4,34 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import run_tool
-
-from captioning.training.run_log import RunLog
+from helpers import metrics_run_dir, run_tool
 
 # --------------------------------------------------------------------------- curves
 
 
-def _run_dir(tmp_path: Path, epochs: int = 4) -> Path:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    log = RunLog(tmp_path, tensorboard=False)
-    for e in range(1, epochs + 1):
-        log.log_epoch(
-            {
-                "epoch": e,
-                "step": 10 * e,
-                "train_loss": 3.0 / e,
-                "val_Bleu_1": 0.1 * e,
-                "val_Bleu_4": 0.05 * e,
-                "val_CIDEr": 0.3 * e,
-                "val_num_images": 20,
-            }
-        )
-    log.close()
-    return tmp_path
-
-
 def test_plot_run_tool(tmp_path: Path) -> None:
-    run = _run_dir(tmp_path / "run")
+    run = metrics_run_dir(tmp_path / "run")
     done = run_tool("plot_run.py", run)
     assert done.returncode == 0, done.stderr
     assert (run / "curves.png").is_file() and "4 epochs plotted" in done.stdout

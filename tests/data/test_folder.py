@@ -5,26 +5,12 @@ and lenient mode.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from helpers import compose_train, write_image
+from helpers import folder_data, write_image, write_rows
 
 from captioning.data.splits import load_split
 from captioning.errors import CaptioningError
-from captioning.training.config import parse_config
-
-
-def write_rows(path: Path, lines: list[str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def folder_data(root: Path, *overrides: str):
-    cfg = compose_train("data=folder", f"data.root={root}", *overrides)
-    return parse_config(cfg).data
-
 
 # -- a user's own CSV / JSON Lines ----------------------------------------------------------------
 

@@ -6,21 +6,25 @@ import pytest
 import torch
 from helpers import (
     ATT_CASES,
+    B_,
     BOS,
+    D_,
     DECODERS,
     EOS,
     PAD,
     ROOT,
+    A,
+    C,
     D,
     E,
     G,
     H,
     L,
+    TableDecoder,
     caption_length,
     decoder_features,
     make_decoder,
 )
-from torch import nn
 
 from captioning.decoding import DecodingSettings, beam_search, generate, greedy
 from captioning.models.attention_decoder import AttentionDecoder
@@ -97,37 +101,6 @@ def test_n_best_distinct_and_sorted(name):
     assert (out.scores[:, :-1] >= out.scores[:, 1:]).all()
     for hyps in out.sequences.tolist():
         assert len({tuple(h[: caption_length(h)]) for h in hyps}) == 5
-
-
-class TableDecoder(nn.Module):
-    """A bigram model with the step contract: log p(word | previous word) read from a table."""
-
-    has_attention = False
-
-    def __init__(self, probs: dict[int, dict[int, float]], vocab_size: int = 9) -> None:
-        super().__init__()
-        table = torch.full((vocab_size, vocab_size), 1.0 / vocab_size)  # unlisted rows: uniform
-        for prev, row in probs.items():
-            table[prev] = 0.0
-            for word, p in row.items():
-                table[prev, word] = p
-            table[prev, E_] += 1.0 - sum(row.values())  # the rest of the mass: a word "E"
-        self.logp = nn.Parameter(table.log(), requires_grad=False)
-
-    def init_state(self, features, *, batch_size=None):
-        return torch.zeros(1, features.vector.size(0) if features is not None else batch_size)
-
-    def step(self, tokens, state, features):
-        return self.logp[tokens], state, {}
-
-    def reorder_state(self, state, index):
-        return state.index_select(1, index)
-
-    def score(self, seq: list[int]) -> float:
-        return float(sum(self.logp[p, w] for p, w in zip([BOS, *seq], seq, strict=False)))
-
-
-A, B_, C, D_, E_ = 4, 5, 6, 7, 8
 
 
 def test_beam_finds_a_better_caption_than_greedy():

@@ -56,19 +56,6 @@ def test_load_results_lists_at_most_ten_ids(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.fixture
-def small_refs(tmp_path: Path) -> Path:
-    ann = {
-        "images": [{"id": i, "file_name": f"{i}.jpg"} for i in (1, 2, 3)],
-        "annotations": [
-            {"id": 10 * i + j, "image_id": i, "caption": f"a cat number {i}"}
-            for i in (1, 2, 3)
-            for j in range(2)
-        ],
-    }
-    return write_json(tmp_path / "refs.json", ann)
-
-
 BAD_RESULTS = {
     "unknown ids": (
         [

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import re
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import fit, tiny_cfg, tiny_checkpoint
+from helpers import (
+    captioner_data,
+    html_scores,
+    records_with_bad_files,
+    tiny_checkpoint,
+)
 
 from captioning.evaluation import checkpoint_split, evaluate_checkpoint
 from captioning.evaluation import decode as decode_module
@@ -17,33 +20,12 @@ from captioning.evaluation.metrics import METRIC_KEYS
 from captioning.inference import Captioner
 
 
-def _records_with_bad_files(shapes_root, tmp_path, n_bad: int):
-    """The shapes val records, with the first `n_bad` images replaced by broken files."""
-
-    from captioning.data.coco import load_coco_captions
-    from captioning.data.records import ImageRecord
-
-    records = load_coco_captions(
-        shapes_root / "annotations" / "captions_val.json", shapes_root / "images"
-    )
-    copies = []
-    for k, record in enumerate(records):
-        path = tmp_path / "imgs" / record.path.name
-        path.parent.mkdir(exist_ok=True)
-        if k < n_bad:
-            path.write_bytes(record.path.read_bytes()[:100])  # truncated
-        else:
-            shutil.copy(record.path, path)
-        copies.append(ImageRecord(record.image_id, path, record.captions))
-    return copies
-
-
 def test_evaluation_leaves_unreadable_images_out_and_names_them(shapes_root, tmp_path, caplog):
     from captioning.decoding import DecodingSettings
     from captioning.evaluation import evaluate_split
     from captioning.inference import Captioner
 
-    records = _records_with_bad_files(shapes_root, tmp_path, 2)
+    records = records_with_bad_files(shapes_root, tmp_path, 2)
     captioner = Captioner.from_checkpoint(tiny_checkpoint(tmp_path / "ck.pt"), device="cpu")
     with caplog.at_level("WARNING", logger="captioning.evaluation"):
         evaluation = evaluate_split(
@@ -65,36 +47,7 @@ def test_evaluation_leaves_unreadable_images_out_and_names_them(shapes_root, tmp
 NLTK_KEYS = [f"nltk_Bleu_{n}" for n in range(1, 5)]
 
 
-def _html_scores(page: str) -> dict[int, list[float]]:
-    """image id -> the numbers of its row (id, then the metric columns)."""
-    rows = re.findall(r'<tr data-image-id="(\d+)">(.*?)</tr>', page, flags=re.S)
-    return {int(i): [float(v) for v in re.findall(r'data-value="([^"]*)"', row)] for i, row in rows}
-
-
 # --------------------------------------------------------------------------- checkpoint mode
-
-
-def _tiny_cfg(shapes_root: Path, *overrides: str):
-    return tiny_cfg(
-        shapes_root,
-        "trainer.epochs=1",
-        "trainer.max_train_batches=2",
-        "trainer.batch_size=32",
-        "trainer.test_after_training=false",
-        "++trainer.tensorboard=false",
-        *overrides,
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny_run(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run trained for 2 batches, best checkpoint picked by validation CIDEr."""
-    run = tmp_path_factory.mktemp("run")
-    summary = fit(_tiny_cfg(shapes_root, "trainer.monitor=CIDEr"), run_dir=run)
-    row = summary["history"][0]
-    assert {"val_CIDEr", "val_Bleu_4", "val_num_images"} <= set(row)
-    assert summary["best"] == row["val_CIDEr"]
-    return run
 
 
 @pytest.mark.slow
@@ -123,7 +76,7 @@ def test_checkpoint_mode_passes_only_given_decoding_options(
     )
     assert set(scored.scores) >= {*METRIC_KEYS, *NLTK_KEYS, "num_images"} - {"METEOR"}
     html = page.read_text()
-    assert len(_html_scores(html)) == 20 and html.count("<img") == 20
+    assert len(html_scores(html)) == 20 and html.count("<img") == 20
 
 
 @pytest.mark.slow
@@ -152,10 +105,3 @@ def test_checkpoint_mode_beam_size_one_equals_greedy(tiny_run: Path) -> None:
         )
     captions = [vocab.decode(seq[0]) for seq in beam.sequences.tolist()]  # (N, 1, T)
     assert captions == [greedy[r.image_id] for r in records]
-
-
-def captioner_data(run: Path) -> dict:
-    """The data config a run's best checkpoint was trained with."""
-    from captioning.checkpoint import load_checkpoint
-
-    return load_checkpoint(run)["config"]["data"]

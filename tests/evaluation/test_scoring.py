@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
-from helpers import needs_java, write_json
+from helpers import html_scores, needs_java, write_json
 
 from captioning.evaluation import (
     image_files,
@@ -19,27 +18,7 @@ from captioning.evaluation import (
 )
 from captioning.evaluation.html import write_scored_page
 
-
-def _html_scores(page: str) -> dict[int, list[float]]:
-    """image id -> the numbers of its row (id, then the metric columns)."""
-    rows = re.findall(r'<tr data-image-id="(\d+)">(.*?)</tr>', page, flags=re.S)
-    return {int(i): [float(v) for v in re.findall(r'data-value="([^"]*)"', row)] for i, row in rows}
-
-
 # --------------------------------------------------------------------------- bad input
-
-
-@pytest.fixture
-def small_refs(tmp_path: Path) -> Path:
-    ann = {
-        "images": [{"id": i, "file_name": f"{i}.jpg"} for i in (1, 2, 3)],
-        "annotations": [
-            {"id": 10 * i + j, "image_id": i, "caption": f"a cat number {i}"}
-            for i in (1, 2, 3)
-            for j in range(2)
-        ],
-    }
-    return write_json(tmp_path / "refs.json", ann)
 
 
 # --------------------------------------------------------------------------- notices, SPICE
@@ -86,7 +65,7 @@ def test_results_mode_html_thumbnails_from_images_dir(
     scored = score_captions(refs, predictions, per_image=True)
     write_scored_page(tmp_path / "a.html", scored, refs, predictions, images=images)
     page = (tmp_path / "a.html").read_text()
-    assert page.count("<img") == 2 and sorted(_html_scores(page)) == [100, 101]
+    assert page.count("<img") == 2 and sorted(html_scores(page)) == [100, 101]
     write_scored_page(tmp_path / "b.html", scored, refs, predictions)
     assert "<img" not in (tmp_path / "b.html").read_text()
     (tiny_coco / "images" / "e.jpg").unlink()

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from helpers import WORDS, tiny_model_config
+from helpers import WORDS, random_captions, tiny_model_config
 
 from captioning.data.loader import CaptionBatch
 from captioning.devices import autocast_dtype
@@ -25,16 +25,6 @@ def _model_config(**decoder):
     return tiny_model_config(embed_dim=6, hidden_dim=10, dropout=0.0, **decoder)
 
 
-def _captions(b: int = 5, t: int = 7, v: int = 20, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(3, t + 1, (b,), generator=g)
-    captions = torch.randint(4, v, (b, t), generator=g)
-    captions[:, 0] = 1
-    for i, n in enumerate(lengths.tolist()):
-        captions[i, n - 1], captions[i, n:] = 2, 0
-    return captions, lengths
-
-
 # -- mixed precision and devices ------------------------------------------------------------------
 
 
@@ -44,7 +34,7 @@ def test_bf16_autocast_and_grad_scaler_plumbing_run_on_cpu():
     opt = build_optimizer(model, lr=1e-2)
     batches = []
     for seed in range(3):
-        captions, lengths = _captions(b=4, seed=seed)
+        captions, lengths = random_captions(b=4, seed=seed)
         batches.append(
             CaptionBatch(
                 torch.randn(2, 3, 16, 16),
@@ -86,7 +76,7 @@ def _model_and_batches(n: int = 3):
             module.p = 0.0
     batches = []
     for seed in range(n):
-        captions, lengths = _captions(b=4, seed=seed)
+        captions, lengths = random_captions(b=4, seed=seed)
         images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
         index = torch.tensor([0, 0, 1, 1])
         batches.append(CaptionBatch(images, captions, lengths, torch.tensor([1, 1, 2, 2]), index))
@@ -166,7 +156,7 @@ def test_non_finite_gradients_skip_the_step():
     torch.manual_seed(0)
     model = build_model(_model_config(), vocab_size=20)
     opt = build_optimizer(model, lr=1e-2)
-    captions, lengths = _captions(b=2)
+    captions, lengths = random_captions(b=2)
     images = torch.full((2, 3, 16, 16), float("nan"))
     batch = CaptionBatch(images, captions, lengths, torch.tensor([1, 2]), torch.tensor([0, 1]))
     before = [p.detach().clone() for p in model.parameters()]

@@ -8,11 +8,17 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from helpers import compose_train, fit, robust_cfg, tiny_cfg, tiny_model_config
-from PIL import Image
+from helpers import (
+    compose_train,
+    fit,
+    records_with_bad_files,
+    robust_cfg,
+    short_run_cfg,
+    tiny_model_config,
+    write_karpathy,
+)
 
 from captioning.checkpoint import load_checkpoint
 from captioning.errors import CaptioningError
@@ -23,34 +29,13 @@ from captioning.training.objectives import CrossEntropyObjective
 TINY_MODEL = tiny_model_config(cell="gru", max_len=5)
 
 
-def _records_with_bad_files(shapes_root, tmp_path, n_bad: int):
-    """The shapes val records, with the first `n_bad` images replaced by broken files."""
-
-    from captioning.data.coco import load_coco_captions
-    from captioning.data.records import ImageRecord
-
-    records = load_coco_captions(
-        shapes_root / "annotations" / "captions_val.json", shapes_root / "images"
-    )
-    copies = []
-    for k, record in enumerate(records):
-        path = tmp_path / "imgs" / record.path.name
-        path.parent.mkdir(exist_ok=True)
-        if k < n_bad:
-            path.write_bytes(record.path.read_bytes()[:100])  # truncated
-        else:
-            shutil.copy(record.path, path)
-        copies.append(ImageRecord(record.image_id, path, record.captions))
-    return copies
-
-
 def test_training_skips_unreadable_images_counted_across_workers(shapes_root, tmp_path, caplog):
     from captioning.data.datasets import CaptionDataset
     from captioning.data.loader import build_train_loader, start_epoch
     from captioning.data.transforms import eval_transform
     from captioning.vocab import Vocabulary
 
-    records = _records_with_bad_files(shapes_root, tmp_path, 3)
+    records = records_with_bad_files(shapes_root, tmp_path, 3)
     vocab = Vocabulary.build(c for r in records for c in r.captions)
     torch.manual_seed(0)
     model = build_model(TINY_MODEL, vocab_size=len(vocab))
@@ -76,44 +61,6 @@ compose_cfg = compose_train
 
 
 # -- data: COCO 2014 layout and Karpathy's split file ---------------------------------------------
-
-
-def write_karpathy(root: Path) -> Path:
-    """A miniature dataset_coco.json with images under train2014/ and val2014/."""
-    images, rng = [], np.random.default_rng(0)
-    layout = [
-        ("train", "train2014"),
-        ("train", "train2014"),
-        ("restval", "val2014"),
-        ("val", "val2014"),
-        ("test", "val2014"),
-        ("test", "val2014"),
-    ]
-    for k, (split, folder) in enumerate(layout):
-        name = f"COCO_{folder}_{k:012d}.jpg"
-        (root / folder).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(
-            root / folder / name
-        )
-        sentences = [
-            {"raw": f"A photo number {k} of a red thing. ", "tokens": ["x"]},
-            {"raw": f"a red thing {k}", "tokens": ["x"]},
-            {"raw": " ?! ", "tokens": []},
-        ]
-        images.append(
-            {
-                "filepath": folder,
-                "filename": name,
-                "imgid": k,
-                "split": split,
-                "cocoid": 1000 - k,
-                "sentids": [],
-                "sentences": sentences,
-            }
-        )
-    path = root / "dataset_coco.json"
-    path.write_text(json.dumps({"images": images, "dataset": "coco"}))
-    return path
 
 
 @pytest.mark.slow
@@ -207,20 +154,8 @@ def test_training_run_skips_a_bad_image_up_to_the_allowed_fraction(shapes_root, 
 # --------------------------------------------------------------------------- checkpoint mode
 
 
-def _tiny_cfg(shapes_root: Path, *overrides: str):
-    return tiny_cfg(
-        shapes_root,
-        "trainer.epochs=1",
-        "trainer.max_train_batches=2",
-        "trainer.batch_size=32",
-        "trainer.test_after_training=false",
-        "++trainer.tensorboard=false",
-        *overrides,
-    )
-
-
 def test_bad_monitor_name_is_a_clear_error(shapes_root: Path, tmp_path: Path) -> None:
-    cfg = _tiny_cfg(shapes_root, "trainer.monitor=BLEU4", "trainer.max_train_batches=1")
+    cfg = short_run_cfg(shapes_root, "trainer.monitor=BLEU4", "trainer.max_train_batches=1")
     with pytest.raises(CaptioningError, match=r"trainer.monitor='BLEU4'.*Bleu_4.*CIDEr") as info:
         fit(cfg, run_dir=tmp_path)
     assert "\n" not in str(info.value)

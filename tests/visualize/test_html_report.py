@@ -7,16 +7,9 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-from helpers import chromium_flags
-from PIL import Image
+from helpers import chromium_flags, picture
 
 from captioning.visualize import ReportItem, report_items, write_html_report
-
-
-def _picture(size: tuple[int, int] = (48, 40), seed: int = 0) -> Image.Image:
-    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
-
 
 # --------------------------------------------------------------------------- HTML report
 
@@ -29,7 +22,7 @@ def _items(n: int, *, images: bool = True) -> list[ReportItem]:
             caption=f"caption {k} <b>&</b>",
             references=[f"ref {k} one", "ref <two>"],
             scores={"CIDEr": float(rng.random() * 3), "Bleu_4": float(rng.random())},
-            image=_picture(seed=k) if images and k % 4 else None,
+            image=picture(seed=k) if images and k % 4 else None,
         )
         for k in range(n)
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import write_coco, write_json
+from helpers import CATEGORIES, OBJECTS, write_coco, write_json
 
 from captioning.errors import CaptioningError
 from captioning.evaluation.grounding import (
@@ -18,18 +18,7 @@ from captioning.evaluation.grounding import (
 
 # --------------------------------------------------------------------------- COCO CHAIR
 
-CATEGORIES = [
-    {"id": 1, "name": "person"},
-    {"id": 6, "name": "bus"},
-    {"id": 17, "name": "cat"},
-    {"id": 18, "name": "dog"},
-    {"id": 23, "name": "bear"},
-    {"id": 58, "name": "hot dog"},
-    {"id": 67, "name": "dining table"},
-    {"id": 88, "name": "teddy bear"},
-]
 # image 1: person x2, dog; 2: teddy bear, hot dog, dining table; 3: bear, person, bus; 4: none
-OBJECTS = {1: [1, 1, 18], 2: [88, 58, 67], 3: [23, 1, 6], 4: []}
 CAPTIONS = {
     1: "Two men walking their dogs.",
     2: "A teddy bear and a hot dog on a table next to a dog",

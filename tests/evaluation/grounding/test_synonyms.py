@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import write_json
+from helpers import write_instances
 
 from captioning.evaluation.grounding import (
     COCO_CATEGORIES,
@@ -18,30 +18,6 @@ from captioning.evaluation.grounding.synonyms import NON_OBJECTS, plural
 from captioning.text import tokenize
 
 # --------------------------------------------------------------------------- COCO CHAIR
-
-CATEGORIES = [
-    {"id": 1, "name": "person"},
-    {"id": 6, "name": "bus"},
-    {"id": 17, "name": "cat"},
-    {"id": 18, "name": "dog"},
-    {"id": 23, "name": "bear"},
-    {"id": 58, "name": "hot dog"},
-    {"id": 67, "name": "dining table"},
-    {"id": 88, "name": "teddy bear"},
-]
-# image 1: person x2, dog; 2: teddy bear, hot dog, dining table; 3: bear, person, bus; 4: none
-OBJECTS = {1: [1, 1, 18], 2: [88, 58, 67], 3: [23, 1, 6], 4: []}
-
-
-def write_instances(path: Path, objects: dict[int, list[int]] = OBJECTS, **changes) -> Path:
-    images = [{"id": i, "file_name": f"{i}.jpg", "width": 9, "height": 9} for i in objects]
-    anns = [
-        {"id": 100 * i + k, "image_id": i, "category_id": c, "bbox": [0, 0, 1, 1], "iscrowd": 0}
-        for i, cats in objects.items()
-        for k, c in enumerate(cats)
-    ]
-    data = {"images": images, "annotations": anns, "categories": CATEGORIES, **changes}
-    return write_json(path, data)
 
 
 @pytest.mark.parametrize(
