@@ -38,6 +38,7 @@ from typing import Any, Literal
 from captioning.errors import CaptioningError
 from captioning.evaluation.grounding.chair import (
     CocoObjects,
+    add_reference_objects,
     coco_chair,
     find_mentions,
     load_coco_objects,
@@ -69,6 +70,7 @@ __all__ = [
     "phrase_table",
     "shapes_grounding",
     "truth_for_split",
+    "with_references",
 ]
 
 
@@ -99,6 +101,25 @@ def load_coco_truth(
     """The ground truth of a COCO instances file (see :func:`load_coco_objects`)."""
     present, categories = load_coco_objects(instances_file, references=references)
     return GroundingTruth("coco", present, categories)
+
+
+def with_references(
+    truth: GroundingTruth, references: Mapping[int, Sequence[str]]
+) -> GroundingTruth:
+    """COCO truth joined with the objects each image's references name, as the CHAIR paper does.
+
+    Args:
+        truth: From :func:`load_coco_truth` (shapes truth is returned as it is: its objects are
+            complete).
+        references: ``{image_id: [reference captions]}``.
+
+    Returns:
+        The truth whose images also hold the categories their references name.
+    """
+    if truth.kind != "coco":
+        return truth
+    joined = add_reference_objects(truth.objects, references, truth.categories)
+    return GroundingTruth("coco", joined, truth.categories)
 
 
 def grounding_scores(predictions: Mapping[int, str], truth: GroundingTruth) -> GroundingReport:

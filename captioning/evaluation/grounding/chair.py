@@ -34,7 +34,13 @@ from captioning.evaluation.grounding.synonyms import (
 )
 from captioning.text import tokenize
 
-__all__ = ["CocoObjects", "coco_chair", "find_mentions", "load_coco_objects"]
+__all__ = [
+    "CocoObjects",
+    "add_reference_objects",
+    "coco_chair",
+    "find_mentions",
+    "load_coco_objects",
+]
 
 
 class CocoObjects(NamedTuple):
@@ -203,7 +209,8 @@ def load_coco_objects(
             ``annotations`` (``image_id``, ``category_id``) and ``categories`` (``id``,
             ``name``).
         references: ``{image_id: [reference captions]}``; when given, the categories that the
-            references name are added to each image's objects, as the CHAIR paper does.
+            references name are added to each image's objects, as the CHAIR paper does
+            (:func:`add_reference_objects`).
 
     Returns:
         A :class:`CocoObjects`: every image of the file (those without annotations hold
@@ -220,10 +227,31 @@ def load_coco_objects(
     objects: dict[int, set[str]] = {im["id"]: set() for im in data["images"]}
     for ann in data["annotations"]:
         objects[ann["image_id"]].add(names[ann["category_id"]])
-    if references is not None:
-        table = phrase_table(names.values())
-        for image_id, captions in references.items():
-            for caption in captions if image_id in objects else ():
-                objects[image_id].update(m.object for m in find_mentions(tokenize(caption), table))
     present = {i: frozenset(found) for i, found in objects.items()}
+    if references is not None:
+        present = add_reference_objects(present, references, names.values())
     return CocoObjects(present, tuple(names.values()))
+
+
+def add_reference_objects(
+    present: Mapping[int, Iterable[str]],
+    references: Mapping[int, Sequence[str]],
+    categories: Iterable[str] = COCO_CATEGORIES,
+) -> dict[int, frozenset[str]]:
+    """Each image's objects joined with those its reference captions name (the paper's truth).
+
+    Args:
+        present: ``{image_id: category names}`` from the instance annotations.
+        references: ``{image_id: [reference captions]}``; images not in ``present`` are
+            ignored.
+        categories: The category names looked for (see :func:`coco_chair`).
+
+    Returns:
+        ``{image_id: frozenset of category names}`` for every image of ``present``.
+    """
+    table = phrase_table(categories)
+    joined = {i: set(found) for i, found in present.items()}
+    for image_id, captions in references.items():
+        for caption in captions if image_id in joined else ():
+            joined[image_id].update(m.object for m in find_mentions(tokenize(caption), table))
+    return {i: frozenset(found) for i, found in joined.items()}
