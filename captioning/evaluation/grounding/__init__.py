@@ -4,6 +4,7 @@ BLEU and CIDEr reward the easy words; these scores check the objects. One entry 
 
     truth = load_shapes_truth("shapes/annotations/captions_test.json")     # shapes data
     truth = load_coco_truth("coco/annotations/instances_val2014.json")     # COCO-style data
+    truth = with_references(truth, references)       # + objects the references name (the paper)
     report = grounding_scores(predictions, truth)    # predictions: {image_id: caption}
     report.scores                      # {"CHAIR_i": 0.12, ...}: plain floats
     report.per_image[42].hallucinated_positions      # token positions to mark in HTML
@@ -23,7 +24,8 @@ Score names (stable; ratios pooled over all scored images, ``nan`` when a denomi
 
 Exact definitions: :func:`~captioning.evaluation.grounding.shapes.shapes_grounding` (shapes) and
 :func:`~captioning.evaluation.grounding.chair.coco_chair` (CHAIR, Rohrbach et al., EMNLP 2018, with the
-synonyms of :mod:`captioning.evaluation.grounding.synonyms`). Token positions index
+synonyms and rules of :mod:`captioning.evaluation.grounding.synonyms`; scoring joins the
+references' objects, :func:`captioning.evaluation.scoring.score_captions`). Token positions index
 :func:`captioning.text.tokenize` of the caption, also given as ``per_image[i].tokens``.
 """
 
