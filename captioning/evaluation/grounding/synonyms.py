@@ -33,8 +33,13 @@ Deliberate differences from the released code, each because its output there is 
   here "motor bike" is a motorcycle, "cheesecake" a cake, "iphone" a cell phone ("stove top
   oven" counts one oven either way).
 - Tokens are the project's (:func:`captioning.text.tokenize`, the ones captions are decoded
-  into) rather than NLTK's ``word_tokenize``: a hyphen splits words, so "hot-dog" is a hot dog
-  (there, "hot-dog" is one unknown token).
+  into) rather than NLTK's ``word_tokenize``: hyphens, slashes and quotes split words, so
+  "hot-dog" is a hot dog, "fork/knife" a fork and a knife, '"stop" sign' a stop sign (there,
+  "hot-dog" and "fork/knife" are unknown tokens and the quotes keep the pair apart).
+
+On the 19,938 reference captions of ``tests/fixtures/coco-karpathy-test`` (real COCO
+captions; 28,428 mentions by the released code) the two differ in 421 captions, all for these
+reasons, nearly all of them "bus".
 
 Categories not in :data:`COCO_SYNONYMS` (a data set with its own instance files) are named by
 their category name.
@@ -220,9 +225,9 @@ def _candidates(word: str) -> list[str]:
         found += [word[:-3] + e for e in endings]
     if word.endswith(("ses", "xes", "zes", "ches", "shes")):
         found += [word[:-2], word[:-1]]
-    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        found.append(word[:-1])
-    return [] if word in _SAME_PLURAL else [*found, word]
+    elif word.endswith("s") and not word.endswith("ss"):
+        found.append(word[:-1])  # (taxis, zebus, corgis: only known words are taken)
+    return [*found, word]
 
 
 def singular(word: str, known: Iterable[str] | None = None) -> str:
