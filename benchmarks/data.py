@@ -12,9 +12,11 @@ and peak RSS count from process start) composes the training config and does wha
 1. start-up: the interpreter and the library's imports;
 2. annotations: ``training.run_data.load_records`` (train and val: read, validate, check that
    every image file exists);
-3. vocabulary: ``training.run_data.build_vocabulary`` (min count 5);
+3. vocabulary: the training captions tokenized once (``data.captions.TokenizedCaptions``) and
+   ``training.run_data.build_vocabulary`` (min count 5);
 4. model: the default ``vgg_tiny`` + LSTM;
-5. datasets: ``training.run_data.train_loader`` (captions encoded) and the validation loader;
+5. datasets: ``training.run_data.train_loader`` (the same tokens encoded) and the validation
+   loader;
 6. first batch: the training loader's first batch (16 images with their captions, no workers).
 
 ``python -m benchmarks data [--quick]`` (``--quick``: 2,000 images); ``run(quick)`` returns
@@ -229,6 +231,7 @@ def measure(data: str, root: str, t0: float) -> dict[str, Any]:
     import torch
     from hydra import compose, initialize_config_dir
 
+    from captioning.data.captions import TokenizedCaptions
     from captioning.data.loader import build_eval_loader, start_epoch
     from captioning.data.transforms import eval_transform
     from captioning.distributed import DistContext
@@ -244,11 +247,14 @@ def measure(data: str, root: str, t0: float) -> dict[str, Any]:
     ctx, device = DistContext(), torch.device("cpu")
     records = run_data.load_records(config.data, ctx)
     mark("annotations")
-    vocab = run_data.build_vocabulary(config.data, records["train"])
+    tokens = TokenizedCaptions(records["train"])
+    vocab = run_data.build_vocabulary(config.data, tokens)
     mark("vocabulary")
     model = build_model(config, vocab_size=len(vocab))
     mark("model")
-    loader = run_data.train_loader(config, model, records["train"], vocab, device, ctx)
+    loader = run_data.train_loader(
+        config, model, records["train"], vocab, device, ctx, tokens=tokens
+    )
     build_eval_loader(records["val"], eval_transform(model.encoder.preprocess))
     mark("datasets")
     start_epoch(loader, 1)

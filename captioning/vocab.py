@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from captioning.errors import CaptioningError
@@ -58,7 +58,21 @@ class Vocabulary:
         counts: Counter[str] = Counter()
         for tokens, _ in tokenize_chunks(captions):  # COCO's 616K captions: about a second
             counts.update(tokens)
-        if not counts:
+        return cls.from_counts(counts, min_count=min_count)
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int], *, min_count: int = 1) -> Vocabulary:
+        """Build a vocabulary from word counts of tokenized captions (as :meth:`build` does).
+
+        Args:
+            counts: word -> times used, e.g.
+                :meth:`captioning.data.captions.TokenizedCaptions.word_counts`.
+            min_count: words seen fewer times than this map to `<unk>`.
+
+        Returns:
+            The vocabulary: the specials, then the words by falling count, then alphabetically.
+        """
+        if not any(counts.values()):
             raise CaptioningError(
                 "cannot build a vocabulary from no captions: the caption list is empty"
             )

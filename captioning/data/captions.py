@@ -6,10 +6,15 @@ C); as one small tensor each they took 600K Python objects and the time of 600K 
 tensor calls. The datasets (:class:`~captioning.data.datasets.CaptionDataset`, the feature
 cache's :class:`~captioning.data.features.FeatureCaptionDataset`) hand out an image's captions
 as tensors cut from it.
+
+A run tokenizes its training captions once (:class:`TokenizedCaptions`): the vocabulary is
+counted from those tokens (:meth:`TokenizedCaptions.word_counts`) and the same tokens are
+encoded (``EncodedCaptions(..., tokens=...)``).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from itertools import chain, repeat
 
@@ -21,7 +26,48 @@ from captioning.data.records import ImageRecord
 from captioning.text import tokenize_chunks
 from captioning.vocab import Vocabulary
 
-__all__ = ["EncodedCaptions"]
+__all__ = ["EncodedCaptions", "TokenizedCaptions"]
+
+
+class TokenizedCaptions:
+    """Every caption of some records, tokenized once (:func:`captioning.text.tokenize_chunks`).
+
+    The tokens are kept as indices into the distinct words (``int32``, first seen first), so
+    COCO's 6M training tokens take 25 MB rather than a list of 6M strings.
+
+    Args:
+        records: the images and their captions.
+
+    Attributes:
+        words: the distinct words, in order of first use.
+        ids: ``(W,)`` every token as an index into ``words``, caption after caption.
+        counts: ``(C,)`` tokens per caption, ``int64``.
+        per_image: ``(I,)`` captions per record, ``int64``.
+    """
+
+    def __init__(self, records: Sequence[ImageRecord]) -> None:
+        self.per_image = np.fromiter((len(r.captions) for r in records), np.int64, len(records))
+        index: dict[str, int] = {}
+        ids, counts = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)]
+        for tokens, chunk_counts in tokenize_chunks(
+            chain.from_iterable(r.captions for r in records)
+        ):
+            new = index.setdefault
+            ids.append(np.fromiter((new(t, len(index)) for t in tokens), np.int32, len(tokens)))
+            counts.append(chunk_counts)
+        self.words: list[str] = list(index)
+        self.ids, self.counts = np.concatenate(ids), np.concatenate(counts)  # (W,), (C,)
+
+    def word_counts(self) -> Counter[str]:
+        """How many times each word is used (what :meth:`Vocabulary.from_counts` takes)."""
+        used = np.bincount(self.ids, minlength=len(self.words))  # (distinct words,)
+        return Counter(dict(zip(self.words, used.tolist(), strict=True)))
+
+    def matches(self, records: Sequence[ImageRecord]) -> bool:
+        """Whether these are the tokens of `records` (same images, same numbers of captions)."""
+        return len(records) == len(self.per_image) and all(
+            len(r.captions) == n for r, n in zip(records, self.per_image.tolist(), strict=True)
+        )
 
 
 class EncodedCaptions:
@@ -34,20 +80,27 @@ class EncodedCaptions:
         records: the images and their captions.
         vocab: maps words to ids (unknown words to ``<unk>``).
         max_len: keep at most this many words of each caption (None: all).
+        tokens: the records' captions already tokenized (the ones the vocabulary was counted
+            from); None: tokenize them here.
     """
 
     def __init__(
-        self, records: Sequence[ImageRecord], vocab: Vocabulary, *, max_len: int | None = None
+        self,
+        records: Sequence[ImageRecord],
+        vocab: Vocabulary,
+        *,
+        max_len: int | None = None,
+        tokens: TokenizedCaptions | None = None,
     ) -> None:
-        per_image = np.fromiter((len(r.captions) for r in records), np.int64, len(records))
+        if tokens is None:
+            tokens = TokenizedCaptions(records)
+        elif not tokens.matches(records):
+            raise ValueError("tokens were made from other records than the ones encoded")
         self.first = np.zeros(len(records) + 1, np.int64)  # (I + 1,)
-        np.cumsum(per_image, out=self.first[1:])
+        np.cumsum(tokens.per_image, out=self.first[1:])
         stoi = {token: i for i, token in enumerate(vocab.to_list())}
-        words, lengths = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)]
-        for tokens, counts in tokenize_chunks(chain.from_iterable(r.captions for r in records)):
-            words.append(np.fromiter(map(stoi.get, tokens, repeat(vocab.unk_id)), np.int32))
-            lengths.append(counts)
-        words_all, counts = np.concatenate(words), np.concatenate(lengths)  # (W,), (C,)
+        to_id = np.fromiter(map(stoi.get, tokens.words, repeat(vocab.unk_id)), np.int32)
+        words_all, counts = to_id[tokens.ids], tokens.counts  # (W,), (C,)
         if max_len is not None:  # keep the first max_len words of each caption
             position = np.arange(len(words_all)) - np.repeat(np.cumsum(counts) - counts, counts)
             words_all, counts = words_all[position < max_len], np.minimum(counts, max_len)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from captioning.data.captions import EncodedCaptions
+from captioning.data.captions import EncodedCaptions, TokenizedCaptions
 from captioning.data.images import MAX_PIXELS, ImageLoadError, load_image
 from captioning.data.records import ImageRecord, SkippedImage
 from captioning.vocab import Vocabulary
@@ -45,6 +45,7 @@ class CaptionDataset(Dataset):
         max_len: int | None = None,
         max_pixels: int | None = MAX_PIXELS,
         seed: int | None = None,
+        tokens: TokenizedCaptions | None = None,
     ) -> None:
         """Args:
         records: the images and their captions.
@@ -57,12 +58,13 @@ class CaptionDataset(Dataset):
             whatever was loaded before (so resumed runs, and any number of loader workers, see
             the same augmentation); the caller's random state is left as it was. None: the
             transform draws from the global generator.
+        tokens: the records' captions already tokenized (None: tokenized here).
         """
         self.records = list(records)
         self.transform = transform
         self.max_pixels = max_pixels
         self.seed, self.epoch = seed, 0
-        self.captions = EncodedCaptions(self.records, vocab, max_len=max_len)  # once, up front
+        self.captions = EncodedCaptions(self.records, vocab, max_len=max_len, tokens=tokens)
 
     @property
     def num_captions(self) -> int:

@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from captioning.contracts import EncoderOutput
-from captioning.data.captions import EncodedCaptions
+from captioning.data.captions import EncodedCaptions, TokenizedCaptions
 from captioning.data.datasets import ImageDataset
 from captioning.data.images import MAX_PIXELS, ImageLoadError, load_image
 from captioning.data.loader import collate_images
@@ -207,6 +207,7 @@ class FeatureCaptionDataset(Dataset):
         records: the images and their captions.
         vocab: maps words to ids.
         max_len: caption length cap in words.
+        tokens: the records' captions already tokenized (None: tokenized here).
     """
 
     def __init__(
@@ -216,12 +217,13 @@ class FeatureCaptionDataset(Dataset):
         vocab: Vocabulary,
         *,
         max_len: int | None = None,
+        tokens: TokenizedCaptions | None = None,
     ) -> None:
         self.records = list(records)
         if [r.image_id for r in self.records] != store.image_ids:
             raise CaptioningError(f"feature cache {store.folder} was built for other images")
         self.store = store
-        self.captions = EncodedCaptions(self.records, vocab, max_len=max_len)
+        self.captions = EncodedCaptions(self.records, vocab, max_len=max_len, tokens=tokens)
 
     @property
     def num_captions(self) -> int:

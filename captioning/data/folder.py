@@ -1,6 +1,6 @@
 """A user's own images and captions: one CSV or JSON Lines file of ``image, caption`` rows.
 
-Kept as one file (about 320 lines): the CSV/TSV and JSON Lines readers share every row check
+Kept as one file (about 360 lines): the CSV/TSV and JSON Lines readers share every row check
 and its message.
 
 CSV (``.csv``; ``.tsv`` tab-separated; any other name is read as CSV), a header line first::
@@ -32,6 +32,10 @@ random: a permutation seeded with ``data.seed`` puts ``data.test_fraction`` of t
 ``data.val_fraction`` in ``val`` (each at least one image when its fraction is above 0) and the
 rest in ``train``; the same file and seed always give the same split.
 
+Rows are read by the csv module (a quoted caption may span lines and keeps its line break) or
+split at JSON Lines' line breaks only (U+2028, U+0085 or a form feed inside a caption is part of
+it). A row repeating an earlier row's image and caption is counted once (a warning says which).
+
 Checks, like COCO's: malformed lines, a header without ``image`` and ``caption``, unknown split
 names and images given two splits are errors; captions with no word and missing image files are
 errors when ``data.strict`` (otherwise skipped and counted). Each names the first few lines.
@@ -43,7 +47,8 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Collection, Sequence
+import re
+from collections.abc import Collection, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -93,7 +98,12 @@ def find_annotations(root: str | os.PathLike, annotations: str | None) -> Path:
     return found[0]
 
 
-def _csv_rows(path: Path, lines: list[str]) -> tuple[list[_Row], list[int]]:
+def _csv_rows(path: Path, lines: Iterable[str]) -> tuple[list[_Row], list[int]]:
+    """The rows of a CSV / TSV file read by the csv module (``lines``: the open file).
+
+    A quoted field may span lines ("A dog\non grass" stays one caption with its line break);
+    a row's line number is the line it starts on.
+    """
     reader = csv.reader(lines, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
     header = [h.strip().lower() for h in next(reader, [])]
     if "image" not in header or "caption" not in header:
@@ -104,21 +114,24 @@ def _csv_rows(path: Path, lines: list[str]) -> tuple[list[_Row], list[int]]:
     col = {name: header.index(name) for name in ("image", "caption", "split") if name in header}
     joins = col["caption"] == len(header) - 1  # unquoted commas in the last column
     rows, bad = [], []
+    end = reader.line_num  # the last line read so far
     for fields in reader:
+        line, end = end + 1, reader.line_num  # the row's first line
         if not any(f.strip() for f in fields):
             continue  # blank line
         if len(fields) < len(header):
-            bad.append(reader.line_num)
+            bad.append(line)
             continue
         caption = fields[col["caption"]]
         if joins and len(fields) > len(header):
             caption = ",".join(fields[col["caption"] :])
         split = fields[col["split"]].strip() if "split" in col else None
-        rows.append(_Row(reader.line_num, fields[col["image"]].strip(), caption.strip(), split))
+        rows.append(_Row(line, fields[col["image"]].strip(), caption.strip(), split))
     return rows, bad
 
 
 def _jsonl_rows(lines: list[str]) -> tuple[list[_Row], list[int]]:
+    """The rows of a JSON Lines file split at its line breaks (see :func:`_json_lines`)."""
     rows, bad = [], []
     has_split = False
     for k, text in enumerate(lines, start=1):
@@ -153,15 +166,18 @@ def _read_rows(path: Path, stamp: tuple[int, int, int]) -> tuple[_Row, ...]:
         raise CaptioningError(
             f"captions file not found: {path} (set data.root and data.annotations)"
         )
+    jsonl = path.suffix.lower() in JSON_LINES
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        # newline="": no line-break translation; the csv module (or _json_lines) finds the rows
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            rows, bad = _jsonl_rows(_json_lines(f.read())) if jsonl else _csv_rows(path, f)
     except (OSError, UnicodeDecodeError) as exc:
         raise CaptioningError(f"cannot read {path} as UTF-8 text ({exc})") from None
-    if path.suffix.lower() in JSON_LINES:
-        rows, bad = _jsonl_rows(lines)
+    except csv.Error as exc:
+        raise CaptioningError(f"{path}: not a valid CSV file ({exc}); fix its quoting") from None
+    if jsonl:
         what = 'JSON objects with an "image" string and a "caption" string (or "captions" list)'
     else:
-        rows, bad = _csv_rows(path, lines)
         what = "rows with a field for every column of the header"
     if bad:
         raise CaptioningError(f"{path}: lines {few(bad)} are not {what}; fix or remove them")
@@ -171,6 +187,13 @@ def _read_rows(path: Path, stamp: tuple[int, int, int]) -> tuple[_Row, ...]:
     if not rows:
         raise CaptioningError(f"{path} has no rows of images and captions")
     return tuple(rows)
+
+
+def _json_lines(text: str) -> list[str]:
+    """The lines of a JSON Lines file: split at ``\n`` (and ``\r\n``, or a lone ``\r``, which no
+    JSON value holds raw), never at the other breaks ``str.splitlines`` knows (U+2028, U+0085,
+    a form feed), which a caption string may hold."""
+    return re.split(r"\r\n|\r|\n", text)
 
 
 def split_by_fraction(n: int, val_fraction: float, test_fraction: float, seed: int) -> list[str]:
@@ -298,11 +321,23 @@ def _group(
     keys = [os.path.normpath(row.image) for row in rows]
     first: dict[str, _Row] = {}
     captions: dict[str, list[str]] = {}
+    seen: set[tuple[str, str]] = set()
+    duplicates = []
     for key, row in zip(keys, rows, strict=True):
         first.setdefault(key, row)
         captions.setdefault(key, [])
-        if has_words(row.caption):
+        if (key, row.caption) in seen:
+            duplicates.append(row.line)
+        elif has_words(row.caption):
             captions[key].append(row.caption)
+        seen.add((key, row.caption))
+    if duplicates:
+        log.warning(
+            "%s: counted once %d rows repeating an earlier row's image and caption, at lines %s",
+            path,
+            len(duplicates),
+            few(duplicates, 3),
+        )
     if rows[0].split is not None:
         strays = [r for r in rows if known_splits is not None and r.split not in known_splits]
         if strays:

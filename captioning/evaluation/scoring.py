@@ -13,7 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from captioning.evaluation.grounding import GroundingReport, GroundingTruth, grounding_scores
+from captioning.evaluation.grounding import (
+    GroundingReport,
+    GroundingTruth,
+    grounding_scores,
+    with_references,
+)
 from captioning.evaluation.metrics import TEST_METRICS, ScoreReport, evaluate_captions
 
 __all__ = ["TOKENIZERS", "ScoredCaptions", "score_captions"]
@@ -62,6 +67,8 @@ def score_captions(
         per_image: also keep per-image scores (for the HTML report).
         grounding: what the images hold (shapes objects, COCO instances), for the grounded
             metrics (:func:`captioning.evaluation.grounding.grounding_scores`); None: none.
+            COCO instances are joined with the objects the references name, as the CHAIR
+            paper does (:func:`captioning.evaluation.grounding.with_references`).
 
     Returns:
         The scores and the notes.
@@ -70,7 +77,9 @@ def score_captions(
     report = evaluate_captions(
         references, predictions, metrics=metrics, spice=spice, per_image=per_image
     )
-    grounded = grounding_scores(predictions, grounding) if grounding is not None else None
+    grounded = None
+    if grounding is not None:
+        grounded = grounding_scores(predictions, with_references(grounding, references))
     scores = {**report.scores, **(grounded.scores if grounded else {})}
     scores["num_images"] = report.num_images
     notes = [f"tokenizer: {TOKENIZERS[report.tokenizer]}", *report.notices]

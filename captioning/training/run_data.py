@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from captioning.data.captions import TokenizedCaptions
 from captioning.data.config import DataConfig
 from captioning.data.datasets import CaptionDataset
 from captioning.data.features import FeatureCaptionDataset, build_feature_cache, use_feature_cache
@@ -48,9 +49,17 @@ def load_records(
     return {split: load_split(data, split) for split in splits}
 
 
-def build_vocabulary(data: DataConfig, records: list[ImageRecord]) -> Vocabulary:
-    """The vocabulary of the training captions (words seen at least ``data.min_count`` times)."""
-    return Vocabulary.build((c for r in records for c in r.captions), min_count=data.min_count)
+def build_vocabulary(data: DataConfig, tokens: TokenizedCaptions) -> Vocabulary:
+    """The vocabulary of the training captions (words seen at least ``data.min_count`` times).
+
+    Args:
+        data: the data settings.
+        tokens: the training captions, tokenized once for the run (they are encoded too).
+
+    Returns:
+        The vocabulary.
+    """
+    return Vocabulary.from_counts(tokens.word_counts(), min_count=data.min_count)
 
 
 def bad_image_budget(data: DataConfig, images: int) -> int:
@@ -74,6 +83,7 @@ def train_dataset(
     channels_last: bool = False,
     progress: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    tokens: TokenizedCaptions | None = None,
 ) -> Dataset | None:
     """The training images, or the frozen encoder's cached features.
 
@@ -96,6 +106,7 @@ def train_dataset(
         channels_last: channels-last encoder input.
         progress: show a progress bar while building the cache.
         should_stop: polled while building; ``True`` stops (the build resumes next time).
+        tokens: the records' captions, tokenized once for the run (None: tokenized here).
 
     Returns:
         The dataset, or None when the cache build was stopped.
@@ -113,6 +124,7 @@ def train_dataset(
             max_len=data.max_len,
             max_pixels=data.max_pixels,
             seed=seed if data.augment else None,
+            tokens=tokens,
         )
     cache_dir = Path(data.cache_dir)
     if ctx.is_main:
@@ -142,7 +154,7 @@ def train_dataset(
     if store is None:
         store = build_cache()  # ... and the others find it complete
     log.info("training the decoder from cached encoder features (%s)", store.folder)
-    return FeatureCaptionDataset(store, records, vocab, max_len=data.max_len)
+    return FeatureCaptionDataset(store, records, vocab, max_len=data.max_len, tokens=tokens)
 
 
 def train_loader(
@@ -153,6 +165,7 @@ def train_loader(
     device: torch.device,
     ctx: DistContext,
     should_stop: Callable[[], bool] | None = None,
+    tokens: TokenizedCaptions | None = None,
 ) -> DataLoader | None:
     """The training loader of a run (:func:`train_dataset`, shuffled and sharded per epoch).
 
@@ -164,6 +177,7 @@ def train_loader(
         device: where training runs.
         ctx: the process's place in a DDP run.
         should_stop: polled while a feature cache is built.
+        tokens: the records' captions, tokenized once for the run (None: tokenized here).
 
     Returns:
         The loader, or None when the cache build was stopped.
@@ -184,6 +198,7 @@ def train_loader(
         channels_last=t.channels_last,
         progress=t.progress,
         should_stop=should_stop,
+        tokens=tokens,
     )
     if dataset is None:
         return None

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from captioning.checkpoint import restore_model, set_rng_state
+from captioning.data.captions import TokenizedCaptions
 from captioning.data.records import ImageRecord
 from captioning.devices import autocast_dtype, configure_torch
 from captioning.distributed import DistContext
@@ -146,7 +147,8 @@ def set_up_run(
     plain = config.to_dict()  # what checkpoints store
     ckpt = load_resume(resume, plain, run_dir) if resume is not None else None
     records = run_data.load_records(config.data, ctx)
-    model, vocab = _model(config, records["train"], ckpt, init)
+    tokens = TokenizedCaptions(records["train"])  # once: the vocabulary and the encoded captions
+    model, vocab = _model(config, tokens, ckpt, init)
     model.to(device)
     if t.channels_last:
         model.encoder.to(memory_format=torch.channels_last)
@@ -167,7 +169,9 @@ def set_up_run(
     if ctx.world_size > 1:
         seed_everything(config.seed + ctx.rank)  # ranks draw different dropout masks
     objective.setup(ObjectiveContext(vocab, records["train"], device, config.decoding))
-    loader = run_data.train_loader(config, model, records["train"], vocab, device, ctx, should_stop)
+    loader = run_data.train_loader(
+        config, model, records["train"], vocab, device, ctx, should_stop, tokens=tokens
+    )
     if loader is None:  # the feature-cache build was interrupted (it resumes next time)
         return None
     steps = min(len(loader), t.max_train_batches or len(loader))
@@ -206,7 +210,7 @@ def set_up_run(
 
 def _model(
     config: RunConfig,
-    train: list[ImageRecord],
+    tokens: TokenizedCaptions,
     ckpt: dict[str, Any] | None,
     init: dict[str, Any] | None,
 ) -> tuple[CaptionModel, Vocabulary]:
@@ -216,5 +220,5 @@ def _model(
         return restore_model(ckpt, source=f"trainer.resume={t.resume}")
     if init is not None:
         return restore_model(init, source=f"trainer.init_from={t.init_from}")
-    vocab = run_data.build_vocabulary(config.data, train)
+    vocab = run_data.build_vocabulary(config.data, tokens)
     return build_model(config, vocab_size=len(vocab)), vocab

@@ -335,3 +335,29 @@ def test_results_mode_chair_from_an_instances_file(tmp_path: Path, no_java: None
     assert scores["CHAIR_i"] == pytest.approx(1 / 5)  # dog, cat, couch, woman, horse
     assert scores["CHAIR_s"] == pytest.approx(1 / 2)
     assert scores["object_recall"] == pytest.approx(1.0)  # dog, couch, person, horse
+
+
+def test_results_mode_chair_counts_objects_the_references_name(
+    tmp_path: Path, no_java: None
+) -> None:
+    """CHAIR's truth as in the paper: instances plus the objects the references name."""
+    refs = write_json(
+        tmp_path / "refs.json",
+        {
+            "images": [{"id": 1, "file_name": "1.jpg"}],
+            "annotations": [{"id": 1, "image_id": 1, "caption": "a dog and a kitten on a sofa"}],
+        },
+    )
+    instances = write_json(
+        tmp_path / "instances.json",
+        {
+            "images": [{"id": 1}],
+            "categories": [{"id": 18, "name": "dog"}, {"id": 17, "name": "cat"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 18}],
+        },
+    )
+    res = write_json(tmp_path / "res.json", [{"image_id": 1, "caption": "a dog and two cats"}])
+    done = run_tool("evaluate.py", "--references", refs, "--results", res, "--instances", instances)
+    assert done.returncode == 0, done.stderr
+    scores = json.loads((tmp_path / "res_scores.json").read_text())
+    assert scores["CHAIR_i"] == 0.0 and scores["CHAIR_s"] == 0.0  # the cats: a reference's kitten

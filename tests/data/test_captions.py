@@ -35,3 +35,72 @@ def test_encoded_captions_equal_vocabulary_encode(max_len):
         assert all(t.dtype == torch.long for t in got)
     assert encoded.ids.dtype.name == "int32"  # one flat array, not a tensor per caption
     assert len(EncodedCaptions([], vocab)) == 0
+
+
+# --------------------------------------------------------------------------- tokenized once
+
+
+def test_tokenized_captions_give_the_same_vocabulary_and_encodings():
+    from captioning.data.captions import TokenizedCaptions
+
+    recs = records(
+        [
+            ["A red circle.", "a red ball near a blue ball"],
+            ["Naïve café, très bien", "?!", "a red circle"],  # non-ASCII; no word
+            [],
+            ["one __ under_score", "red red red"],
+        ]
+    )
+    tokens = TokenizedCaptions(recs)
+    captions = [c for r in recs for c in r.captions]
+    for min_count in (1, 2, 3):
+        built = Vocabulary.build(captions, min_count=min_count)
+        assert Vocabulary.from_counts(tokens.word_counts(), min_count=min_count) == built
+        for max_len in (None, 2):
+            once = EncodedCaptions(recs, built, max_len=max_len, tokens=tokens)
+            again = EncodedCaptions(recs, built, max_len=max_len)
+            assert (once.ids == again.ids).all() and (once.starts == again.starts).all()
+            assert (once.first == again.first).all()
+    with pytest.raises(ValueError, match="other records"):
+        EncodedCaptions(recs[:2], Vocabulary.build(captions), tokens=tokens)
+
+
+def test_a_run_set_up_tokenizes_each_training_caption_once(shapes_root, tmp_path, monkeypatch):
+    """The vocabulary and the encoded captions come from one tokenization (fails if two)."""
+    from collections import Counter
+
+    from helpers import small_cfg
+
+    from captioning import text
+    from captioning.distributed import DistContext
+    from captioning.training.config import parse_config
+    from captioning.training.objectives import build_objective
+    from captioning.training.setup import set_up_run
+
+    seen: Counter[str] = Counter()
+    chunk, one = text._tokenize_chunk, text.tokenize
+
+    def counted_chunk(captions: list[str]):
+        seen.update(c for c in captions if c.isascii() and "\x00" not in c)
+        return chunk(captions)
+
+    def counted_one(caption: str) -> list[str]:
+        seen[caption] += 1
+        return one(caption)
+
+    monkeypatch.setattr(text, "_tokenize_chunk", counted_chunk)
+    for module in ("captioning.text", "captioning.vocab", "captioning.rewards"):
+        monkeypatch.setattr(f"{module}.tokenize", counted_one)
+    config = parse_config(small_cfg(shapes_root, "data.feature_cache=false"))
+    run = set_up_run(
+        config,
+        run_dir=tmp_path / "run",
+        resume=None,
+        device=torch.device("cpu"),
+        ctx=DistContext(),
+        objective=build_objective(config.objective),
+    )
+    assert run is not None
+    train = Counter(c for r in run.records["train"] for c in r.captions)
+    assert sum(train.values()) > 100
+    assert {c: seen[c] for c in train} == dict(train)  # each caption once (repeats: as often)

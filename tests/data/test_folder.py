@@ -174,3 +174,72 @@ def test_folder_jsonl_problems_and_lenient_mode(tmp_path, caplog):
     assert [(r.image_id, r.captions) for r in records] == [(1, ("a thing",)), (2, ("a thing",))]
     assert "skipped 1 captions without a word, at lines [4]" in caplog.text
     assert "gone.png" in caplog.text
+
+
+# -- rows are never glued or split --------------------------------------------------------------
+
+
+def test_folder_csv_quoted_caption_spanning_lines_is_one_row(tmp_path):
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        write_image(tmp_path / name)
+    (tmp_path / "captions.csv").write_bytes(
+        b'image,caption,split\r\na.jpg,"A dog\non grass",train\r\n'
+        b'b.jpg,"A cat\r\nasleep",train\r\nc.jpg,"two\nlines"\r\n'
+    )
+    with pytest.raises(CaptioningError, match=r"lines \[6\] are not rows") as info:
+        load_split(folder_data(tmp_path), "train")  # a short row, starting on line 6
+    assert "\n" not in str(info.value)
+    (tmp_path / "captions.csv").write_bytes(
+        b'image,caption,split\r\na.jpg,"A dog\non grass",train\r\n'
+        b'b.jpg,"A cat\r\nasleep",train\r\nc.jpg,A bird,val\r\n'
+    )
+    train = load_split(folder_data(tmp_path), "train")
+    assert [r.captions for r in train] == [("A dog\non grass",), ("A cat\r\nasleep",)]
+    assert [r.captions for r in load_split(folder_data(tmp_path), "val")] == [("A bird",)]
+
+
+@pytest.mark.parametrize("brk", ["\u2028", "\u0085", "\x0c", "\x1c", "\u2029", "\x0b"])
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_folder_line_separators_inside_a_caption_stay_in_it(tmp_path, brk, suffix):
+    write_image(tmp_path / "a.jpg")
+    write_image(tmp_path / "b.jpg")
+    caption = f"a dog{brk}on grass"
+    if suffix == ".jsonl":
+        lines = [json.dumps({"image": f"{n}.jpg", "caption": caption}, ensure_ascii=False)
+                 for n in "ab"]  # fmt: skip
+    else:
+        sep = "\t" if suffix == ".tsv" else ","
+        lines = [f"image{sep}caption", f"a.jpg{sep}{caption}", f"b.jpg{sep}{caption}"]
+    write_rows(tmp_path / f"captions{suffix}", lines)
+    data = folder_data(tmp_path, "data.val_fraction=0", "data.test_fraction=0")
+    assert [r.captions for r in load_split(data, "train")] == [(caption,), (caption,)]
+
+
+def test_folder_duplicate_rows_count_once_and_are_reported(tmp_path, caplog):
+    write_image(tmp_path / "a.jpg")
+    write_image(tmp_path / "b.jpg")
+    write_rows(
+        tmp_path / "captions.csv",
+        [
+            "image,caption,split",
+            "a.jpg,A dog.,train",
+            "./a.jpg,A dog.,train",  # the same image and caption: counted once
+            "a.jpg,A dog on grass.,train",
+            "b.jpg,A dog.,train",  # another image: kept
+            "a.jpg, A dog. ,train",  # the same caption once stripped
+        ],
+    )
+    with caplog.at_level("WARNING"):
+        train = load_split(folder_data(tmp_path), "train")
+    assert [r.captions for r in train] == [("A dog.", "A dog on grass."), ("A dog.",)]
+    assert "counted once 2 rows repeating an earlier row's image and caption" in caplog.text
+    assert "at lines [3, 6]" in caplog.text
+    (tmp_path / "captions.csv").unlink()
+    lines = [json.dumps({"image": "a.jpg", "captions": ["x y", "x y"]})]
+    write_rows(tmp_path / "c.jsonl", [*lines, json.dumps({"image": "b.jpg", "caption": "x y"})])
+    caplog.clear()
+    data = folder_data(tmp_path, "data.val_fraction=0", "data.test_fraction=0")
+    with caplog.at_level("WARNING"):
+        records = load_split(data, "train")
+    assert [r.captions for r in records] == [("x y",), ("x y",)]
+    assert "counted once 1 rows" in caplog.text and "at lines [1]" in caplog.text

@@ -73,3 +73,22 @@ def test_results_mode_html_thumbnails_from_images_dir(
     write_scored_page(tmp_path / "c.html", scored, refs, predictions, images=images)
     assert (tmp_path / "c.html").read_text().count("<img") == 1
     assert "1 of 2 image files not found" in " | ".join(scored.notes)
+
+
+# --------------------------------------------------------------------------- CHAIR's truth
+
+
+def test_chair_truth_joins_the_objects_the_references_name(no_java: None) -> None:
+    """As in the CHAIR paper: an object a reference names is no hallucination (scores, HTML)."""
+    from captioning.evaluation.grounding import GroundingTruth
+
+    truth = GroundingTruth("coco", {1: frozenset({"dog"}), 2: frozenset({"dog"})})
+    references = {1: ["a dog and a cat on a sofa"], 2: ["a dog on the grass"]}
+    predictions = {1: "a cat on a couch", 2: "a cat on a couch"}
+    scored = score_captions(references, predictions, metrics=("Bleu",), grounding=truth)
+    assert scored.grounding is not None
+    assert [m.object for m in scored.grounding.per_image[1].hallucinated] == []
+    assert [m.object for m in scored.grounding.per_image[2].hallucinated] == ["cat", "couch"]
+    assert scored.scores["CHAIR_i"] == pytest.approx(2 / 4)
+    assert scored.scores["CHAIR_s"] == pytest.approx(1 / 2)
+    assert set(scored.grounding.per_image[1].present) == {"dog", "cat", "couch"}

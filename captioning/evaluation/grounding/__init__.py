@@ -4,6 +4,7 @@ BLEU and CIDEr reward the easy words; these scores check the objects. One entry 
 
     truth = load_shapes_truth("shapes/annotations/captions_test.json")     # shapes data
     truth = load_coco_truth("coco/annotations/instances_val2014.json")     # COCO-style data
+    truth = with_references(truth, references)       # + objects the references name (the paper)
     report = grounding_scores(predictions, truth)    # predictions: {image_id: caption}
     report.scores                      # {"CHAIR_i": 0.12, ...}: plain floats
     report.per_image[42].hallucinated_positions      # token positions to mark in HTML
@@ -23,7 +24,8 @@ Score names (stable; ratios pooled over all scored images, ``nan`` when a denomi
 
 Exact definitions: :func:`~captioning.evaluation.grounding.shapes.shapes_grounding` (shapes) and
 :func:`~captioning.evaluation.grounding.chair.coco_chair` (CHAIR, Rohrbach et al., EMNLP 2018, with the
-synonyms of :mod:`captioning.evaluation.grounding.synonyms`). Token positions index
+synonyms and rules of :mod:`captioning.evaluation.grounding.synonyms`; scoring joins the
+references' objects, :func:`captioning.evaluation.scoring.score_captions`). Token positions index
 :func:`captioning.text.tokenize` of the caption, also given as ``per_image[i].tokens``.
 """
 
@@ -38,6 +40,7 @@ from typing import Any, Literal
 from captioning.errors import CaptioningError
 from captioning.evaluation.grounding.chair import (
     CocoObjects,
+    add_reference_objects,
     coco_chair,
     find_mentions,
     load_coco_objects,
@@ -69,6 +72,7 @@ __all__ = [
     "phrase_table",
     "shapes_grounding",
     "truth_for_split",
+    "with_references",
 ]
 
 
@@ -99,6 +103,25 @@ def load_coco_truth(
     """The ground truth of a COCO instances file (see :func:`load_coco_objects`)."""
     present, categories = load_coco_objects(instances_file, references=references)
     return GroundingTruth("coco", present, categories)
+
+
+def with_references(
+    truth: GroundingTruth, references: Mapping[int, Sequence[str]]
+) -> GroundingTruth:
+    """COCO truth joined with the objects each image's references name, as the CHAIR paper does.
+
+    Args:
+        truth: From :func:`load_coco_truth` (shapes truth is returned as it is: its objects are
+            complete).
+        references: ``{image_id: [reference captions]}``.
+
+    Returns:
+        The truth whose images also hold the categories their references name.
+    """
+    if truth.kind != "coco":
+        return truth
+    joined = add_reference_objects(truth.objects, references, truth.categories)
+    return GroundingTruth("coco", joined, truth.categories)
 
 
 def grounding_scores(predictions: Mapping[int, str], truth: GroundingTruth) -> GroundingReport:

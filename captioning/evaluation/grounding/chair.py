@@ -1,9 +1,12 @@
 """CHAIR (Rohrbach et al., EMNLP 2018): objects a caption names that the image does not hold.
 
 An image's objects are the categories of its COCO instance annotations (crowd regions
-included), optionally joined with the categories its reference captions name, as in the
-paper. A caption's object words are found with :func:`find_mentions` and the project's
-synonym table (:mod:`captioning.evaluation.grounding.synonyms`).
+included) joined with the categories its reference captions name, as in the paper (every
+caller that has the references passes them). A caption's object words are found with
+:func:`find_mentions` and the synonym table of
+:mod:`captioning.evaluation.grounding.synonyms`, which gives the mentions of the paper's
+released code (``tests/fixtures/chair`` holds captions scored by that code; a test checks
+that the scores here equal them); the deliberate differences are listed in that module.
 """
 
 from __future__ import annotations
@@ -25,13 +28,19 @@ from captioning.evaluation.grounding.mentions import (
 )
 from captioning.evaluation.grounding.synonyms import (
     COCO_CATEGORIES,
-    MODIFIERS,
     Phrase,
     phrase_table,
+    singular,
 )
 from captioning.text import tokenize
 
-__all__ = ["CocoObjects", "coco_chair", "find_mentions", "load_coco_objects"]
+__all__ = [
+    "CocoObjects",
+    "add_reference_objects",
+    "coco_chair",
+    "find_mentions",
+    "load_coco_objects",
+]
 
 
 class CocoObjects(NamedTuple):
@@ -41,21 +50,14 @@ class CocoObjects(NamedTuple):
     categories: tuple[str, ...]  # every category name of the file, in id order
 
 
-def _starts_object(
-    tokens: Sequence[str], i: int, table: Mapping[Phrase, str | None], longest: int
-) -> bool:
-    """Whether an object name (not a :data:`NON_OBJECTS` phrase) starts at token ``i``."""
-    return any(table.get(tuple(tokens[i : i + n])) for n in range(1, longest + 1))
-
-
 def find_mentions(tokens: Sequence[str], table: Mapping[Phrase, str | None]) -> list[Mention]:
-    """The object names in a token list, longest phrase first, left to right.
+    """The object names in a token list, two-word phrases first, left to right.
 
-    At each position the longest phrase of ``table`` wins and its tokens are consumed ("hot
-    dogs" is one ``hot dog`` mention, not a dog); a phrase mapped to ``None`` ("bus stop") is
-    consumed without a mention; a one-word :data:`MODIFIERS` phrase directly followed by an
-    object name ("orange cat", "baby elephant") is skipped. Repeated names give repeated
-    mentions.
+    Each token is brought to its singular (:func:`~captioning.evaluation.grounding.synonyms.singular`
+    over the table's words); at each position the longest phrase of ``table`` wins and its
+    tokens are consumed ("hot dogs" is one ``hot dog`` mention, not a dog; "baby elephants" an
+    elephant); a phrase mapped to ``None`` ("home plate") is consumed without a mention. When a
+    toilet is named, "seat" is no chair. Repeated names give repeated mentions.
 
     Args:
         tokens: e.g. ``tokenize("Two hot dogs and a dog")``.
@@ -64,23 +66,24 @@ def find_mentions(tokens: Sequence[str], table: Mapping[Phrase, str | None]) -> 
     Returns:
         ``[Mention(1, 3, "hot dog"), Mention(5, 6, "dog")]`` for the example.
     """
+    known = {word for phrase in table for word in phrase}
+    words = [singular(t, known) for t in tokens]
     longest = max(map(len, table), default=0)
-    mentions: list[Mention] = []
+    found: list[tuple[Mention, Phrase]] = []
     i = 0
-    while i < len(tokens):
-        longer = range(min(longest, len(tokens) - i), 0, -1)
-        n = next((n for n in longer if tuple(tokens[i : i + n]) in table), 0)
+    while i < len(words):
+        longer = range(min(longest, len(words) - i), 0, -1)
+        n = next((n for n in longer if tuple(words[i : i + n]) in table), 0)
         if n == 0:
             i += 1
             continue
-        category = table[tuple(tokens[i : i + n])]
-        modifier = (
-            n == 1 and tokens[i] in MODIFIERS and _starts_object(tokens, i + 1, table, longest)
-        )
-        if category is not None and not modifier:
-            mentions.append(Mention(i, i + n, category))
+        phrase = tuple(words[i : i + n])
+        category = table[phrase]
+        if category is not None:
+            found.append((Mention(i, i + n, category), phrase))
         i += n
-    return mentions
+    toilet = any(phrase in (("toilet",), ("toilet", "seat")) for _, phrase in found)
+    return [m for m, phrase in found if not (toilet and phrase == ("seat",))]
 
 
 def coco_chair(
@@ -206,7 +209,8 @@ def load_coco_objects(
             ``annotations`` (``image_id``, ``category_id``) and ``categories`` (``id``,
             ``name``).
         references: ``{image_id: [reference captions]}``; when given, the categories that the
-            references name are added to each image's objects, as the CHAIR paper does.
+            references name are added to each image's objects, as the CHAIR paper does
+            (:func:`add_reference_objects`).
 
     Returns:
         A :class:`CocoObjects`: every image of the file (those without annotations hold
@@ -223,10 +227,31 @@ def load_coco_objects(
     objects: dict[int, set[str]] = {im["id"]: set() for im in data["images"]}
     for ann in data["annotations"]:
         objects[ann["image_id"]].add(names[ann["category_id"]])
-    if references is not None:
-        table = phrase_table(names.values())
-        for image_id, captions in references.items():
-            for caption in captions if image_id in objects else ():
-                objects[image_id].update(m.object for m in find_mentions(tokenize(caption), table))
     present = {i: frozenset(found) for i, found in objects.items()}
+    if references is not None:
+        present = add_reference_objects(present, references, names.values())
     return CocoObjects(present, tuple(names.values()))
+
+
+def add_reference_objects(
+    present: Mapping[int, Iterable[str]],
+    references: Mapping[int, Sequence[str]],
+    categories: Iterable[str] = COCO_CATEGORIES,
+) -> dict[int, frozenset[str]]:
+    """Each image's objects joined with those its reference captions name (the paper's truth).
+
+    Args:
+        present: ``{image_id: category names}`` from the instance annotations.
+        references: ``{image_id: [reference captions]}``; images not in ``present`` are
+            ignored.
+        categories: The category names looked for (see :func:`coco_chair`).
+
+    Returns:
+        ``{image_id: frozenset of category names}`` for every image of ``present``.
+    """
+    table = phrase_table(categories)
+    joined = {i: set(found) for i, found in present.items()}
+    for image_id, captions in references.items():
+        for caption in captions if image_id in joined else ():
+            joined[image_id].update(m.object for m in find_mentions(tokenize(caption), table))
+    return {i: frozenset(found) for i, found in joined.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,32 @@ def test_unknown_truth_kind_is_an_error() -> None:
     with pytest.raises(CaptioningError, match="unknown grounding truth kind"):
         truth = GroundingTruth("flickr", {1: set()})  # type: ignore[arg-type]
         grounding_scores({1: "a cat"}, truth)
+
+
+# ------------------------------------------------------- the paper's released code, on a fixture
+RELEASED = Path(__file__).parents[2] / "fixtures" / "chair"
+
+
+def test_chair_equals_the_released_code_of_rohrbach_et_al() -> None:
+    """CHAIR_i, CHAIR_s and each caption's objects as the paper's code computed them.
+
+    The fixture covers plurals (wives, persons, mice, puppies), two-word objects (laptop
+    computer, hot dog, teddy bear, bow tie, wine glass), the animal modifiers (adult / baby /
+    young giraffe, baby elephant, baby cat), objects only the references name (desk, bison,
+    sheep), synonyms (goat, panda, bagel, passenger, traveler) and non-object uses of object
+    words (toilet seat, home plate, train tracks, plants, glass of wine, passenger jet).
+    """
+    expected = json.loads((RELEASED / "expected.json").read_text())
+    references: dict[int, list[str]] = {}
+    for ann in json.loads((RELEASED / "references.json").read_text())["annotations"]:
+        references.setdefault(ann["image_id"], []).append(ann["caption"])
+    truth = load_coco_truth(RELEASED / "instances.json", references=references)
+    captions = json.loads((RELEASED / "captions.json").read_text())
+    report = grounding_scores({c["image_id"]: c["caption"] for c in captions}, truth)
+    assert report.scores["CHAIR_i"] == pytest.approx(expected["CHAIR_i"], abs=1e-12)
+    assert report.scores["CHAIR_s"] == pytest.approx(expected["CHAIR_s"], abs=1e-12)
+    for image_id, grounding in report.per_image.items():
+        want = expected["images"][str(image_id)]
+        assert [m.object for m in grounding.mentions] == want["mentioned"], want["caption"]
+        assert [m.object for m in grounding.hallucinated] == want["hallucinated"], want["caption"]
+        assert sorted(grounding.present) == want["truth"], want["caption"]
