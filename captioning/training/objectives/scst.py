@@ -17,7 +17,7 @@ REINFORCE estimate of the expected reward's gradient, scaled by one over the wor
 One step: each image is encoded once (with gradients when the encoder learns); K captions per
 image are drawn with :func:`captioning.decoding.generate` (``sample=True``: temperature 1, the
 global generator, so exact resume holds) under ``no_grad``; their rewards (and the greedy captions' with
-``baseline=greedy``) are computed on the CPU (:class:`~captioning.rewards.CaptionReward`, document
+``baseline=greedy``) are computed on the CPU (:class:`~captioning.rewards.SelfCriticalReward`, document
 frequencies of the training references); then the sampled words are teacher-forced through the
 decoder's fused ``forward`` to get their log-probabilities with gradients.
 
@@ -45,7 +45,7 @@ from captioning.contracts import CaptionDecoder, EncoderOutput
 from captioning.data.loader import CaptionBatch
 from captioning.decoding import DecodingSettings, generate
 from captioning.errors import CaptioningError
-from captioning.rewards import CaptionReward
+from captioning.rewards import SelfCriticalReward
 from captioning.settings import parse_settings
 from captioning.training.objectives.base import Objective, ObjectiveContext, StepLoss
 from captioning.training.objectives.xe import (
@@ -206,7 +206,7 @@ class SelfCriticalObjective(Objective):
             CrossEntropySettings(settings.label_smoothing, settings.scheduled_sampling)
         )
         self.active = settings.start_epoch is None
-        self.reward: CaptionReward | None = None
+        self.reward: SelfCriticalReward | None = None
         self.ids = {"bos_id": 1, "eos_id": 2, "pad_id": 0}
         self.reward_seconds = 0.0  # time spent scoring captions (the benchmark reads it)
 
@@ -223,7 +223,7 @@ class SelfCriticalObjective(Objective):
         self.greedy = DecodingSettings(max_len=self.max_len).checked()
         references = {r.image_id: r.captions for r in context.train_records if r.captions}
         start = time.perf_counter()
-        self.reward = CaptionReward(
+        self.reward = SelfCriticalReward(
             references, vocab=vocab, cider_weight=self.weights[0], bleu_weight=self.weights[1]
         )
         log.info(
