@@ -17,17 +17,20 @@ REINFORCE estimate of the expected reward's gradient, scaled by one over the wor
 One step: each image is encoded once (with gradients when the encoder learns); K captions per
 image are drawn with :func:`captioning.decoding.generate` (``sample=True``: temperature 1, the
 global generator, so exact resume holds) under ``no_grad``; their rewards (and the greedy captions' with
-``baseline=greedy``) are computed on the CPU (:class:`~captioning.rewards.SelfCriticalReward`, document
-frequencies of the training references); then the sampled words are teacher-forced through the
+``baseline=greedy``) are computed on the CPU (:class:`~captioning.rewards.SelfCriticalReward`:
+CIDEr-D with `<end>`, as self-critical.pytorch computes it, document frequencies of the
+training references); then the sampled words are teacher-forced through the
 decoder's fused ``forward`` to get their log-probabilities with gradients.
 
-Dropout: by default the decoder runs in eval mode for the whole step (sampling, the greedy
+Dropout: by default the objective puts the decoder in eval mode itself (whatever mode the
+training loop left it in) for the whole step (sampling, the greedy
 baseline and the log-probabilities), so the log-probabilities with gradients are exactly those of
 the distribution the captions were drawn from (and of the model that is tested), and the gradient
 is an unbiased REINFORCE estimate. ``dropout=true`` leaves the decoder in train mode for the
 samples and the log-probabilities (as ruotianluo's code, though the two passes draw independent
 dropout masks, so the gradient is slightly off-policy); the greedy baseline is always decoded in
-eval mode. The encoder runs in the mode the training loop set, as in cross-entropy training.
+eval mode. The decoder's modes are restored after the step. The encoder runs in the mode the
+training loop set, as in cross-entropy training.
 """
 
 from __future__ import annotations
