@@ -1,7 +1,29 @@
-"""Caption rewards for self-critical training: CIDEr-D with fixed document frequencies, BLEU-4.
+"""Caption rewards for self-critical training: CIDEr-D with fixed document frequencies, BLEU-4,
+with `<end>`, as self-critical.pytorch computes them.
 
-Kept as one file (about 345 lines): it mirrors pycocoevalcap's ``cider_scorer.py`` step by
+Kept as one file (about 390 lines): it mirrors pycocoevalcap's ``cider_scorer.py`` step by
 step and is checked against it as one unit.
+
+Two scorers, named apart. ``CiderD(refs)`` (``end_token=None``) is the official CIDEr-D of
+pycocoevalcap, the one evaluation reports (:mod:`captioning.evaluation.metrics` calls
+pycocoevalcap itself): captions are their words. :class:`SelfCriticalReward` is the SCST reward
+*with `<end>`, as self-critical.pytorch computes it* (ruotianluo's ``get_self_critical_reward``
+with the ``CiderD`` of his ``cider`` repository, document frequencies from ``prepro_ngrams.py``,
+which appends ``<eos>`` to every reference): every reference gets the end token appended, the
+document frequencies are counted with it, and a sampled caption keeps its `<end>` when it emitted
+one (a caption cut at ``max_len`` has none). So "... riding a horse on a <end>" shares no final
+n-gram with the references ("... a horse <end>"), and a finished caption beats the same words cut
+off. Rennie et al. (2017) found including the end token crucial. BLEU-4 in the reward sees the
+same tokens, as the reference's.
+
+Deliberate differences from self-critical.pytorch: (1) it scores the word strings, not word ids
+mapped through the vocabulary: a reference word outside the vocabulary stays itself rather than
+becoming ``UNK``, so a sampled `<unk>` matches nothing (it earns no reward for an unknown word);
+(2) the references are not cut: the reference scores against its training labels, truncated at
+``seq_length`` (16) tokens, and a truncated one carries no ``<eos>``; here every reference is
+whole and ends with `<end>`; (3) the document-frequency corpus is the run's training records with
+captions (the reference: Karpathy's train + restval). Nothing else differs: the formula below
+is the reference's ``ciderD_scorer.py`` line for line (it equals pycocoevalcap's).
 
 :class:`CiderD` is pycocoevalcap's ``Cider`` (``cider_scorer.py``) with the document
 frequencies computed once over a fixed corpus, the training references, as self-critical
@@ -23,7 +45,9 @@ reference (about 30 us per caption; 16 images x 5 samples in a few ms).
 Candidates are raw strings (tokenised with :func:`captioning.text.tokenize`, like the
 references), token lists, or token ids: a row stops at its first `<end>` or `<pad>`, `<start>` is
 skipped, other ids are their vocabulary words, so `<unk>` is the word ``"<unk>"`` (as in
-``Vocabulary.decode``).
+``Vocabulary.decode``). With an end token, a row that stops at `<end>` keeps it (one that stops at
+`<pad>` or at its last column does not), and a raw string or token list is a finished caption:
+it gets the end token unless its last token is it.
 """
 
 from __future__ import annotations
@@ -40,9 +64,9 @@ from torch import Tensor
 
 from captioning.errors import CaptioningError
 from captioning.text import tokenize
-from captioning.vocab import Vocabulary
+from captioning.vocab import EOS, Vocabulary
 
-__all__ = ["CaptionReward", "CiderD"]
+__all__ = ["CiderD", "SelfCriticalReward"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +130,8 @@ def _rows(ids: TokenIds, image_ids: Sequence[Hashable] | Tensor) -> tuple[list, 
 
 
 class CiderD:
-    """CIDEr-D with document frequencies computed once over a corpus of references.
+    """CIDEr-D with document frequencies computed once over a corpus of references; official
+    (pycocoevalcap's, no end token) unless `end_token` is given.
 
     Scores a candidate against the references of a corpus image (:meth:`score_images`,
     :meth:`score_ids`) or against references passed with it (:meth:`score`), always with the
@@ -120,6 +145,8 @@ class CiderD:
         n: largest n-gram order.
         sigma: standard deviation of the Gaussian length penalty.
         cache_size: images whose reference vectors are kept (least recently used dropped).
+        end_token: None for the official CIDEr-D; a token (``"<end>"``) to append to every
+            reference and keep on finished candidates, as self-critical.pytorch does.
     """
 
     def __init__(
@@ -131,11 +158,13 @@ class CiderD:
         n: int = 4,
         sigma: float = 6.0,
         cache_size: int = 4096,
+        end_token: str | None = None,
     ) -> None:
         if n < 1 or not sigma > 0:
             raise CaptioningError(f"CIDEr-D needs n >= 1 and sigma > 0, got n={n}, sigma={sigma}")
         self.n, self.sigma, self.vocab, self._tokenizer = n, float(sigma), vocab, tokenizer
         self._words = vocab.to_list() if vocab is not None else None
+        self.end_token = sys.intern(end_token) if end_token is not None else None
         self._refs = {i: tuple(self._tokens(c) for c in cs) for i, cs in references.items()}
         if not self._refs:
             raise CaptioningError("CIDEr-D needs reference captions for its document frequencies")
@@ -156,11 +185,12 @@ class CiderD:
         return image_id in self._refs
 
     def references(self, image_id: Hashable) -> tuple[tuple[str, ...], ...]:
-        """The tokenised reference captions of a corpus image."""
+        """The tokenised reference captions of a corpus image (with the end token, if any)."""
         return self._refs[image_id]
 
     def decode(self, ids: TokenIds) -> list[list[str]]:
-        """(N, T) ids or N id lists -> N word lists (up to `<end>`/`<pad>`, no `<start>`)."""
+        """(N, T) ids or N id lists -> N word lists (up to `<end>`/`<pad>`, no `<start>`; the end
+        token last where a row stopped at `<end>`, if the scorer has one)."""
         if self._words is None:
             raise CaptioningError("scoring token ids needs the vocabulary: pass vocab=")
         words, size, v = self._words, len(self._words), Vocabulary
@@ -169,6 +199,8 @@ class CiderD:
             caption = []
             for i in row:
                 if i == v.eos_id or i == v.pad_id:
+                    if i == v.eos_id and self.end_token is not None:
+                        caption.append(self.end_token)  # finished: it emitted <end>
                     break
                 if not 0 <= i < size:
                     raise CaptioningError(f"token id {i} outside the vocabulary (size {size})")
@@ -229,8 +261,11 @@ class CiderD:
         return self._score_tokens(self.decode(rows), image_ids).reshape(shape)
 
     def _tokens(self, caption: Caption) -> tuple[str, ...]:
+        """A raw caption or token list as tokens; a finished caption: the end token last."""
         words = self._tokenizer(caption) if isinstance(caption, str) else caption
-        return tuple(sys.intern(w) for w in words)
+        tokens = tuple(sys.intern(w) for w in words)
+        end = self.end_token
+        return (*tokens, end) if end is not None and tokens[-1:] != (end,) else tokens
 
     def _checked(self, count: int, image_ids: list[Hashable]) -> list[Hashable]:
         if len(image_ids) != count:
@@ -286,13 +321,15 @@ class CiderD:
         return sum(totals) / self.n / len(refs) * 10.0
 
 
-class CaptionReward:
-    """Per-caption reward ``cider_weight * CIDEr-D + bleu_weight * BLEU-4``.
+class SelfCriticalReward:
+    """The SCST reward ``cider_weight * CIDEr-D + bleu_weight * BLEU-4``, with `<end>`, as
+    self-critical.pytorch computes it (see the module docstring).
 
-    CIDEr-D is :class:`CiderD` (document frequencies of `references`); BLEU-4 is the sentence
-    BLEU-4 pycocoevalcap's ``Bleu(4)`` reports per image, against the same image's references
-    (their lengths and n-gram maxima cached like the CIDEr-D vectors). A term whose weight is
-    0 is not computed.
+    CIDEr-D is :class:`CiderD` (document frequencies of `references`, with the end token); BLEU-4
+    is the sentence BLEU-4 pycocoevalcap's ``Bleu(4)`` reports per image, against the same
+    image's references (their lengths and n-gram maxima cached like the CIDEr-D vectors), on the
+    same tokens. A term whose weight is 0 is not computed. ``end_token=None`` scores the words
+    alone: then each term equals pycocoevalcap's per-image score.
 
     Args:
         references: ``{image_id: [captions]}``, as for :class:`CiderD`.
@@ -301,6 +338,8 @@ class CaptionReward:
         bleu_weight: weight of BLEU-4 (>= 0; at least one weight > 0).
         tokenizer: splits raw strings into tokens.
         cache_size: images whose reference statistics are kept.
+        end_token: appended to every reference and kept on finished candidates (default
+            ``"<end>"``, the vocabulary's); None: no end token.
     """
 
     def __init__(
@@ -312,6 +351,7 @@ class CaptionReward:
         bleu_weight: float = 0.0,
         tokenizer: Callable[[str], Sequence[str]] = tokenize,
         cache_size: int = 4096,
+        end_token: str | None = EOS,
     ) -> None:
         weights = (cider_weight, bleu_weight)
         finite = all(isinstance(w, int | float) and math.isfinite(w) and w >= 0 for w in weights)
@@ -321,7 +361,13 @@ class CaptionReward:
                 f"{cider_weight}, bleu_weight={bleu_weight}"
             )
         self.cider_weight, self.bleu_weight = float(cider_weight), float(bleu_weight)
-        self.cider = CiderD(references, vocab=vocab, tokenizer=tokenizer, cache_size=cache_size)
+        self.cider = CiderD(
+            references,
+            vocab=vocab,
+            tokenizer=tokenizer,
+            cache_size=cache_size,
+            end_token=end_token,
+        )
         self._bleu_refs = functools.lru_cache(maxsize=cache_size)(
             lambda image_id: _bleu_refs(self.cider.references(image_id))
         )

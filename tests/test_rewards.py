@@ -1,4 +1,5 @@
-"""Tests for captioning.rewards: CIDEr-D against pycocoevalcap's Cider, token ids, BLEU-4, errors.
+"""Tests for captioning.rewards: CIDEr-D against pycocoevalcap's Cider, token ids, BLEU-4, errors;
+the SCST reward with `<end>` as self-critical.pytorch computes it.
 
 pycocoevalcap's ``Cider`` and ``Bleu`` scorers are pure Python and are fed the project
 tokenizer's tokens joined with spaces, so nothing here needs Java.
@@ -18,7 +19,7 @@ from pycocoevalcap.cider.cider import Cider
 
 from captioning.errors import CaptioningError
 from captioning.evaluation import load_references, load_results
-from captioning.rewards import CaptionReward, CiderD
+from captioning.rewards import CiderD, SelfCriticalReward
 from captioning.text import tokenize
 from captioning.vocab import Vocabulary
 
@@ -194,7 +195,9 @@ def test_bleu4_reward_equals_pycocoevalcap_per_image_bleu4(karpathy) -> None:
         perturbed(tokenize(preds[i]), n % 8, rng, [tokenize(c) for c in refs[i]])
         for n, i in enumerate(ids)
     ]
-    reward = CaptionReward({i: refs[i] for i in ids}, cider_weight=0.0, bleu_weight=1.0)
+    reward = SelfCriticalReward(
+        {i: refs[i] for i in ids}, cider_weight=0.0, bleu_weight=1.0, end_token=None
+    )
     gts = {i: [joined(c) for c in refs[i]] for i in ids}
     res = {i: [" ".join(w)] for i, w in zip(ids, cands, strict=True)}
     official = np.array(Bleu(4).compute_score(gts, res, verbose=0)[1][3])
@@ -208,21 +211,94 @@ def test_reward_is_the_weighted_sum_of_cider_and_bleu(karpathy) -> None:
     subset = {i: refs[i] for i in ids}
     cands = [preds[i] for i in ids]
     vocab = Vocabulary.build(cands)
-    cider = CiderD(subset).score_images(cands, ids)
-    bleu = CaptionReward(subset, cider_weight=0, bleu_weight=1).score(cands, ids)
-    mixed = CaptionReward(subset, vocab=vocab, cider_weight=0.7, bleu_weight=0.3)
+    cider = CiderD(subset, end_token="<end>").score_images(cands, ids)
+    bleu = SelfCriticalReward(subset, cider_weight=0, bleu_weight=1).score(cands, ids)
+    mixed = SelfCriticalReward(subset, vocab=vocab, cider_weight=0.7, bleu_weight=0.3)
     np.testing.assert_allclose(mixed.score(cands, ids), 0.7 * cider + 0.3 * bleu, rtol=1e-12)
-    np.testing.assert_array_equal(CaptionReward(subset).score(cands, ids), cider)
-    rows = [vocab.encode(c)[1:] for c in cands]  # what decoding.sample gives, as id lists
+    np.testing.assert_array_equal(SelfCriticalReward(subset).score(cands, ids), cider)
+    rows = [vocab.encode(c)[1:] for c in cands]  # what decoding.sample gives (<end> last)
     np.testing.assert_array_equal(mixed(rows, ids), mixed.score(cands, ids))
+
+
+# -- with <end>, as self-critical.pytorch ------------------------------------------------------
+
+
+def test_the_reward_with_end_is_pycocoevalcaps_cider_d_over_tokens_ending_in_end(karpathy) -> None:
+    """self-critical.pytorch's reward: every reference + `<end>` (document frequencies counted
+    with it), a sample keeps `<end>` when it emitted one; a row cut at max_len has none. The
+    official scorer fed those tokens gives the same per-image numbers."""
+    refs, preds = karpathy
+    ids = sorted(refs)[:300]
+    subset = {i: refs[i] for i in ids}
+    vocab = Vocabulary.build([c for i in ids for c in refs[i]])
+    reward = SelfCriticalReward(subset, vocab=vocab)
+    rows, cands = [], {}
+    for n, i in enumerate(ids):
+        encoded = vocab.encode(preds[i])[1:]  # words, <end>
+        if n % 3 == 0:
+            encoded = encoded[:-1]  # cut at max_len: no <end>
+        elif n % 3 == 1:
+            encoded = encoded + [vocab.pad_id] * 2  # finished, padded
+        rows.append(encoded)
+        words = vocab.decode(encoded).split()
+        cands[i] = words + ["<end>"] * (vocab.eos_id in encoded)
+    gts = {i: [joined(c) + " <end>" for c in refs[i]] for i in ids}
+    official = Cider().compute_score(gts, {i: [" ".join(w)] for i, w in cands.items()})[1]
+    np.testing.assert_allclose(reward(rows, ids), official, rtol=0, atol=1e-9)
+    assert reward.cider.references(ids[0])[0][-1] == "<end>"
+    # the official metric (no end token) is another number
+    assert not np.allclose(CiderD(subset, vocab=vocab).score_ids(rows, ids), official)
+
+
+def _corpus() -> dict[int, list[str]]:
+    return {
+        1: ["a man riding a horse", "a man rides a brown horse", "a person riding a horse"],
+        2: ["a man riding a horse on a beach", "a horse on a beach with a man"],
+        3: ["a dog on a couch", "a brown dog lying on a couch"],
+        4: ["a cat on a bed", "a cat sleeping on a bed"],
+        5: ["two people riding horses", "people riding horses on a trail"],
+    }
+
+
+def test_a_finished_caption_and_the_same_words_cut_off_score_differently() -> None:
+    corpus = _corpus()
+    vocab = Vocabulary.build(c for cs in corpus.values() for c in cs)
+    words = vocab.encode("a man riding a horse")[1:-1]  # no <start>, no <end>
+    finished, cut = [*words, vocab.eos_id], words  # cut: max_len reached
+    reward = SelfCriticalReward(corpus, vocab=vocab)
+    with_end = reward([finished, cut], [1, 1])
+    assert with_end[0] > with_end[1] + 0.5
+    assert reward([finished], [1])[0] == reward.score(["a man riding a horse"], [1])[0]
+    without = SelfCriticalReward(corpus, vocab=vocab, end_token=None)([finished, cut], [1, 1])
+    assert without[0] == without[1]  # what the reward did before: <end> dropped
+
+
+def test_a_dangling_ending_costs_more_with_end_than_without() -> None:
+    """ "... riding a horse on a" against "... riding a horse": with `<end>` its last n-grams
+    match no reference ending, so it falls further below the complete caption."""
+    corpus = _corpus()
+    complete, dangling = "a man riding a horse", "a man riding a horse on a"
+    gaps = {}
+    for end in ("<end>", None):
+        scorer = CiderD(corpus, end_token=end)
+        good, bad = scorer.score_images([complete, dangling], [1, 1])
+        gaps[end] = good - bad
+    assert gaps[None] > 0 and gaps["<end>"] > gaps[None] + 0.2, gaps
+    bleu = {
+        end: SelfCriticalReward(corpus, cider_weight=0, bleu_weight=1, end_token=end).score(
+            [complete, dangling], [1, 1]
+        )
+        for end in ("<end>", None)
+    }
+    assert bleu["<end>"][0] - bleu["<end>"][1] > bleu[None][0] - bleu[None][1]
 
 
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda r: CaptionReward(r, cider_weight=-1.0), "weights must be finite"),
-        (lambda r: CaptionReward(r, cider_weight=0, bleu_weight=0), "not both 0"),
-        (lambda r: CaptionReward(r, bleu_weight=float("nan")), "weights must be finite"),
+        (lambda r: SelfCriticalReward(r, cider_weight=-1.0), "weights must be finite"),
+        (lambda r: SelfCriticalReward(r, cider_weight=0, bleu_weight=0), "not both 0"),
+        (lambda r: SelfCriticalReward(r, bleu_weight=float("nan")), "weights must be finite"),
         (lambda r: CiderD({}), "needs reference captions"),
         (lambda r: CiderD({**r, 9: []}), "1 images without reference captions"),
         (lambda r: CiderD(r).score_images(["a cat"], [404]), "no reference captions for 1"),

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from captioning.contracts import EncoderOutput
 from captioning.decoding.result import Generation
-from captioning.decoding.rows import ban_repeats, decoder_of, rows_of, start
+from captioning.decoding.rows import ban_repeats, decoder_of, never_emitted, rows_of, start, step
 from captioning.decoding.settings import DecodingSettings
 
 __all__ = ["beam_search"]
@@ -165,9 +165,10 @@ def beam_search(
     seqs = torch.full((b, 1, max_len), pad_id, dtype=torch.long, device=device)  # (A, H, T)
     finished, alphas, parents = _Finished(b, k, max_len, pad_id, device), _Alphas(), None
     buffer: Tensor | None = None  # the scores of every extension
+    never = never_emitted(bos_id, eos_id, pad_id, device)
     for t in range(1, max_len + 1):  # t = words generated after this step
         a, h = alive.shape
-        logprobs, state, extras = decoder.step(tokens, state, feats)  # (A * H, V)
+        logprobs, state, extras = step(decoder, tokens, state, feats, never)  # (A * H, V)
         if "alpha" in extras:
             alphas.push(extras["alpha"], parents)
         if no_repeat_ngram_size:

@@ -1,5 +1,6 @@
 """What every decoding strategy shares: the rows of the working batch, their features, the
-start of a decoding and n-gram blocking. :mod:`captioning.decoding.sampling` and
+start of a decoding, the decoder step (with the words decoding never emits, `<pad>` and
+`<start>`, masked) and n-gram blocking. :mod:`captioning.decoding.sampling` and
 :mod:`captioning.decoding.beam_search` build on this module.
 
 Decoding keeps only the rows that are still running: a caption that has ended (greedy,
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from captioning.contracts import CaptionDecoder, EncoderOutput
 from captioning.errors import CaptioningError
 
-__all__ = ["RowFeatures", "ban_repeats", "decoder_of", "rows_of", "start"]
+__all__ = ["RowFeatures", "ban_repeats", "decoder_of", "never_emitted", "rows_of", "start", "step"]
 
 
 class RowFeatures:
@@ -80,6 +81,28 @@ def start(
         raise CaptioningError("an image-free decoder needs batch_size= to start decoding")
     device = next(decoder.parameters()).device
     return decoder.init_state(None, batch_size=batch_size), batch_size, device
+
+
+def never_emitted(bos_id: int, eos_id: int, pad_id: int, device: torch.device) -> Tensor:
+    """The ids no strategy emits: `<start>` and `<pad>` (unless one of them is also `<end>`)."""
+    ids = sorted({bos_id, pad_id} - {eos_id})
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
+def step(
+    decoder: CaptionDecoder, tokens: Tensor, state: Any, features: Any, never: Tensor
+) -> tuple[Tensor, Any, dict[str, Tensor]]:
+    """``decoder.step`` with the words of `never` (:func:`never_emitted`) at -inf.
+
+    Every strategy reads its log-probabilities here, so greedy, sampling and beam search never
+    emit `<pad>` or `<start>`. The other words keep the model's log-probabilities (not
+    renormalised), so a caption's score stays its log-probability under the model.
+
+    Returns:
+        logprobs (N, V), the new state, the step's extras.
+    """
+    logprobs, state, extras = decoder.step(tokens, state, features)  # (N, V)
+    return logprobs.index_fill(1, never, -math.inf), state, extras
 
 
 def ban_repeats(logprobs: Tensor, history: Tensor, n: int) -> Tensor:

@@ -27,7 +27,15 @@ from torch import Tensor, nn
 
 from captioning.contracts import CaptionDecoder, EncoderOutput
 from captioning.decoding.result import Generation
-from captioning.decoding.rows import RowFeatures, ban_repeats, decoder_of, rows_of, start
+from captioning.decoding.rows import (
+    RowFeatures,
+    ban_repeats,
+    decoder_of,
+    never_emitted,
+    rows_of,
+    start,
+    step,
+)
 from captioning.decoding.settings import DecodingSettings
 
 __all__ = ["greedy", "sample"]
@@ -51,8 +59,9 @@ def _rollout(
     seqs = torch.full((n, max_len), pad_id, dtype=torch.long, device=device)
     scores = torch.zeros(n, device=device)
     attention = None  # (N, max_len, L) once the decoder gives alphas
+    never = never_emitted(ids["bos_id"], eos_id, pad_id, device)
     for t in range(max_len):
-        logprobs, state, extras = decoder.step(tokens, state, features)  # (A, V)
+        logprobs, state, extras = step(decoder, tokens, state, features, never)  # (A, V)
         if no_repeat_ngram_size and t:
             logprobs = ban_repeats(logprobs, seqs[live, :t], no_repeat_ngram_size)
         tokens = pick(logprobs)  # (A,)

@@ -32,12 +32,14 @@ class EpochStats:
     steps: int
     seconds: float
     skipped: int = 0  # batches without an optimizer step (non-finite, or no readable image)
-    extra: dict[str, float] = field(default_factory=dict)  # the objective's logs, per-step mean
+    # the objective's logs: per-step means, or per unit for its summed logs (``log_sums / words``)
+    extra: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False  # stopped early by `should_stop`; ``steps + skipped`` batches done
     loss_sum: float = 0.0  # summed per-unit loss (``loss * words``, without rounding)
     nonfinite: int = 0  # steps skipped because the loss or the gradient norm was not finite
     nonfinite_streak: int = 0  # consecutive non-finite steps at the end of the epoch
     bad_images: int = 0  # images that could not be read and were left out (this rank)
+    log_sums: dict[str, float] = field(default_factory=dict)  # the summed logs, epoch totals
 
     def faults(self) -> list[str]:
         """What went wrong but did not stop the epoch, e.g. ``["2 non-finite steps skipped"]``."""
@@ -51,7 +53,11 @@ class EpochStats:
         """The sums, streak and logs of an interrupted epoch, as plain data for a checkpoint
         (:func:`merge_stats` adds them to the rest of the epoch after a resume)."""
         part: dict[str, Any] = {k: getattr(self, k) for k in _PARTIAL}
-        part.update(nonfinite_streak=self.nonfinite_streak, extra=dict(self.extra))
+        part.update(
+            nonfinite_streak=self.nonfinite_streak,
+            extra=dict(self.extra),
+            log_sums=dict(self.log_sums),
+        )
         return part
 
 
@@ -65,11 +71,16 @@ def merge_stats(partial: Mapping[str, Any] | None, stats: EpochStats) -> EpochSt
     done = partial.get("steps", 0)
     for key, mean in (partial.get("extra") or {}).items():  # per-step means, weighted
         extra[key] = (mean * done + extra.get(key, 0.0) * stats.steps) / max(sums["steps"], 1)
+    log_sums = dict(stats.log_sums)
+    for key, total in (partial.get("log_sums") or {}).items():  # summed logs: per unit, exact
+        log_sums[key] = total + log_sums.get(key, 0.0)
+        extra[key] = log_sums[key] / sums["words"] if sums["words"] else float("nan")
     return EpochStats(
         loss=sums["loss_sum"] / sums["words"] if sums["words"] else float("nan"),
         interrupted=stats.interrupted,
         nonfinite_streak=stats.nonfinite_streak,
         extra=extra,
+        log_sums=log_sums,
         **sums,
     )
 

@@ -180,7 +180,8 @@ class TrainLoop:
             nonfinite_streak: consecutive non-finite steps at the end of the previous epoch.
 
         Returns:
-            Mean loss per unit, counts, and the objective's logs averaged over steps.
+            Mean loss per unit, counts, and the objective's logs averaged over steps (its
+            summed logs, like the loss, over units).
 
         Raises:
             NonFiniteLossError: `max_nonfinite_steps` consecutive steps were not finite.
@@ -193,6 +194,7 @@ class TrainLoop:
         loss_sum, words, steps, skipped, start = 0.0, 0, 0, 0, time.perf_counter()
         interrupted, nonfinite, streak, bad = False, 0, nonfinite_streak, 0
         logs = dict.fromkeys(self.objective.log_names, 0.0)  # the same keys on every rank
+        summed = set(self.objective.summed_logs)  # per unit, like the loss; others per step
         batch_norm_1d = any(
             isinstance(m, nn.BatchNorm1d) and m.training for m in self.model.modules()
         )
@@ -266,13 +268,21 @@ class TrainLoop:
             for key in logs:
                 logs[key] += float(out.logs[key])
             bar.update(1)
-            shown = {k: f"{v / steps:.3f}" for k, v in logs.items()}
+            shown = {
+                k: f"{v / (max(words, 1) if k in summed else steps):.3f}" for k, v in logs.items()
+            }
             bar.set_postfix(loss=f"{loss_sum / max(words, 1):.3f}", **shown)
         bar.close()
         sums = [loss_sum, float(words), float(steps), *logs.values()]
         totals = all_reduce_sum(torch.tensor(sums, device=device, dtype=torch.float64))
         loss_sum, words, all_steps = float(totals[0]), int(totals[1]), float(totals[2])
-        extra = {k: float(v) / max(all_steps, 1.0) for k, v in zip(logs, totals[3:], strict=True)}
+        log_sums = {k: float(v) for k, v in zip(logs, totals[3:], strict=True) if k in summed}
+        extra = {
+            k: (float(v) / words if words else math.nan)
+            if k in summed
+            else float(v) / max(all_steps, 1.0)
+            for k, v in zip(logs, totals[3:], strict=True)
+        }
         return EpochStats(
             loss=loss_sum / words if words else math.nan,
             words=words,
@@ -285,4 +295,5 @@ class TrainLoop:
             nonfinite=nonfinite,
             nonfinite_streak=streak,
             bad_images=bad,
+            log_sums=log_sums,
         )

@@ -168,7 +168,10 @@ def set_up_run(
     )
     if ctx.world_size > 1:
         seed_everything(config.seed + ctx.rank)  # ranks draw different dropout masks
-    objective.setup(ObjectiveContext(vocab, records["train"], device, config.decoding))
+    attention = bool(getattr(model.decoder, "has_attention", False))
+    objective.setup(
+        ObjectiveContext(vocab, records["train"], device, config.decoding, attention=attention)
+    )
     loader = run_data.train_loader(
         config, model, records["train"], vocab, device, ctx, should_stop, tokens=tokens
     )

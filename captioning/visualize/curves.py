@@ -21,7 +21,8 @@ def plot_training_curves(
     """Draws train loss, validation BLEU/METEOR/ROUGE-L and validation CIDEr per epoch.
 
     Args:
-        rows: one mapping per epoch with ``epoch`` and any of ``train_loss``, ``val_loss``,
+        rows: one mapping per epoch with ``epoch`` and any of ``train_loss``, ``train_xe``,
+            ``train_attention_penalty``, ``val_loss``,
             ``val_<metric>`` (what :func:`captioning.training.run_log.read_metrics_csv` returns).
         path: the image file to write (PNG, SVG, PDF by suffix).
         title: figure title.
@@ -60,7 +61,10 @@ def training_curves_figure(rows: Sequence[Mapping[str, float]], *, title: str | 
         return [e for e, _ in points], [v for _, v in points]
 
     keys = {k for r in rows for k in r}
-    losses = [k for k in ("train_loss", "val_loss") if k in keys]
+    # with an attention regulariser: the total, its cross-entropy per word (comparable with
+    # other decoders' train_loss) and the regulariser per word
+    names = ("train_loss", "train_xe", "train_attention_penalty", "val_loss")
+    losses = [k for k in names if k in keys]
     panels = [(" / ".join(k.replace("_", " ") for k in losses), losses)]
     panels.append(("validation", [f"val_{m}" for m in _UNIT_METRICS if f"val_{m}" in keys]))
     panels.append(("validation CIDEr", ["val_CIDEr"] if "val_CIDEr" in keys else []))

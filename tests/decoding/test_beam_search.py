@@ -141,7 +141,8 @@ def test_length_penalty_favours_longer_captions():
 
 def every_caption(dec, feats, max_len, length_penalty):
     """Every caption of one image up to max_len words (ended by `<end>`, or cut at max_len) with
-    its score, best first: each prefix expanded by every word through the step contract."""
+    its score, best first: each prefix expanded by every word decoding may emit (all but `<pad>`
+    and `<start>`) through the step contract."""
     state, prefixes, sums = dec.init_state(feats), [[]], torch.zeros(1)
     found = []
     for t in range(1, max_len + 1):
@@ -151,6 +152,8 @@ def every_caption(dec, feats, max_len, length_penalty):
         going, parents = [], []
         for i, prefix in enumerate(prefixes):
             for word, logprob in enumerate(logprobs[i].tolist()):
+                if word in (PAD, BOS):  # never emitted
+                    continue
                 total = sums[i].item() + logprob
                 if word == EOS or t == max_len:
                     found.append((total / t**length_penalty, [*prefix, word]))
@@ -168,11 +171,11 @@ def every_caption(dec, feats, max_len, length_penalty):
 @pytest.mark.parametrize("length_penalty", [0.0, 0.7])
 @pytest.mark.parametrize("n_best", [1, 7])
 def test_beam_search_equals_exhaustive_enumeration(name, length_penalty, n_best):
-    """With a beam as wide as every extension of every prefix (4 x 3^4 on a 4-word vocabulary,
-    5 words), the best answer and the n-best scores are those of brute force over all captions,
+    """With a beam as wide as every extension of every prefix (4 x 3^4 on a 6-word vocabulary
+    whose `<pad>` and `<start>` are never emitted, 5 words), the best answer and the n-best scores are those of brute force over all captions,
     whatever stops the search early (an image leaves once its n_best answers are settled)."""
     torch.manual_seed(3)
-    vocab, max_len = 4, 5
+    vocab, max_len = 6, 5  # 4 words decoding may emit: <end> and 3 others
     kind, rest = name.split("-", 1)
     sizes = {"vocab_size": vocab, "embed_dim": E, "hidden_dim": H}
     if kind == "att":
@@ -183,7 +186,7 @@ def test_beam_search_equals_exhaustive_enumeration(name, length_penalty, n_best)
     with torch.no_grad():
         dec.out.weight.mul_(4.0)  # a peaked model: search choices matter
     feats = decoder_features(2, seed=4)
-    beam = vocab * (vocab - 1) ** (max_len - 1)
+    beam = (vocab - 2) * (vocab - 3) ** (max_len - 1)
     out = beam_search(
         dec, feats, beam_size=beam, n_best=n_best, max_len=max_len, length_penalty=length_penalty
     )

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from helpers import ATT_CASES, DECODERS, EOS, decoder_features, make_decoder
+from helpers import ATT_CASES, BOS, DECODERS, EOS, PAD, decoder_features, make_decoder
 from torch import nn
 
 from captioning.decoding import DecodingSettings, beam_search, generate, greedy, sample
@@ -102,3 +102,29 @@ def test_generate_dispatch_and_errors():
     for kw in bad:
         with pytest.raises(CaptioningError):
             generate(dec, feats, **kw)
+
+
+@pytest.mark.parametrize("name", ["lstm-every_step", *ATT_CASES[:1]])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        DecodingSettings(max_len=6),
+        DecodingSettings(max_len=6, sample=True, num_samples=3),
+        DecodingSettings(max_len=6, sample=True, temperature=2.0, top_k=3),
+        DecodingSettings(max_len=6, beam_size=3, n_best=3),
+    ],
+    ids=["greedy", "sample", "top_k", "beam"],
+)
+def test_no_strategy_emits_pad_or_start(name, settings):
+    """An untrained model that favours `<pad>` and `<start>` above every word: no strategy emits
+    them (`<pad>` only fills the positions after `<end>`), and the scores are the model's."""
+    dec = make_decoder(name)
+    with torch.no_grad():
+        dec.out.bias[PAD] = dec.out.bias[BOS] = 20.0  # by far the likeliest words
+    torch.manual_seed(1)
+    out = generate(dec, decoder_features(3), settings)
+    for row in out.sequences.flatten(0, 1).tolist():  # (B * K, T)
+        end = row.index(EOS) + 1 if EOS in row else len(row)
+        assert PAD not in row[:end] and BOS not in row, row
+        assert all(w == PAD for w in row[end:]), row
+    assert torch.isfinite(out.scores).all()

@@ -247,3 +247,33 @@ def test_a_batch_left_with_one_image_is_skipped_not_a_batchnorm_crash():
     loop = TrainLoop(model, optimizer, device=torch.device("cpu"))
     stats = loop.run_epoch([single[0], batches[1]])
     assert (stats.steps, stats.skipped, stats.nonfinite) == (1, 1, 0)
+
+
+def test_summed_logs_are_reported_per_unit_and_merge_exactly_after_a_resume():
+    """An attention model's epoch: ``xe`` and ``attention_penalty`` are their sums over the
+    epoch's words divided by the words (like the loss, which they add up to); an epoch cut in
+    two and merged (:func:`merge_stats`, as after a resume) gives the same numbers."""
+    from captioning.training.epoch_stats import merge_stats
+    from captioning.training.objectives import ObjectiveContext
+    from captioning.vocab import SPECIALS, Vocabulary
+
+    def run(batches, model):
+        objective = CrossEntropyObjective()
+        objective.setup(
+            ObjectiveContext(Vocabulary([*SPECIALS, *(f"w{i}" for i in range(16))]), attention=True)
+        )
+        opt = build_optimizer(model, lr=0.0)  # the same model for every batch
+        loop = TrainLoop(model, opt, objective=objective, device=torch.device("cpu"))
+        return loop.run_epoch(batches)
+
+    model, batches = _model_and_batches(4)
+    torch.manual_seed(0)
+    model = build_model(_model_config(decoder="attention"), vocab_size=20).eval()
+    whole = run(batches, model)
+    assert set(whole.extra) == {"xe", "attention_penalty"}
+    assert whole.extra["xe"] + whole.extra["attention_penalty"] == pytest.approx(whole.loss)
+    assert whole.extra["xe"] == pytest.approx(whole.log_sums["xe"] / whole.words, rel=1e-15)
+    merged = merge_stats(run(batches[:1], model).partial(), run(batches[1:], model))
+    for key in ("xe", "attention_penalty"):
+        assert merged.extra[key] == pytest.approx(whole.extra[key], rel=1e-12)
+    assert merged.loss == pytest.approx(whole.loss, rel=1e-12)

@@ -94,3 +94,17 @@ def test_resume_mid_epoch_is_exact_with_loader_workers_and_augmentation(shapes_r
     ckpt, _, _ = _interrupt_and_resume(shapes_root, tmp_path, args, (2, 2))
     assert ckpt["trainer_state"]["batch"] == 2 and ckpt["sampler"]["epoch"] == 2
     assert ckpt["loader_generator"] is not None
+
+
+def test_resume_mid_epoch_is_exact_with_the_attention_losses_logged_apart(shapes_root, tmp_path):
+    """An attention decoder: metrics.csv holds the cross-entropy per word (``train_xe``) and the
+    regulariser per word (``train_attention_penalty``) beside their sum, ``train_loss``; the
+    partial sums of an interrupted epoch carry them through a resume."""
+    args = ("trainer.epochs=1", "decoder=attention", "decoder.embed_dim=8", "decoder.hidden_dim=8")
+    ckpt, rows, expected = _interrupt_and_resume(shapes_root, tmp_path, args, (1, 2))
+    assert set(ckpt["trainer_state"]["partial"]["log_sums"]) == {"xe", "attention_penalty"}
+    for a, b in zip(rows, expected, strict=True):
+        for key in ("train_xe", "train_attention_penalty"):
+            assert a[key] == pytest.approx(b[key], rel=1e-12)
+        assert b["train_xe"] + b["train_attention_penalty"] == pytest.approx(b["train_loss"])
+        assert b["train_attention_penalty"] > 0 and 0 < b["train_xe"] < b["train_loss"]

@@ -42,6 +42,7 @@ from captioning.training.objectives.xe import (
     CrossEntropySettings,
     ScheduledSampling,
     caption_cross_entropy,
+    cross_entropy_parts,
     sampled_forward,
     sampling_probability,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "TrainStep",
     "build_objective",
     "caption_cross_entropy",
+    "cross_entropy_parts",
     "leave_one_out_baseline",
     "sampled_forward",
     "sampled_lengths",

@@ -53,12 +53,14 @@ class ObjectiveContext:
         train_records: the training split's image records (captions included).
         device: where training runs.
         decoding: the run's decoding settings (``max_len``, ...).
+        attention: whether the model's decoder attends (and so has the attention regulariser).
     """
 
     vocab: Any
     train_records: Sequence[Any] = ()
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     decoding: DecodingSettings = field(default_factory=DecodingSettings)
+    attention: bool = False
 
 
 class Objective:
@@ -68,6 +70,10 @@ class Objective:
     unit: str = "word"
     #: the keys of ``StepLoss.logs`` (the same every step: epochs average them over ranks)
     log_names: tuple[str, ...] = ()
+    #: those of ``log_names`` that are sums over the step's units, like ``StepLoss.total``: an
+    #: epoch reports their sum over all its units divided by the units (exactly like the loss),
+    #: the others are averaged over steps
+    summed_logs: tuple[str, ...] = ()
     #: the settings dataclass its ``objective`` node fills (None: checked against ``__init__``);
     #: an objective with one is built as ``cls(settings)``
     settings_type: ClassVar[type | None] = None

@@ -17,17 +17,20 @@ REINFORCE estimate of the expected reward's gradient, scaled by one over the wor
 One step: each image is encoded once (with gradients when the encoder learns); K captions per
 image are drawn with :func:`captioning.decoding.generate` (``sample=True``: temperature 1, the
 global generator, so exact resume holds) under ``no_grad``; their rewards (and the greedy captions' with
-``baseline=greedy``) are computed on the CPU (:class:`~captioning.rewards.CaptionReward`, document
-frequencies of the training references); then the sampled words are teacher-forced through the
+``baseline=greedy``) are computed on the CPU (:class:`~captioning.rewards.SelfCriticalReward`:
+CIDEr-D with `<end>`, as self-critical.pytorch computes it, document frequencies of the
+training references); then the sampled words are teacher-forced through the
 decoder's fused ``forward`` to get their log-probabilities with gradients.
 
-Dropout: by default the decoder runs in eval mode for the whole step (sampling, the greedy
+Dropout: by default the objective puts the decoder in eval mode itself (whatever mode the
+training loop left it in) for the whole step (sampling, the greedy
 baseline and the log-probabilities), so the log-probabilities with gradients are exactly those of
 the distribution the captions were drawn from (and of the model that is tested), and the gradient
 is an unbiased REINFORCE estimate. ``dropout=true`` leaves the decoder in train mode for the
 samples and the log-probabilities (as ruotianluo's code, though the two passes draw independent
 dropout masks, so the gradient is slightly off-policy); the greedy baseline is always decoded in
-eval mode. The encoder runs in the mode the training loop set, as in cross-entropy training.
+eval mode. The decoder's modes are restored after the step. The encoder runs in the mode the
+training loop set, as in cross-entropy training.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from captioning.contracts import CaptionDecoder, EncoderOutput
 from captioning.data.loader import CaptionBatch
 from captioning.decoding import DecodingSettings, generate
 from captioning.errors import CaptioningError
-from captioning.rewards import CaptionReward
+from captioning.rewards import SelfCriticalReward
 from captioning.settings import parse_settings
 from captioning.training.objectives.base import Objective, ObjectiveContext, StepLoss
 from captioning.training.objectives.xe import (
@@ -206,7 +209,7 @@ class SelfCriticalObjective(Objective):
             CrossEntropySettings(settings.label_smoothing, settings.scheduled_sampling)
         )
         self.active = settings.start_epoch is None
-        self.reward: CaptionReward | None = None
+        self.reward: SelfCriticalReward | None = None
         self.ids = {"bos_id": 1, "eos_id": 2, "pad_id": 0}
         self.reward_seconds = 0.0  # time spent scoring captions (the benchmark reads it)
 
@@ -223,7 +226,7 @@ class SelfCriticalObjective(Objective):
         self.greedy = DecodingSettings(max_len=self.max_len).checked()
         references = {r.image_id: r.captions for r in context.train_records if r.captions}
         start = time.perf_counter()
-        self.reward = CaptionReward(
+        self.reward = SelfCriticalReward(
             references, vocab=vocab, cider_weight=self.weights[0], bleu_weight=self.weights[1]
         )
         log.info(

@@ -27,6 +27,7 @@ __all__ = [
     "CrossEntropySettings",
     "ScheduledSampling",
     "caption_cross_entropy",
+    "cross_entropy_parts",
     "sampled_forward",
     "sampling_probability",
 ]
@@ -161,6 +162,33 @@ def caption_cross_entropy(
         decoders the sum includes the doubly stochastic regulariser as the decoder's
         ``alpha_c_per`` says (the paper's: lambda times each caption's penalty).
     """
+    xe, penalty, words = cross_entropy_parts(
+        model,
+        images,
+        captions,
+        lengths,
+        image_index,
+        pad_id=pad_id,
+        label_smoothing=label_smoothing,
+        sample_prob=sample_prob,
+    )
+    return (xe if penalty is None else xe + penalty), words
+
+
+def cross_entropy_parts(
+    model: nn.Module,
+    images: Tensor | EncoderOutput,
+    captions: Tensor,
+    lengths: Tensor,
+    image_index: Tensor,
+    *,
+    pad_id: int = 0,
+    label_smoothing: float = 0.0,
+    sample_prob: float = 0.0,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """:func:`caption_cross_entropy` in its parts: the summed cross-entropy of the target words,
+    the summed attention regulariser (None for decoders without attention) and the word count.
+    Arguments as :func:`caption_cross_entropy`."""
     inputs, targets = captions[:, :-1], captions[:, 1:]  # (B, T) each
     steps = lengths - 1  # input words per caption
     decoder = model.decoder
@@ -177,9 +205,10 @@ def caption_cross_entropy(
         logits, alphas = model(images, inputs, steps, image_index, return_alphas=True)
     else:
         logits = model(images, inputs, steps, image_index)  # (B, T, V)
+    penalty = None
     with torch.autocast(logits.device.type, enabled=False):  # the loss in float32
         words = (targets != pad_id).sum()
-        loss = F.cross_entropy(
+        xe = F.cross_entropy(
             logits.float().flatten(0, 1),  # (B*T, V)
             targets.flatten(),
             ignore_index=pad_id,
@@ -187,8 +216,8 @@ def caption_cross_entropy(
             label_smoothing=label_smoothing,
         )
         if alphas is not None:
-            loss = loss + decoder.attention_penalty(alphas.float(), steps.to(logits.device))
-    return loss, words
+            penalty = decoder.attention_penalty(alphas.float(), steps.to(logits.device))
+    return xe, penalty, words
 
 
 class CrossEntropyObjective(Objective):
@@ -201,6 +230,11 @@ class CrossEntropyObjective(Objective):
     """
 
     settings_type = CrossEntropySettings
+    #: with an attention decoder: the cross-entropy and the attention regulariser, each summed
+    #: over the target words (the epoch divides them by its words: ``loss = xe +
+    #: attention_penalty``); none otherwise (the loss is the cross-entropy)
+    log_names: tuple[str, ...] = ()
+    summed_logs: tuple[str, ...] = ()
 
     def __init__(self, settings: CrossEntropySettings | None = None, /, **options: Any) -> None:
         if settings is None:
@@ -214,8 +248,10 @@ class CrossEntropyObjective(Objective):
         self.sample_prob = 0.0
 
     def setup(self, context: ObjectiveContext) -> None:
-        """Take `<pad>`'s id from the vocabulary."""
+        """Take `<pad>`'s id from the vocabulary; log the attention regulariser apart."""
         self.pad_id = context.vocab.pad_id
+        parts = ("xe", "attention_penalty") if context.attention else ()
+        self.log_names = self.summed_logs = parts
 
     def start_epoch(self, epoch: int) -> None:
         """Set this epoch's scheduled-sampling probability."""
@@ -224,7 +260,7 @@ class CrossEntropyObjective(Objective):
     def loss(self, model: nn.Module, batch: CaptionBatch) -> StepLoss:
         """Summed cross-entropy over the batch's target words (see :func:`caption_cross_entropy`)."""
         images = batch.features if batch.features is not None else batch.images
-        total, words = caption_cross_entropy(
+        xe, penalty, words = cross_entropy_parts(
             model,
             images,
             batch.captions,
@@ -234,4 +270,7 @@ class CrossEntropyObjective(Objective):
             label_smoothing=self.label_smoothing,
             sample_prob=self.sample_prob,
         )
-        return StepLoss(total, words)
+        if penalty is None:
+            return StepLoss(xe, words)
+        logs = {"xe": xe.detach(), "attention_penalty": penalty.detach()} if self.log_names else {}
+        return StepLoss(xe + penalty, words, logs)

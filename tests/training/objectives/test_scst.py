@@ -16,7 +16,7 @@ from captioning.checkpoint import load_checkpoint
 from captioning.contracts import EncoderOutput
 from captioning.data.loader import CaptionBatch
 from captioning.data.records import ImageRecord
-from captioning.decoding import DecodingSettings, sample
+from captioning.decoding import DecodingSettings
 from captioning.errors import CaptioningError
 from captioning.models.caption_model import build_model
 from captioning.training import parse_config
@@ -28,6 +28,7 @@ from captioning.training.objectives import (
     sampled_lengths,
     sequence_logprobs,
 )
+from captioning.training.objectives import scst as scst_module
 from captioning.training.run_log import read_metrics_csv
 from captioning.vocab import Vocabulary
 
@@ -93,25 +94,41 @@ def test_sampled_lengths_stop_at_the_first_end_or_pad():
 
 
 @pytest.mark.parametrize("name", DECODERS)
-def test_recomputed_logprobs_equal_the_sampling_scores(name):
+def test_recomputed_logprobs_equal_the_sampling_scores(name, monkeypatch):
+    """A model left in train mode with dropout: the objective itself turns dropout off
+    (``dropout=false``), so the log-probabilities it recomputes with gradients are those of the
+    distribution it sampled from, and it leaves the model in the mode it found."""
     model = tiny_model(name, dropout=0.5)
-    model.eval()  # as the objective samples and recomputes (dropout off)
+    model.train()  # as the training loop leaves it
     with torch.no_grad():
         model.decoder.out.bias[VOCAB.pad_id] = -1e4  # a trained model never emits <pad>
         model.decoder.out.bias[VOCAB.eos_id] = 2.0  # captions of different lengths
-        features = model.encode(torch.randn(3, 3, 16, 16))
-    gen = sample(model.decoder, features, num_samples=4, max_len=7)
-    seqs = gen.sequences.flatten(0, 1)  # (12, T)
+    seen = {}
+    real_generate, real_logprobs = scst_module.generate, scst_module.sequence_logprobs
+
+    def generate(*args, **kwargs):
+        seen["gen"] = real_generate(*args, **kwargs)
+        return seen["gen"]
+
+    def sequence_logprobs(*args, **kwargs):
+        seen["logprobs"] = real_logprobs(*args, **kwargs)
+        return seen["logprobs"]
+
+    monkeypatch.setattr(scst_module, "generate", generate)
+    monkeypatch.setattr(scst_module, "sequence_logprobs", sequence_logprobs)
+    with torch.no_grad():
+        features = model.encode(torch.randn(4, 3, 16, 16))
+    objective(baseline="mean", num_samples=4, max_len=7).loss(model, refs_batch(None, features))
+    gen, logprobs = seen["gen"], seen["logprobs"]
+    seqs = gen.sequences.flatten(0, 1)  # (16, T)
     assert (seqs == VOCAB.eos_id).any(dim=1).any() and (seqs == VOCAB.pad_id).any()
-    rows = torch.arange(3).repeat_interleave(4)
-    logprobs = sequence_logprobs(model.decoder, features.select(rows), seqs, sampled_lengths(seqs))
     assert logprobs.requires_grad
     torch.testing.assert_close(logprobs.sum(dim=1), gen.scores.flatten(), atol=1e-5, rtol=1e-5)
+    assert model.training and all(m.training for m in model.decoder.modules())
 
 
 def test_padding_after_end_is_masked():
-    model = tiny_model("lstm")
-    model.eval()
+    model = tiny_model("lstm")  # no dropout: train mode computes what eval mode does
     features = model.encode(torch.randn(2, 3, 16, 16)).select(torch.tensor([0, 1]))
     seqs = torch.tensor([[5, 6, 2, 0, 0, 0], [7, 2, 0, 0, 0, 0]])
     garbage = torch.tensor([[5, 6, 2, 9, 9, 4], [7, 2, 8, 8, 8, 8]])  # words after <end>

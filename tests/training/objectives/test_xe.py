@@ -8,13 +8,17 @@ import torch.nn.functional as F
 from helpers import tiny_model_config
 
 from captioning.contracts import EncoderOutput
+from captioning.data.loader import CaptionBatch
 from captioning.models.caption_model import build_model
 from captioning.models.decoder import RNNDecoder
 from captioning.training.objectives import (
+    CrossEntropyObjective,
+    ObjectiveContext,
     caption_cross_entropy,
     sampled_forward,
     sampling_probability,
 )
+from captioning.vocab import SPECIALS, Vocabulary
 
 
 def test_scheduled_sampling_ramp():
@@ -121,3 +125,31 @@ def test_objective_label_smoothing_and_sampling_run_through_the_model():
     sampled, _ = caption_cross_entropy(model, images, captions, lengths, index, sample_prob=0.5)
     sampled.backward()
     assert all(p.grad is not None for p in model.decoder.parameters())
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_the_attention_regulariser_is_logged_apart_from_the_cross_entropy(attention):
+    """With attention the step logs the summed cross-entropy (``xe``) and the summed regulariser
+    (``attention_penalty``), which add up to the loss; without, nothing (the loss is the
+    cross-entropy)."""
+    torch.manual_seed(0)
+    config = _model_config(decoder="attention") if attention else _model_config()
+    model = build_model(config, vocab_size=20).eval()
+    captions, lengths = _captions(b=5)
+    index = torch.tensor([0, 0, 1, 1, 1])
+    batch = CaptionBatch(torch.randn(2, 3, 16, 16), captions, lengths, index + 1, index)
+    objective = CrossEntropyObjective()
+    vocab = Vocabulary([*SPECIALS, *(f"w{i}" for i in range(16))])
+    objective.setup(ObjectiveContext(vocab, attention=attention))
+    out = objective.loss(model, batch)
+    logp = model(batch.images, captions[:, :-1], lengths - 1, index).log_softmax(-1)  # (B, T, V)
+    mask = captions[:, 1:] != 0
+    nll = -logp.gather(2, captions[:, 1:].unsqueeze(2)).squeeze(2)[mask].sum()
+    if not attention:
+        assert objective.log_names == () and out.logs == {}
+        torch.testing.assert_close(out.total, nll)
+        return
+    assert objective.log_names == objective.summed_logs == ("xe", "attention_penalty")
+    torch.testing.assert_close(out.logs["xe"], nll)
+    assert float(out.logs["attention_penalty"]) > 0
+    torch.testing.assert_close(out.total, out.logs["xe"] + out.logs["attention_penalty"])
