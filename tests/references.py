@@ -37,6 +37,12 @@ BOS, EOS, PAD = 1, 2, 0
 CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
 
+def never_emitted(logprobs: Tensor) -> Tensor:
+    """`<pad>` and `<start>` at -inf, as our decoding masks them (an untrained model could
+    pick them; the benchmarks' random weights do)."""
+    return logprobs.index_fill(1, torch.tensor([PAD, BOS], device=logprobs.device), -math.inf)
+
+
 def cell_of(decoder: nn.Module) -> nn.Module:
     """The ``nn.*Cell`` of a decoder: the attention decoder's own, or one sharing the first
     layer's parameters of an ``RNNDecoder``'s ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``."""
@@ -94,12 +100,12 @@ class Stepper:
         dec, emb = self.dec, self.dec.embed(tokens)  # (N, E)
         if not dec.has_attention:
             s = self.recur(torch.cat([emb, s["v"]], dim=1), s)  # W_ih v recomputed every step
-            return dec.out(dec.drop(s["h"])).log_softmax(dim=1), s, None
+            return never_emitted(dec.out(dec.drop(s["h"])).log_softmax(dim=1)), s, None
         z, alpha = attend(dec, s["grid"], s["h"])
         z = torch.sigmoid(dec.f_beta(s["h"])) * z  # (N, D_g): the gated context
         s = self.recur(torch.cat([emb, z], dim=1), s)
         logits = dec.out(dec.drop(emb + dec.out_h(s["h"]) + dec.out_z(z)))  # (N, V)
-        return logits.log_softmax(dim=1), s, alpha
+        return never_emitted(logits.log_softmax(dim=1)), s, alpha
 
 
 def attend(dec: nn.Module, grid: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -267,7 +273,7 @@ def per_hypothesis_beam_search(
             for words, score, state in beams:
                 token = torch.tensor([words[-1] if words else BOS])
                 logprobs, new_state, _ = decoder.step(token, state, feats)
-                top, ids = logprobs[0].topk(2 * beam_size)
+                top, ids = never_emitted(logprobs)[0].topk(2 * beam_size)
                 for logprob, word in zip(top.tolist(), ids.tolist(), strict=True):
                     candidates.append((score + logprob, [*words, word], new_state))
             candidates.sort(key=lambda c: c[0], reverse=True)
