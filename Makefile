@@ -4,6 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
+# test processes (pytest-xdist; a test file runs in one of them): the suite is mostly
+# single-threaded, so two workers use both cores of the 2-core machine it is sized for
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast bench lint format clean venv
 
@@ -25,10 +28,10 @@ demo: $(STAMP)
 	$(PY) tools/train.py hydra.run.dir=outputs/demo trainer.progress=false
 
 test: $(DEV)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(DEV)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: $(DEV)
 	$(PY) -m benchmarks all
