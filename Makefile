@@ -23,7 +23,7 @@ $(DEV): $(STAMP)
 venv: $(STAMP)
 
 # Train the embedded default (shapes data, CPU-sized model), then print the test split scores
-# and a few captions. About 3.5 minutes on an idle 2-core CPU (README: measured figures).
+# and a few captions. 3.5 to 8 minutes on an idle 2-core CPU, by CPU (README: measured figures).
 demo: $(STAMP)
 	$(PY) tools/train.py hydra.run.dir=outputs/demo trainer.progress=false
 
