@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
-from helpers import ROOT, picture, run_tool, tiny_checkpoint, tiny_model_config
+from helpers import (
+    ROOT,
+    picture,
+    run_tool,
+    tiny_checkpoint,
+    tiny_model_config,
+    write_bad_images,
+)
 from PIL import Image
 
 from captioning.checkpoint import save_checkpoint
-from captioning.models.caption_model import build_model
-from captioning.vocab import Vocabulary
-
-
-def write_bad_images(folder: Path) -> dict[str, Path]:
-    """One file for each way an image can be unreadable."""
-    folder.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    Image.effect_noise((64, 64), 50).convert("RGB").save(buf, "PNG")
-    bad = {
-        "text": folder / "notes.jpg",
-        "truncated": folder / "cut.png",
-        "empty": folder / "empty.png",
-    }
-    bad["text"].write_text("not an image at all")
-    bad["truncated"].write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    bad["empty"].write_bytes(b"")
-    return bad
 
 
 def test_caption_tool_captions_a_folder_past_its_bad_files(tmp_path):
@@ -66,50 +51,6 @@ def test_caption_tool_captions_a_folder_past_its_bad_files(tmp_path):
 
 
 # -- Captioner and tools/caption.py ------------------------------------------------------------
-
-CONFIG = {
-    "encoder": {
-        "_target_": "captioning.models.encoder.vgg_tiny",
-        "width": 8,
-        "image_size": 32,
-        "vector_dim": 16,
-    },
-    "decoder": {
-        "_target_": "captioning.models.decoder.RNNDecoder",
-        "cell": "lstm",
-        "embed_dim": 8,
-        "hidden_dim": 16,
-    },
-    "decoding": {
-        "beam_size": 1,
-        "max_len": 6,
-        "length_penalty": 0.0,
-        "no_repeat_ngram_size": 0,
-        "n_best": 1,
-    },
-}
-VOCAB = Vocabulary.build(["a red circle", "a blue square", "a green triangle left of it"])
-
-
-@pytest.fixture
-def checkpoint(tmp_path):
-    torch.manual_seed(0)
-    model = build_model(CONFIG, vocab_size=len(VOCAB))
-    path = save_checkpoint(
-        tmp_path / "ck.pt",
-        model=model.state_dict(),
-        config=CONFIG,
-        vocab=VOCAB.to_list(),
-        epoch=1,
-        step=1,
-        metrics={},
-    )
-    rng = np.random.default_rng(0)
-    (tmp_path / "images").mkdir()
-    for i in range(3):
-        pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(tmp_path / "images" / f"{i}.png")
-    return path, tmp_path / "images"
 
 
 def test_caption_tool_flags(checkpoint):
@@ -166,7 +107,7 @@ def _checkpoint(path: Path, decoder: str, **settings) -> Path:
     """An untrained model saved as training would, that emits no special token (`<pad>`,
     `<start>`, `<end>`, `<unk>`): every caption has max_len = 5 words (enough to exercise the
     tools)."""
-    from captioning.checkpoint import load_checkpoint, save_checkpoint
+    from captioning.checkpoint import load_checkpoint
 
     config = tiny_model_config(decoder=decoder, vector_dim=16, image_size=32, max_len=5, **settings)
     ckpt = load_checkpoint(tiny_checkpoint(path, config, words=["a red circle"]))

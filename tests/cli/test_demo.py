@@ -6,32 +6,9 @@ import socket
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_line_error, run_tool, tiny_checkpoint, tiny_model_config
-from PIL import Image
-
-from captioning.app import shapes_examples
+from helpers import assert_one_line_error, run_tool
 
 # -- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two checkpoints (attention, GRU), shapes images and bad files."""
-    root = tmp_path_factory.mktemp("demo")
-    shapes = shapes_examples(root / "images", count=3, seed=5)
-    (root / "notes.png").write_text("not an image at all")
-    Image.new("RGB", (400, 300), "white").save(root / "big.png")  # 120000 pixels
-    return {
-        "attention": tiny_checkpoint(
-            root / "attention.pt", tiny_model_config(decoder="attention", max_len=6)
-        ),
-        "gru": tiny_checkpoint(root / "gru.pt"),
-        "good": shapes[0],
-        "other": shapes[1],
-        "third": shapes[2],
-        "bad": root / "notes.png",
-        "big": root / "big.png",
-    }
 
 
 def test_cli_refuses_a_missing_checkpoint_in_one_line(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_model_config
+from helpers import records_with_bad_files, tiny_model_config
 
 from captioning.data.coco import load_coco_captions
 from captioning.data.datasets import CaptionDataset
@@ -150,7 +150,6 @@ def test_a_data_set_regenerated_in_the_same_folder_gets_a_new_cache(tmp_path):
 
 def test_fingerprint_covers_file_size_and_modification_time(records, tmp_path):
     import os
-    import shutil
 
     from captioning.data.records import ImageRecord
 
@@ -267,27 +266,6 @@ def test_training_batches_from_the_cache_match_batches_of_images(records, tmp_pa
 TINY_MODEL = tiny_model_config(cell="gru", max_len=5)
 
 
-def _records_with_bad_files(shapes_root, tmp_path, n_bad: int):
-    """The shapes val records, with the first `n_bad` images replaced by broken files."""
-
-    from captioning.data.coco import load_coco_captions
-    from captioning.data.records import ImageRecord
-
-    records = load_coco_captions(
-        shapes_root / "annotations" / "captions_val.json", shapes_root / "images"
-    )
-    copies = []
-    for k, record in enumerate(records):
-        path = tmp_path / "imgs" / record.path.name
-        path.parent.mkdir(exist_ok=True)
-        if k < n_bad:
-            path.write_bytes(record.path.read_bytes()[:100])  # truncated
-        else:
-            shutil.copy(record.path, path)
-        copies.append(ImageRecord(record.image_id, path, record.captions))
-    return copies
-
-
 def test_feature_cache_skips_unreadable_images(shapes_root, tmp_path):
     from captioning.data.features import FeatureCaptionDataset, build_feature_cache
     from captioning.data.loader import collate_captions
@@ -296,7 +274,7 @@ def test_feature_cache_skips_unreadable_images(shapes_root, tmp_path):
     from captioning.models.encoder import vgg_tiny
     from captioning.vocab import Vocabulary
 
-    records = _records_with_bad_files(shapes_root, tmp_path, 1)
+    records = records_with_bad_files(shapes_root, tmp_path, 1)
     records = records[1:4] + records[:1] + records[4:8]  # the bad one in the middle of a batch
     torch.manual_seed(0)
     encoder = vgg_tiny(width=4, image_size=16, vector_dim=8, trainable=False)

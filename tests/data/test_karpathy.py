@@ -5,11 +5,9 @@ one-line errors.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
-from helpers import compose_train, write_flickr, write_image
+from helpers import compose_train, write_flickr, write_image, write_karpathy
 from PIL import Image
 
 from captioning.data.karpathy import load_karpathy
@@ -160,44 +158,6 @@ compose_cfg = compose_train
 
 
 # -- data: COCO 2014 layout and Karpathy's split file ---------------------------------------------
-
-
-def write_karpathy(root: Path) -> Path:
-    """A miniature dataset_coco.json with images under train2014/ and val2014/."""
-    images, rng = [], np.random.default_rng(0)
-    layout = [
-        ("train", "train2014"),
-        ("train", "train2014"),
-        ("restval", "val2014"),
-        ("val", "val2014"),
-        ("test", "val2014"),
-        ("test", "val2014"),
-    ]
-    for k, (split, folder) in enumerate(layout):
-        name = f"COCO_{folder}_{k:012d}.jpg"
-        (root / folder).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(
-            root / folder / name
-        )
-        sentences = [
-            {"raw": f"A photo number {k} of a red thing. ", "tokens": ["x"]},
-            {"raw": f"a red thing {k}", "tokens": ["x"]},
-            {"raw": " ?! ", "tokens": []},
-        ]
-        images.append(
-            {
-                "filepath": folder,
-                "filename": name,
-                "imgid": k,
-                "split": split,
-                "cocoid": 1000 - k,
-                "sentids": [],
-                "sentences": sentences,
-            }
-        )
-    path = root / "dataset_coco.json"
-    path.write_text(json.dumps({"images": images, "dataset": "coco"}))
-    return path
 
 
 def test_karpathy_split_file_is_read_into_records(tmp_path):

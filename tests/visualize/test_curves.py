@@ -5,39 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import metrics_run_dir
 from PIL import Image
 
 from captioning.errors import CaptioningError
-from captioning.training.run_log import RunLog
 from captioning.visualize import plot_training_curves
 
 # --------------------------------------------------------------------------- curves
-
-
-def _run_dir(tmp_path: Path, epochs: int = 4) -> Path:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    log = RunLog(tmp_path, tensorboard=False)
-    for e in range(1, epochs + 1):
-        log.log_epoch(
-            {
-                "epoch": e,
-                "step": 10 * e,
-                "train_loss": 3.0 / e,
-                "val_Bleu_1": 0.1 * e,
-                "val_Bleu_4": 0.05 * e,
-                "val_CIDEr": 0.3 * e,
-                "val_num_images": 20,
-            }
-        )
-    log.close()
-    return tmp_path
 
 
 def test_training_curves_plot_every_metric_per_epoch(tmp_path: Path) -> None:
     from captioning.training.run_log import read_metrics_csv
     from captioning.visualize import training_curves_figure
 
-    rows = read_metrics_csv(_run_dir(tmp_path) / "metrics.csv")
+    rows = read_metrics_csv(metrics_run_dir(tmp_path) / "metrics.csv")
     fig = training_curves_figure(rows, title="run")
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["train loss", "validation", "validation CIDEr"]
