@@ -216,7 +216,7 @@ def check() -> int:
         batch = make_batch(SMALL, varied=varied, seed=2)
         for name in DECODERS:
             dec = build(name, SMALL).double()
-            feats = EncoderOutput(*(x.double() for x in batch[0]))
+            feats = batch[0].apply(torch.Tensor.double)
             args = (feats, *batch[1:])
             grads = []
             for fn in (our_loss, ref.teacher_forced_loss, ref.padded_loss):

@@ -1,8 +1,10 @@
 """The two contracts every part of the project is written against.
 
 **Encoder output.** An encoder maps images ``(B, 3, H, W)`` to an :class:`EncoderOutput`: a global
-``vector`` (B, D_v) and a ``grid`` of region features (B, L, D_g). Show-and-Tell / neuraltalk2
-decoders read ``vector``; Show-Attend-and-Tell attends over ``grid``.
+``vector`` (B, D_v), a ``grid`` of region features (B, L, D_g) and, when images have different
+numbers of regions (pre-extracted object features), a ``mask`` (B, L) that is ``True`` for real
+regions and ``False`` for padding. Show-and-Tell / neuraltalk2 decoders read ``vector``;
+Show-Attend-and-Tell and Up-Down attend over ``grid`` (never over a masked region).
 
 **Decoder step contract.** Every decoder implements :class:`CaptionDecoder`; training (teacher
 forcing, scheduled sampling, self-critical sampling) and decoding (greedy, sampling, beam search)
@@ -19,6 +21,7 @@ rely on nothing else, so a new decoder that implements it works with all of them
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from torch import Tensor
@@ -33,14 +36,22 @@ class EncoderOutput(NamedTuple):
         vector: ``(B, D_v)`` fc7 after its ReLU (dropout only in train mode, never when frozen).
         grid: ``(B, L, D_g)`` last conv block before its final max-pool, flattened row-major
             (VGG-16 at 224 px: 14x14x512 -> ``L=196``, ``D_g=512``).
+        mask: ``(B, L)`` bool, ``True`` for a real region and ``False`` for padding, or ``None``
+            when every row has all ``L`` regions (grids). Every row has at least one real region.
     """
 
     vector: Tensor
     grid: Tensor
+    mask: Tensor | None = None
 
     def select(self, index: Tensor) -> EncoderOutput:
-        """Rows `index` of both tensors: one row per caption, or per beam hypothesis."""
-        return EncoderOutput(self.vector.index_select(0, index), self.grid.index_select(0, index))
+        """Rows `index` of every tensor: one row per caption, or per beam hypothesis."""
+        return self.apply(lambda t: t.index_select(0, index))
+
+    def apply(self, fn: Callable[[Tensor], Tensor]) -> EncoderOutput:
+        """`fn` on ``vector`` and ``grid`` (and ``mask`` when there is one), e.g. ``.to(device)``."""
+        mask = None if self.mask is None else fn(self.mask)
+        return EncoderOutput(fn(self.vector), fn(self.grid), mask)
 
 
 #: A decoder's recurrent state: whatever it needs between steps (a tensor, a tuple of tensors, a

@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import ROOT
 
 from captioning.contracts import CaptionDecoder, EncoderOutput
@@ -45,7 +46,18 @@ def test_an_object_without_reorder_state_is_not_a_decoder() -> None:
             return inputs
 
     assert not isinstance(Half(), CaptionDecoder)
-    assert EncoderOutput._fields == ("vector", "grid")
+    assert EncoderOutput._fields == ("vector", "grid", "mask")
+
+
+def test_encoder_output_select_and_apply_carry_the_region_mask() -> None:
+    vector, grid = torch.arange(6.0).view(3, 2), torch.arange(24.0).view(3, 4, 2)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    picked = EncoderOutput(vector, grid, mask).select(torch.tensor([2, 0]))
+    assert torch.equal(picked.mask, mask[[2, 0]])
+    assert torch.equal(picked.grid, grid[[2, 0]])
+    assert EncoderOutput(vector, grid).select(torch.tensor([1])).mask is None
+    doubled = EncoderOutput(vector, grid, mask).apply(lambda t: t.double())
+    assert doubled.vector.dtype == doubled.grid.dtype == doubled.mask.dtype == torch.float64
 
 
 def _imports(path: Path) -> set[str]:

@@ -26,7 +26,6 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from captioning.contracts import EncoderOutput
 from captioning.data.loader import CaptionBatch
 from captioning.distributed import DistContext, all_reduce_sum, is_distributed
 from captioning.errors import CaptioningError
@@ -75,7 +74,8 @@ def _to_device(batch: CaptionBatch, device: torch.device, channels_last: bool) -
     ``lengths`` stay on the CPU (packing needs them there)."""
     images, features = batch.images, batch.features
     if features is not None:
-        features = EncoderOutput(*(f.to(device, non_blocking=True).float() for f in features))
+        features = features.apply(lambda f: f.to(device, non_blocking=True))
+        features = features._replace(vector=features.vector.float(), grid=features.grid.float())
     else:
         images = images.to(device, non_blocking=True)
         if channels_last:
