@@ -204,9 +204,10 @@ def resumed_config(
         more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
         raise CaptioningError(
             f"trainer.resume={resume} continues the run with its own settings, but the command "
-            f"line changes {'; '.join(conflicts[:3])}{more}; only {', '.join(RESUMABLE)} may "
-            "change on resume: drop those overrides, or start a new run with them (without "
-            f"trainer.resume, or warm-started from its weights with trainer.init_from={resume})"
+            f"line changes {'; '.join(conflicts[:3])}{more}; only the run's length, logging, "
+            "data location and hardware (trainer.epochs, trainer.device, ...: the README's "
+            "list) may change on resume: drop those overrides, or start a new run with them "
+            f"(without trainer.resume, or warm-started with trainer.init_from={resume})"
         )
     _set(merged, "trainer.resume", resume)
     _set(merged, "trainer.init_from", None)
