@@ -170,3 +170,66 @@ def test_an_error_after_a_signal_is_reported_as_the_interrupt(shapes_root):
     stop.signum = None
     with pytest.raises(CaptioningError, match="PTB tokenizer"):  # no signal: a real error
         trainer._at_once(stop, "validation", tokenizer_killed)
+
+
+# captioning-train that touches MARKER when validation starts scoring (the PTB tokenizer's Java
+# process starts right after it, where there is java)
+MARKED_TRAIN = """
+import sys
+from pathlib import Path
+from captioning.evaluation import metrics
+from captioning.cli.train import main
+marker, real = Path(sys.argv.pop(1)), metrics.coco_scores
+def marked(*args, **kwargs):
+    marker.touch()
+    return real(*args, **kwargs)
+metrics.coco_scores = marked
+sys.exit(main())
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_during_validation_is_an_interrupt_not_a_java_fault(
+    shapes_root, tmp_path
+):
+    """SIGTERM to the whole process group (as Ctrl-C, a batch scheduler or ``timeout`` send it)
+    while validation scores: the Java tokenizer is not in that group; the run says
+    "interrupted", keeps the epoch's training in last.pt, and the printed command continues."""
+    run, marker = tmp_path / "run", tmp_path / "validating"
+    args = [f"data.root={shapes_root}", *TINY, *SMALL, "trainer.epochs=1", f"hydra.run.dir={run}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MARKED_TRAIN, str(marker), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not marker.exists() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "java" not in err.lower() and "PTB" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("interrupted (SIGTERM) during validation: "), err
+    command = line.split("continue with: ")[1]
+    assert command == f"python -m captioning.cli.train trainer.resume={run}"
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 0 and ckpt["trainer_state"]["batch"] == 3  # the epoch's 3 batches
+    assert line in (run / "train.log").read_text()
+    resumed = subprocess.run(
+        [sys.executable, *command.split()[1:]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert [r["epoch"] for r in read_metrics_csv(run / "metrics.csv")] == [1]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3  # no batch twice
