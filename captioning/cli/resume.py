@@ -108,9 +108,9 @@ def resume_command(run_dir: str) -> str:
 
 _SAVED_AT = {
     "feature cache": "the feature cache keeps the images encoded so far",
-    "set-up": "nothing was trained yet",
     "training": "checkpoints/last.pt holds every finished training batch",
     "validation": "checkpoints/last.pt holds the epoch's training; its validation runs again",
+    "end of epoch": "the epoch is complete in checkpoints/last.pt",
     "test": "training is complete (checkpoints/best.pt, last.pt); the test split is scored again",
 }
 

@@ -52,9 +52,9 @@ class StopOnSignal:
 
     Attributes:
         signum: the signal received (None: none yet).
-        phase: what the run is doing (``"set-up"``, ``"feature cache"``, ``"training"``,
-            ``"validation"``, ``"test"``), set by the trainer; the phase the signal arrived in
-            is kept in :attr:`stopped_in`.
+        phase: what the run is doing (``"set-up"``, ``"training"``, ``"validation"``,
+            ``"end of epoch"``, ``"test"``), set by the trainer.
+        stopped_in: the phase the signal arrived in.
     """
 
     def __init__(self) -> None:

@@ -1,6 +1,6 @@
 """The :class:`Trainer`: one training run, from a config to scored checkpoints.
 
-About 400 lines, one class: the public API (``fit``, ``evaluate``, ``test``) and the steps of
+About 440 lines, one class: the public API (``fit``, ``evaluate``, ``test``) and the steps of
 ``fit``, each a screen or less; what a run builds first is :mod:`captioning.training.setup`.
 
     from captioning.training import Trainer
@@ -122,12 +122,12 @@ class Trainer:
 
         Returns:
             ``run_dir``, ``best`` (monitored value), ``history`` (per epoch), ``interrupted``
-            (None, or what stopped the run: a signal's name or ``"stop requested"``), ``phase``
-            (where it stopped: ``"feature cache"``, ``"set-up"``, ``"training"``,
-            ``"validation"`` or ``"test"``), and after a complete run ``test`` (scores) and
-            ``examples`` (a few test captions). What finished is saved in every case;
-            ``trainer.resume=run_dir`` continues (a validation or test that was cut short is
-            run again).
+            (None, or what stopped the run: a signal's name or ``"stop requested"``),
+            ``phase`` (where a signal stopped it: ``"feature cache"``, ``"set-up"``,
+            ``"training"``, ``"validation"``, ``"end of epoch"`` or ``"test"``), and after a
+            complete run ``test`` (scores) and ``examples`` (a few test captions). What
+            finished is saved in every case; ``trainer.resume=run_dir`` continues (a
+            validation or test that was cut short is run again).
         """
         t = self.config.trainer
         if t.distributed:
@@ -189,7 +189,10 @@ class Trainer:
                 set_rng_state(rng)
                 interrupted = self._save_interrupted(run, epoch, stats, stop)
                 break
+            stop.phase = "end of epoch"
             interrupted, done = self._end_epoch(run, epoch, stats, val.scores, stop)
+            if interrupted is not None:  # (the epoch is complete in last.pt)
+                stop.stopped_in = "end of epoch"
             if done:
                 break
         if run.run_log is not None:
@@ -333,9 +336,10 @@ class Trainer:
             last = run.run_dir / "checkpoints" / "last.pt"
             kept = f"{last} (epoch {epoch - 1}) is kept" if last.is_file() else "nothing saved"
             raise CaptioningError(
-                f"{exc} (trainer.max_nonfinite_steps={t.max_nonfinite_steps}); {kept}: lower "
-                "optim.lr, set optim.grad_clip or check the data, then resume with "
-                "trainer.resume"
+                f"{exc} (trainer.max_nonfinite_steps={t.max_nonfinite_steps}); {kept}: check "
+                f"the data and resume with trainer.resume={run.run_dir}, or start a new run "
+                f"from its weights with a lower optim.lr or an optim.grad_clip "
+                f"(trainer.init_from={last})"
             ) from None
         check_finite(run.model, epoch, run.run_dir)
         state.step += stats.steps
