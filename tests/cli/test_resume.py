@@ -6,8 +6,9 @@ from __future__ import annotations
 import sys
 
 import pytest
-from helpers import SMALL, TINY, assert_one_line_error, compose_train, fit, run_tool
-from omegaconf import OmegaConf
+from helpers import ROOT, SMALL, TINY, assert_one_line_error, compose_train, fit, run_tool
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict, read_write
 
 from captioning.checkpoint import load_checkpoint
 from captioning.cli import resume as cli_resume
@@ -114,6 +115,7 @@ def test_resume_command_is_spelt_as_the_run_was_started(monkeypatch):
     [
         ("training", "every finished training batch"),
         ("validation", "its validation runs again"),
+        ("end of epoch", "the epoch is complete in checkpoints/last.pt"),
         ("test", "the test split is scored again"),
         ("feature cache", "the feature cache keeps the images encoded so far"),
     ],
@@ -123,3 +125,15 @@ def test_interrupted_message_names_the_phase_what_is_saved_and_the_command(phase
     line = cli_resume.interrupted_message(summary, "python tools/train.py trainer.resume=outputs/r")
     assert line.startswith(f"interrupted (SIGINT) during {phase}: ") and saved in line
     assert line.endswith("continue with: python tools/train.py trainer.resume=outputs/r")
+
+
+def test_touched_names_keys_sections_and_everything_for_a_global_group():
+    """What the command line overrode: a key, a group's section, or all of the config for a
+    group that sets keys anywhere (experiment=...)."""
+    overrides = ["experiment=sat_vgg16", "trainer.epochs=3", "decoder=gru", "seed=2"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        config = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    task = config.copy()
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    assert cli_resume._touched(config, task) == ["", "trainer.epochs", "decoder", "seed"]
