@@ -95,22 +95,25 @@ def test_sigterm_in_training_saves_every_finished_batch(shapes_root, tmp_path, m
     _says_how_to_continue(summary, "training")
 
 
+@pytest.mark.parametrize("loading", [(), ("trainer.num_workers=1", "data.augment=true")])
 def test_sigterm_in_validation_keeps_the_epoch_and_the_resume_validates_it(
-    shapes_root, tmp_path, monkeypatch
+    shapes_root, tmp_path, monkeypatch, loading
 ):
     """The validation is abandoned at once; last.pt holds all of the epoch's training batches,
-    and the resumed run (which validates that epoch first) ends as an uninterrupted one."""
-    full = fit(small_cfg(shapes_root, "trainer.epochs=2"), run_dir=tmp_path / "full")
+    and the resumed run (which validates that epoch first) ends as an uninterrupted one (with
+    loader workers and augmentation too)."""
+    args = ("trainer.epochs=2", *loading)
+    full = fit(small_cfg(shapes_root, *args), run_dir=tmp_path / "full")
     run = tmp_path / "run"
     with monkeypatch.context() as patch:
         _sigterm_on_call(patch, trainer_module, "evaluate_split", call=1)
-        summary = fit(small_cfg(shapes_root, "trainer.epochs=2"), run_dir=run)
+        summary = fit(small_cfg(shapes_root, *args), run_dir=run)
     assert (summary["interrupted"], summary["phase"]) == ("SIGTERM", "validation")
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 0 and ckpt["step"] == 3 and ckpt["trainer_state"]["batch"] == 3
     assert not (run / "checkpoints" / "best.pt").exists()
     _says_how_to_continue(summary, "validation")
-    resumed = fit(small_cfg(shapes_root, "trainer.epochs=2", f"trainer.resume={run}"))
+    resumed = fit(small_cfg(shapes_root, *args, f"trainer.resume={run}"))
     timeless = [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in full["history"]]
     assert [
         {k: v for k, v in r.items() if k != "epoch_seconds"} for r in resumed["history"]
