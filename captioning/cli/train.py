@@ -10,6 +10,7 @@ reads the command line (hydra composes ``conf/``), checks the config and reports
     captioning-train decoder=gru trainer.epochs=3
     captioning-train experiment=sat_vgg16 data.root=/data/coco     # a COCO run on a GPU
     captioning-train trainer.resume=outputs/2026-11-21/21-13-34    # continue a run exactly
+    captioning-train trainer.resume=outputs/2026-11-21/21-13-34 trainer.epochs=20   # longer
     torchrun --nproc_per_node=8 tools/train.py trainer.distributed=true ...   # DDP
 
 A mistake in the configuration (unknown key or option, wrong type, value out of range, a path
@@ -17,11 +18,22 @@ that cannot be written) is one ``error:`` line and exit status 2, before any dat
 before hydra makes the run's folder. The config is composed once (by hydra) and parsed once: the
 :class:`CheckConfig` callback (``hydra.callbacks`` in ``conf/train.yaml``) parses it after
 composition, before the folder exists, and hands the result to the run.
+
+``trainer.resume=RUN`` continues a run with its own config (from ``RUN/checkpoints/last.pt``):
+hydra's defaults are ignored, and an override is refused (one line) unless its key may change on
+resume (:data:`captioning.training.resume.RESUMABLE`) or it repeats the run's value. The run
+continues in RUN (``train.log`` appended, ``metrics.csv``, TensorBoard and checkpoints
+continued; its ``.hydra/`` keeps the original config), not in a new ``outputs/DATE/TIME``. A run
+stopped before its first checkpoint (while building the feature cache) starts again in its
+folder from its ``.hydra/config.yaml``. SIGINT/SIGTERM at any phase saves what finished and
+prints ``interrupted`` with the command that continues; an error after the run's folder exists
+is written into its ``train.log`` too.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 import sys
@@ -36,6 +48,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 import captioning
+from captioning.cli.resume import interrupted_message, resume_command, resumed
 from captioning.data.loader import prepare_data
 from captioning.errors import CaptioningError
 from captioning.evaluation import format_table
@@ -46,6 +59,8 @@ from captioning.training.config import RENAMED
 from captioning.training.signals import exit_status
 
 __all__ = ["CONF", "CheckConfig", "main", "report", "train"]
+
+log = logging.getLogger(__name__)
 
 #: hydra's config folder: conf/ beside the package, in a source checkout (an editable install)
 CONF = Path(captioning.__file__).resolve().parents[1] / "conf"
@@ -122,6 +137,8 @@ class CheckConfig(Callback):
     parsed: ClassVar[RunConfig | None] = None
     #: whether hydra has composed the config (errors before this are composition errors)
     composed: ClassVar[bool] = False
+    #: a line for the run's log (how a resumed run was configured)
+    note: ClassVar[str | None] = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Parse and check a single run's config, its data folder and its output folder."""
@@ -131,7 +148,11 @@ class CheckConfig(Callback):
         with read_write(task), open_dict(task):
             del task["hydra"]
         try:
-            run = parse_config(task)
+            if task.trainer.get("resume"):
+                merged, CheckConfig.note = resumed(config, task)
+                run = parse_config(merged)
+            else:
+                run = parse_config(task)
             if run.data.generate is None:  # a data set that must exist (the shapes data is made)
                 prepare_data(run.data, generate=False)
         except CaptioningError as exc:
@@ -161,22 +182,37 @@ def report(summary: dict[str, Any], monitor: str) -> None:
             print(f"  {path}: {caption}")
 
 
+def _to_run_log(message: str, exc_info: Any = None, level: int = logging.ERROR) -> None:
+    """Write `message` (and a traceback) into the run's ``train.log`` only (hydra's file
+    handler): the terminal shows its own line."""
+    record = logging.LogRecord(__name__, level, __file__, 0, message, None, exc_info)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def train(cfg: DictConfig) -> None:
-    """Hydra's task: train, then print the test scores and a few captions."""
+    """Hydra's task: train, then print the test scores and a few captions. An error is also
+    written into the run's ``train.log``."""
     run, CheckConfig.parsed = CheckConfig.parsed, None
+    note, CheckConfig.note = CheckConfig.note, None
+    if note:
+        log.info(note)
     try:
         if run is None:  # a --multirun job: its own config, parsed here
             run = parse_config(cfg)
         trainer = Trainer(run, run_dir=HydraConfig.get().runtime.output_dir)
         summary = trainer.fit()
     except CaptioningError as exc:
+        _to_run_log(f"error: {' '.join(str(exc).split())}")
         _fail(str(exc))
+    except Exception:
+        _to_run_log("the run failed:", exc_info=sys.exc_info())
+        raise
     if summary["interrupted"]:
-        print(
-            f"interrupted ({summary['interrupted']}): checkpoints/last.pt is in "
-            f"{summary['run_dir']}; continue with trainer.resume={summary['run_dir']}",
-            file=sys.stderr,
-        )
+        message = interrupted_message(summary, resume_command(summary["run_dir"]))
+        _to_run_log(message, level=logging.WARNING)
+        print(message, file=sys.stderr)
         sys.exit(exit_status(summary["interrupted"]))
     if int(os.environ.get("RANK", "0")) == 0:
         report(summary, trainer.config.trainer.monitor)

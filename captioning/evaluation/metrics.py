@@ -6,7 +6,9 @@ on the images present in the predictions, so the numbers equal the official ones
 Without Java it uses :func:`captioning.text.tokenize`, skips METEOR and SPICE and
 says so in :attr:`ScoreReport.notices`. The Java tools' console output is captured
 (file descriptors 1 and 2 are redirected while they run: not thread-safe) and
-logged at DEBUG level.
+logged at DEBUG level. The Java tools run in a session of their own
+(:func:`_own_session`), so a Ctrl-C or a signal to the process group, meant for the
+caller (a training run stops and saves), does not kill them half-way.
 """
 
 from __future__ import annotations
@@ -117,6 +119,35 @@ def _captured_output(what: str) -> Iterator[None]:
                 logger.debug("%s output: %s", what, text)
 
 
+class _OwnSessionSubprocess:
+    """Stands for the ``subprocess`` module in a pycocoevalcap module: the processes it starts
+    get a session of their own (``start_new_session``)."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args: object, **kwargs: object) -> subprocess.Popen:
+        return subprocess.Popen(*args, start_new_session=True, **kwargs)
+
+    @staticmethod
+    def check_call(*args: object, **kwargs: object) -> int:
+        return subprocess.check_call(*args, start_new_session=True, **kwargs)
+
+
+@contextlib.contextmanager
+def _own_session(module: object) -> Iterator[None]:
+    """While in the context, the Java processes of pycocoevalcap's `module` start in a session
+    of their own: the terminal's SIGINT (or a signal to the process group) reaches the caller,
+    which decides, and not the tokenizer, whose cut-short output would look like a Java fault."""
+    real = module.subprocess
+    module.subprocess = _OwnSessionSubprocess()
+    try:
+        yield
+    finally:
+        module.subprocess = real
+
+
 def _spice_jar_paths() -> list[Path]:
     """The Stanford CoreNLP jars that pycocoevalcap's ``Spice()`` downloads if missing."""
     from pycocoevalcap.spice import get_stanford_models as gsm
@@ -126,12 +157,12 @@ def _spice_jar_paths() -> list[Path]:
 
 
 def _ptb_tokenize(captions: dict[int, list[str]]) -> dict[int, list[str]]:
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+    from pycocoevalcap.tokenizer import ptbtokenizer
 
     entries = {i: [{"caption": _LINE_BREAKS.sub(" ", c)} for c in cs] for i, cs in captions.items()}
     try:
-        with _captured_output("PTBTokenizer"):
-            out = PTBTokenizer().tokenize(entries)
+        with _captured_output("PTBTokenizer"), _own_session(ptbtokenizer):
+            out = ptbtokenizer.PTBTokenizer().tokenize(entries)
     except OSError as exc:
         raise CaptioningError(
             f"PTB tokenizer failed ({exc}); check java and that pycocoevalcap's folder is writable"
@@ -146,9 +177,10 @@ def _ptb_tokenize(captions: dict[int, list[str]]) -> dict[int, list[str]]:
 
 
 def _run_meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[float, list[float]]:
-    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.meteor import meteor as module
 
-    meteor = Meteor()  # a persistent `java -jar meteor-1.5.jar -stdio` subprocess
+    with _own_session(module):
+        meteor = module.Meteor()  # a persistent `java -jar meteor-1.5.jar -stdio` subprocess
     try:
         return meteor.compute_score(gts, res)
     finally:  # what Meteor.__del__ does, now, and safe if compute_score died holding its lock
@@ -163,10 +195,10 @@ def _run_meteor(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[f
 
 
 def _run_spice(gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[float, list[float]]:
-    from pycocoevalcap.spice.spice import Spice
+    from pycocoevalcap.spice import spice
 
-    with _captured_output("SPICE"):
-        score, scores = Spice().compute_score(gts, res)
+    with _captured_output("SPICE"), _own_session(spice):
+        score, scores = spice.Spice().compute_score(gts, res)
     # Spice returns per-image scores in sorted-id order (COCOEvalCap mislabels them).
     by_id = {i: s["All"]["f"] for i, s in zip(sorted(gts), scores, strict=True)}
     return score, [by_id[i] for i in gts]

@@ -97,7 +97,7 @@ class RunLog:
 
     def log_epoch(self, row: Mapping[str, float]) -> None:
         """Record one epoch (``row`` needs an ``epoch`` key)."""
-        row = {k: float(v) for k, v in row.items()}
+        row = {k: int(v) if k == "epoch" else float(v) for k, v in row.items()}
         self.rows.append(row)
         self._write()
         if self.writer is not None:

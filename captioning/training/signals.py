@@ -1,37 +1,97 @@
-"""SIGINT / SIGTERM during training: stop at the next batch, save ``last.pt``, exit 130 / 143."""
+"""SIGINT / SIGTERM during a run: save what finished, then exit 130 / 143.
+
+What a signal does depends on the phase the run is in (:attr:`StopOnSignal.phase`):
+
+- training (and the set-up and feature-cache build before it): a flag, polled before each batch
+  (each encoder batch of the cache build); the run stops there and writes ``last.pt`` holding
+  every finished batch;
+- validation and test scoring, inside :meth:`StopOnSignal.at_once`: :class:`Interrupted` is
+  raised at once (like ``KeyboardInterrupt``, but for SIGTERM too), so a long validation is
+  abandoned; the trainer saves the epoch's finished training and the resume re-runs the
+  validation (or the test).
+
+A second SIGINT always interrupts at once (``KeyboardInterrupt``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["StopOnSignal", "exit_status", "stop_name"]
+__all__ = ["Interrupted", "StopOnSignal", "exit_status", "stop_name"]
 
 log = logging.getLogger(__name__)
+
+
+class Interrupted(BaseException):
+    """A signal arrived in a phase that stops at once (:meth:`StopOnSignal.at_once`).
+
+    A ``BaseException``, so that ``except Exception`` in libraries (data loaders, scorers) lets
+    it through.
+
+    Attributes:
+        signum: the signal.
+        phase: the phase it interrupted.
+    """
+
+    def __init__(self, signum: int, phase: str) -> None:
+        super().__init__(f"{signal.Signals(signum).name} during {phase}")
+        self.signum, self.phase = signum, phase
 
 
 class StopOnSignal:
     """A context in which SIGINT / SIGTERM set :attr:`signum` instead of killing the process.
 
-    Training polls it before each batch, stops, and writes ``checkpoints/last.pt``; a second
-    SIGINT interrupts at once (``KeyboardInterrupt``). Handlers are only installed in the main
-    thread, and the previous ones are restored on exit.
+    Training polls it before each batch, stops, and writes ``checkpoints/last.pt``; inside
+    :meth:`at_once` a signal raises :class:`Interrupted` instead. Handlers are only installed in
+    the main thread, and the previous ones are restored on exit.
+
+    Attributes:
+        signum: the signal received (None: none yet).
+        phase: what the run is doing (``"set-up"``, ``"training"``, ``"validation"``,
+            ``"end of epoch"``, ``"test"``), set by the trainer.
+        stopped_in: the phase the signal arrived in.
     """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.phase = "set-up"
+        self.stopped_in: str | None = None
+        self._at_once = False
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum, self.stopped_in = signum, self.phase
+        if self._at_once:
+            raise Interrupted(signum, self.phase)
         log.warning(
-            "%s received: stopping after this batch and saving checkpoints/last.pt",
+            "%s received during %s: stopping at the next batch and saving what finished",
             signal.Signals(signum).name,
+            self.phase,
         )
+
+    @contextlib.contextmanager
+    def at_once(self, phase: str, enabled: bool = True) -> Iterator[None]:
+        """A phase that a signal interrupts at once (:class:`Interrupted`), also when one
+        arrived just before it. `enabled` False (several processes, which must stop together):
+        only the flag is set, as in training."""
+        self.phase = phase
+        if not enabled:
+            yield
+            return
+        if self.signum is not None:
+            raise Interrupted(self.signum, self.stopped_in or phase)
+        self._at_once = True
+        try:
+            yield
+        finally:
+            self._at_once = False
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():

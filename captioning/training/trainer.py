@@ -1,6 +1,6 @@
 """The :class:`Trainer`: one training run, from a config to scored checkpoints.
 
-About 400 lines, one class: the public API (``fit``, ``evaluate``, ``test``) and the steps of
+About 440 lines, one class: the public API (``fit``, ``evaluate``, ``test``) and the steps of
 ``fit``, each a screen or less; what a run builds first is :mod:`captioning.training.setup`.
 
     from captioning.training import Trainer
@@ -9,7 +9,8 @@ About 400 lines, one class: the public API (``fit``, ``evaluate``, ``test``) and
 ``fit()`` loads the data and builds the model, then runs epochs (:class:`TrainLoop`), validates
 after each one, writes ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (by
 ``trainer.monitor``), stops early after ``trainer.early_stop_patience`` epochs without
-improvement, turns SIGINT/SIGTERM into a resumable ``last.pt``, and finally scores the best
+improvement, turns SIGINT/SIGTERM at any phase into a resumable ``last.pt``
+(:mod:`~captioning.training.signals`), and finally scores the best
 checkpoint on the test split (:meth:`Trainer.test`). The run directory receives ``vocab.json``,
 ``metrics.csv``, TensorBoard curves and ``test_scores.json``.
 """
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from captioning.checkpoint import load_checkpoint, restore_model
+from captioning.checkpoint import get_rng_state, load_checkpoint, restore_model, set_rng_state
 from captioning.data.loader import start_epoch
 from captioning.devices import resolve_device
 from captioning.distributed import (
@@ -62,7 +63,7 @@ from captioning.training.objectives import Objective, build_objective
 from captioning.training.resume import resume_source, run_directory
 from captioning.training.run_log import epoch_row, log_epoch
 from captioning.training.setup import RunSetup, seed_everything, set_up_run
-from captioning.training.signals import StopOnSignal, stop_name
+from captioning.training.signals import Interrupted, StopOnSignal, stop_name
 from captioning.training.warm_start import warm_start
 
 __all__ = ["Trainer", "seed_everything"]
@@ -121,8 +122,12 @@ class Trainer:
 
         Returns:
             ``run_dir``, ``best`` (monitored value), ``history`` (per epoch), ``interrupted``
-            (None, or what stopped the run), and after a complete run ``test`` (scores) and
-            ``examples`` (a few test captions).
+            (None, or what stopped the run: a signal's name or ``"stop requested"``),
+            ``phase`` (where a signal stopped it: ``"feature cache"``, ``"set-up"``,
+            ``"training"``, ``"validation"``, ``"end of epoch"`` or ``"test"``), and after a
+            complete run ``test`` (scores) and ``examples`` (a few test captions). What
+            finished is saved in every case; ``trainer.resume=run_dir`` continues (a
+            validation or test that was cut short is run again).
         """
         t = self.config.trainer
         if t.distributed:
@@ -152,7 +157,7 @@ class Trainer:
             should_stop=lambda: stop.signum is not None,
         )
         if run is None:  # the feature-cache build was interrupted (it resumes next time)
-            return self._summary(-float("inf"), stop_name(stop.signum))
+            return self._summary(-float("inf"), stop_name(stop.signum), "feature cache")
         self._init = None  # (its weights are in the model now)
         self.model, self.vocab = run.model, run.vocab
         self.history = list(run.run_log.rows) if run.run_log is not None else []
@@ -169,20 +174,49 @@ class Trainer:
             )
             if learns != phase:  # (re)wrap for DDP / compile when the trainable set changes
                 phase, loop = learns, self._loop(run)
+            stop.phase = "training"
             stats = self._train_epoch(run, loop, epoch, epoch == first, streak, stop)
             streak = stats.nonfinite_streak
             if stats.interrupted:
                 interrupted = self._save_interrupted(run, epoch, stats, stop)
                 break
-            interrupted, done = self._end_epoch(run, epoch, stats, stop)
+            rng = get_rng_state()  # (validation may draw loader seeds: a resume re-runs it)
+            try:
+                val = self._at_once(
+                    stop, "validation", lambda: self._evaluate("val", run.records["val"])
+                )
+            except Interrupted:
+                set_rng_state(rng)
+                interrupted = self._save_interrupted(run, epoch, stats, stop)
+                break
+            stop.phase = "end of epoch"
+            interrupted, done = self._end_epoch(run, epoch, stats, val.scores, stop)
+            if interrupted is not None:  # (the epoch is complete in last.pt)
+                stop.stopped_in = "end of epoch"
             if done:
                 break
         if run.run_log is not None:
             run.run_log.close()
-        summary = self._summary(run.state.best, interrupted)
+        summary = self._summary(run.state.best, interrupted, stop.stopped_in)
         if interrupted is None and t.test_after_training:
-            summary.update(self.test())
+            try:
+                summary.update(self._at_once(stop, "test", self.test))
+            except Interrupted:
+                summary.update(interrupted=stop_name(stop.signum), phase="test")
         return summary
+
+    def _at_once(self, stop: StopOnSignal, phase: str, work: Callable[[], Any]) -> Any:
+        """``work()`` in a phase that a signal interrupts at once (:class:`Interrupted`; one
+        process: several must stop together, after it). An error after a signal counts as the
+        interrupt: a scorer subprocess that received the signal too fails, it is not at fault."""
+        with stop.at_once(phase, enabled=self.ctx.world_size == 1):
+            try:
+                return work()
+            except Exception as exc:
+                if stop.signum is None:
+                    raise
+                log.debug("%s stopped by %s: %s", phase, stop_name(stop.signum), exc)
+                raise Interrupted(stop.signum, phase) from None
 
     def _loop(self, run: RunSetup) -> TrainLoop:
         """The epoch loop over the model as it trains now (wrapped for DDP / compile)."""
@@ -214,16 +248,20 @@ class Trainer:
         )
 
     def _end_epoch(
-        self, run: RunSetup, epoch: int, stats: EpochStats, stop: StopOnSignal
+        self,
+        run: RunSetup,
+        epoch: int,
+        stats: EpochStats,
+        scores: dict[str, float],
+        stop: StopOnSignal,
     ) -> tuple[str | None, bool]:
-        """Validate, log, checkpoint; then whether the run stops (a signal on any rank, or
-        early stopping).
+        """Log the validation `scores`, checkpoint; then whether the run stops (a signal on any
+        rank, or early stopping).
 
         Returns:
             (what interrupted the run or None, whether to stop).
         """
         t, state = self.config.trainer, run.state
-        scores = self._evaluate("val", run.records["val"]).scores
         improved = scores[t.monitor] > state.best
         state.epoch, state.best = epoch, max(state.best, scores[t.monitor])
         state.best_epoch = epoch if improved else state.best_epoch
@@ -246,16 +284,19 @@ class Trainer:
     def _save_interrupted(
         self, run: RunSetup, epoch: int, stats: EpochStats, stop: StopOnSignal
     ) -> str | None:
-        """A stopped epoch: ``last.pt`` with the part done, to resume exactly; what stopped it."""
+        """A stopped epoch (in training, or in its validation): ``last.pt`` with the batches
+        done, to resume exactly (a validation is re-run); what stopped it."""
         run.state.epoch = epoch - 1
         metrics = {f"best_{self.config.trainer.monitor}": run.state.best}
         run.save(("last.pt",), metrics=metrics, partial=stats)
         log.warning(
-            "stopped in epoch %d after %d batches: checkpoints/last.pt written; resume "
-            "with trainer.resume=%s",
+            "stopped in epoch %d%s after %d training batches: checkpoints/last.pt holds them; "
+            "resume with trainer.resume=%s%s",
             epoch,
+            " during validation" if stop.stopped_in == "validation" else "",
             stats.steps + stats.skipped,
             run.run_dir,
+            " (it validates the epoch)" if stop.stopped_in == "validation" else "",
         )
         return stop_name(stop.signum)
 
@@ -295,20 +336,22 @@ class Trainer:
             last = run.run_dir / "checkpoints" / "last.pt"
             kept = f"{last} (epoch {epoch - 1}) is kept" if last.is_file() else "nothing saved"
             raise CaptioningError(
-                f"{exc} (trainer.max_nonfinite_steps={t.max_nonfinite_steps}); {kept}: lower "
-                "optim.lr, set optim.grad_clip or check the data, then resume with "
-                "trainer.resume"
+                f"{exc} (trainer.max_nonfinite_steps={t.max_nonfinite_steps}); {kept}: check "
+                f"the data and resume with trainer.resume={run.run_dir}, or start a new run "
+                f"from its weights with a lower optim.lr or an optim.grad_clip "
+                f"(trainer.init_from={last})"
             ) from None
         check_finite(run.model, epoch, run.run_dir)
         state.step += stats.steps
         return merge_stats(state.partial if skip else None, stats)
 
-    def _summary(self, best: float, interrupted: str | None) -> dict[str, Any]:
+    def _summary(self, best: float, interrupted: str | None, phase: str | None) -> dict[str, Any]:
         return {
             "run_dir": str(self.run_dir),
             "best": best,
             "history": list(self.history),
             "interrupted": interrupted,
+            "phase": phase if interrupted is not None else None,
         }
 
     # -- scoring -----------------------------------------------------------------------------

@@ -12,7 +12,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, SMALL, TINY, compose_train, fit, run_tool, write_flickr, write_image
+from helpers import (
+    ROOT,
+    SMALL,
+    TINY,
+    assert_one_line_error,
+    compose_train,
+    fit,
+    run_tool,
+    write_flickr,
+    write_image,
+)
 from helpers import tiny_cfg as _tiny_cfg
 from PIL import Image
 
@@ -259,3 +269,43 @@ def test_coco2017_trains(tmp_path):
     cfg = compose_train("data=coco2017", f"data.root={tmp_path}", *RUN)
     summary = fit(cfg, run_dir=tmp_path / "run")
     assert summary["test"]["num_images"] == 3  # val2017 doubles as the test split
+
+
+def test_a_data_error_after_the_run_folder_exists_is_written_into_its_train_log(tmp_path):
+    """A folder data set without a captions file fails while the run loads its data: one
+    ``error:`` line on the terminal, and the same line in the run's train.log."""
+    (tmp_path / "photos").mkdir()
+    run = tmp_path / "run"
+    out = run_tool(
+        "train.py", "data=folder", f"data.root={tmp_path / 'photos'}", f"hydra.run.dir={run}"
+    )
+    line = assert_one_line_error(out, "captions file")
+    assert line in (run / "train.log").read_text()
+
+
+# captioning-train with the data loading failing unexpectedly (not a CaptioningError)
+FAILING_TRAIN = """
+import sys
+from captioning.training import run_data
+from captioning.cli.train import main
+def broken(*args, **kwargs):
+    raise RuntimeError("the disk went away")
+run_data.load_records = broken
+sys.exit(main())
+"""
+
+
+def test_an_unexpected_error_leaves_its_traceback_in_train_log(shapes_root, tmp_path):
+    run = tmp_path / "run"
+    args = [f"hydra.run.dir={run}", *SMALL_RUN, f"data.root={shapes_root}"]
+    out = subprocess.run(
+        [sys.executable, "-c", FAILING_TRAIN, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert out.returncode != 0 and "the disk went away" in out.stderr
+    log = (run / "train.log").read_text()
+    assert "the run failed:" in log and "Traceback" in log
+    assert "RuntimeError: the disk went away" in log

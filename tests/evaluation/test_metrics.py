@@ -126,6 +126,30 @@ def test_meteor_subprocess_is_terminated(monkeypatch: pytest.MonkeyPatch) -> Non
     assert created[0].meteor_p.returncode is not None  # killed and reaped
 
 
+@needs_java
+def test_java_scorers_run_outside_the_callers_process_group(monkeypatch: pytest.MonkeyPatch):
+    """The PTB tokenizer and METEOR start in a session of their own: a Ctrl-C (SIGINT to the
+    terminal's process group) meant for a training run does not cut their output short."""
+    import os
+    import subprocess
+
+    groups, real = [], subprocess.Popen
+
+    class Recording(real):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            groups.append(os.getpgid(self.pid))
+
+    monkeypatch.setattr(subprocess, "Popen", Recording)
+    report = coco_scores(REFS, PREDS, metrics=("Bleu", "METEOR"))
+    assert report.tokenizer == "ptb" and 0 < report.scores["METEOR"] <= 1
+    assert len(groups) == 3 and os.getpgid(0) not in groups  # 2 tokenizer runs, METEOR
+    assert metrics.subprocess is subprocess  # pycocoevalcap's modules are restored
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    assert ptbtokenizer.subprocess is subprocess
+
+
 def test_spice_without_jars_is_skipped_without_download(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

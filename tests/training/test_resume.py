@@ -1,16 +1,26 @@
-"""Resuming a run (captioning.training.resume): refusing a checkpoint that does not fit the run."""
+"""Resuming a run (captioning.training.resume): the run's own config with only resumable keys
+changed, and refusing a checkpoint that does not fit the run."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
-from helpers import assert_one_line_error, evil_checkpoint, fit, robust_cfg, run_tool, small_cfg
+from helpers import (
+    assert_one_line_error,
+    evil_checkpoint,
+    fit,
+    robust_cfg,
+    run_tool,
+    small_cfg,
+)
+from helpers import tiny_cfg as tiny_cfg_full
+from omegaconf import OmegaConf
 
 from captioning.checkpoint import save_checkpoint
 from captioning.errors import CaptioningError
 from captioning.training import parse_config
-from captioning.training.resume import load_resume, resume_source
+from captioning.training.resume import RESUMABLE, load_resume, resume_source, resumed_config
 
 tiny_cfg = small_cfg
 
@@ -65,3 +75,57 @@ def test_resume_refuses_a_different_model_or_vocabulary(shapes_root, tmp_path):
     (run / "vocab.json").write_text('["<pad>", "<start>", "<end>", "<unk>", "zebra"]')
     with pytest.raises(CaptioningError, match=r"vocabulary \(\d+ words\) differs from the run's"):
         fit(robust_cfg(shapes_root, "trainer.epochs=2", f"trainer.resume={run}"))
+
+
+def _saved(shapes_root):
+    return parse_config(
+        tiny_cfg_full(
+            shapes_root, "decoder=attention", "decoder.attention_dim=8", "trainer.epochs=3"
+        )
+    ).to_dict()
+
+
+def test_resumed_config_is_the_runs_own_with_only_resumable_overrides(shapes_root):
+    saved = _saved(shapes_root)
+    given = OmegaConf.to_container(  # defaults (an LSTM), the user's epochs and progress bar
+        tiny_cfg_full(shapes_root, "trainer.epochs=5", "trainer.progress=true", "trainer.resume=R")
+    )
+    merged = resumed_config(saved, given, ["trainer.epochs", "trainer.progress"], "R")
+    assert merged["decoder"] == saved["decoder"]  # the attention decoder, not the default LSTM
+    assert merged["trainer"]["epochs"] == 5 and merged["trainer"]["progress"] is True
+    assert merged["trainer"]["resume"] == "R" and merged["trainer"]["init_from"] is None
+    assert parse_config(merged).decoder.to_dict() == saved["decoder"]
+    assert {"trainer.epochs", "trainer.device", "data.root"} <= set(RESUMABLE)
+
+
+def test_resumed_config_refuses_a_changed_model_in_one_line_naming_the_keys(shapes_root):
+    saved = _saved(shapes_root)
+    given = OmegaConf.to_container(
+        tiny_cfg_full(shapes_root, "decoder.hidden_dim=64", "optim.lr=0.1")
+    )
+    with pytest.raises(CaptioningError) as caught:
+        resumed_config(saved, given, ["decoder.hidden_dim", "optim.lr", "trainer.epochs"], "R")
+    message = str(caught.value)
+    assert "decoder.hidden_dim (32 in the run, 64 given)" in message and "optim.lr" in message
+    assert "trainer.epochs" not in message.split("only")[0]  # it may change
+    assert "start a new run" in message and "trainer.init_from=R" in message
+    assert "\n" not in message
+    # a group choice touches its whole section: decoder=lstm on an attention run
+    lstm = OmegaConf.to_container(tiny_cfg_full(shapes_root))
+    with pytest.raises(CaptioningError, match=r"decoder\._target_"):
+        resumed_config(saved, lstm, ["decoder"], "R")
+
+
+def test_resumed_config_accepts_overrides_that_repeat_the_runs_values(shapes_root):
+    """Re-typing the original command with trainer.resume added is not an error, and a group
+    that sets keys anywhere (experiment=..., touched "") only changes the resumable ones."""
+    saved = _saved(shapes_root)
+    again = tiny_cfg_full(
+        shapes_root, "decoder=attention", "decoder.attention_dim=8", "trainer.epochs=3"
+    )
+    given = OmegaConf.to_container(again)
+    merged = resumed_config(saved, given, ["decoder", "decoder.attention_dim", ""], "R")
+    assert merged["decoder"] == saved["decoder"] and merged["trainer"]["epochs"] == 3
+    older = {**saved, "trainer": {k: v for k, v in saved["trainer"].items() if k != "threads"}}
+    merged = resumed_config(older, given, [], "R")  # a key the old checkpoint lacks: filled
+    assert "threads" in merged["trainer"] and parse_config(merged).trainer.threads is None
