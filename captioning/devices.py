@@ -5,6 +5,9 @@ Used by training (``trainer.device``, ``trainer.amp``, ...) and by inference (``
 
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 
 from captioning.errors import CaptioningError
@@ -13,6 +16,7 @@ from captioning.openmp import default_threads
 __all__ = ["AMP_CHOICES", "autocast_dtype", "configure_torch", "resolve_device"]
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "none")
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto", *, setting: str = "device") -> torch.device:
@@ -70,6 +74,8 @@ def configure_torch(
         tf32: allow TF32 matmuls and convolutions for the float32 parts of the model.
     """
     torch.set_num_threads(int(threads) if threads else default_threads())
+    policy = os.environ.get("OMP_WAIT_POLICY") or "unset: OpenMP threads spin while they wait"
+    log.info("torch CPU threads: %d (OMP_WAIT_POLICY %s)", torch.get_num_threads(), policy)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     if device.type == "cuda":
