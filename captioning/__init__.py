@@ -7,6 +7,13 @@ The public API, re-exported here::
 
 __version__ = "0.1.0"
 
+# First, before anything imports torch: OpenMP reads its wait policy when torch loads it
+# (hence the imports below the call).
+# ruff: noqa: E402
+from captioning.openmp import set_wait_policy
+
+set_wait_policy()  # OMP_WAIT_POLICY=PASSIVE unless the user set it (see captioning.openmp)
+
 from captioning.checkpoint import load_checkpoint, save_checkpoint
 from captioning.contracts import CaptionDecoder, EncoderOutput
 from captioning.decoding import (

@@ -5,13 +5,18 @@ Used by training (``trainer.device``, ``trainer.amp``, ...) and by inference (``
 
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 
 from captioning.errors import CaptioningError
+from captioning.openmp import default_threads
 
 __all__ = ["AMP_CHOICES", "autocast_dtype", "configure_torch", "resolve_device"]
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "none")
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto", *, setting: str = "device") -> torch.device:
@@ -61,13 +66,16 @@ def configure_torch(
 
     Args:
         device: the training device (cuDNN and TF32 switches only matter on CUDA).
-        threads: CPU threads for intra-op parallelism (None: PyTorch's default).
+        threads: CPU threads for intra-op parallelism (None: one per core this process may
+            use, :func:`captioning.openmp.default_threads`; with the passive OpenMP wait
+            policy ``import captioning`` sets, that degrades gracefully beside other jobs).
         deterministic: ``torch.use_deterministic_algorithms`` (warn-only), and no cuDNN autotune.
         cudnn_benchmark: let cuDNN pick the fastest kernels for the shapes it sees.
         tf32: allow TF32 matmuls and convolutions for the float32 parts of the model.
     """
-    if threads:
-        torch.set_num_threads(int(threads))
+    torch.set_num_threads(int(threads) if threads else default_threads())
+    policy = os.environ.get("OMP_WAIT_POLICY") or "unset: OpenMP threads spin while they wait"
+    log.info("torch CPU threads: %d (OMP_WAIT_POLICY %s)", torch.get_num_threads(), policy)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     if device.type == "cuda":

@@ -116,7 +116,9 @@ class Captioner:
         pil = (
             to_rgb(image)
             if isinstance(image, Image.Image)
-            else load_image(image, max_pixels=self.max_pixels)
+            else load_image(  # a large JPEG decodes at reduced scale: only the model sees it
+                image, max_pixels=self.max_pixels, min_side=self.transform.decode_min_side
+            )
         )
         return self.transform(pil)  # (3, H, W)
 

@@ -44,3 +44,22 @@ def test_data_benchmark_quick_mode(tmp_path):
     result = json.loads((tmp_path / "data.json").read_text())
     assert {r["data"] for r in result["rows"]} == {"coco_karpathy", "coco"}
     assert all(r["peak_rss_gb"] > 0 for r in result["rows"])
+
+
+@pytest.mark.slow
+def test_images_benchmark_reports_each_input_with_its_scale_speedup_and_difference(tmp_path):
+    done = subprocess.run(  # python -m benchmarks images --quick, from the repository root
+        [sys.executable, "-m", "benchmarks", "images", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "images.json").read_text())["rows"]
+    assert len(rows) == 18 and {r["transform"] for r in rows} == {"eval", "train"}
+    for row in rows:
+        reduced = row["decoded_at"] != "1/1"
+        assert row["decoded_at"] == ("1/4" if row["needs"] == 64 else row["decoded_at"])
+        assert row["mad_255"] < 2.0 and (row["mad_255"] > 0) == reduced
+    assert "| 1/4 |" in (tmp_path / "images.md").read_text()

@@ -13,15 +13,25 @@ from torch.utils.data import Dataset
 from captioning.data.captions import EncodedCaptions, TokenizedCaptions
 from captioning.data.images import MAX_PIXELS, ImageLoadError, load_image
 from captioning.data.records import ImageRecord, SkippedImage
+from captioning.data.transforms import ImageTransform
 from captioning.vocab import Vocabulary
 
-__all__ = ["CaptionDataset", "ImageDataset"]
+__all__ = ["CaptionDataset", "ImageDataset", "decode_min_side"]
+
+
+def decode_min_side(transform: Callable) -> int | None:
+    """The smallest image side ``transform`` needs (an :class:`ImageTransform`'s), else None:
+    what :func:`~captioning.data.images.load_image` takes as ``min_side``."""
+    return transform.decode_min_side if isinstance(transform, ImageTransform) else None
 
 
 def _read_image(record: ImageRecord, transform: Callable, max_pixels: int | None) -> Any:
-    """The record's transformed image, or a :class:`SkippedImage` when it cannot be read."""
+    """The record's transformed image, or a :class:`SkippedImage` when it cannot be read.
+
+    A JPEG at least twice the size ``transform`` needs is decoded at reduced scale."""
+    min_side = decode_min_side(transform)
     try:
-        return transform(load_image(record.path, max_pixels=max_pixels))
+        return transform(load_image(record.path, max_pixels=max_pixels, min_side=min_side))
     except ImageLoadError as exc:
         return SkippedImage(record.image_id, str(exc))
 

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from captioning.contracts import EncoderOutput
 from captioning.data.captions import EncodedCaptions, TokenizedCaptions
-from captioning.data.datasets import ImageDataset
+from captioning.data.datasets import ImageDataset, decode_min_side
 from captioning.data.images import MAX_PIXELS, ImageLoadError, load_image
 from captioning.data.loader import collate_images
 from captioning.data.records import ImageRecord, SkippedImage
@@ -392,9 +392,11 @@ def _first_image(
     """The first readable image as a batch of one (to probe the encoder's output shapes)."""
     if not records:
         raise CaptioningError("cannot cache features of an empty image list")
+    min_side = decode_min_side(transform)  # as the cache's loader decodes them
     for record in records[:100]:
         try:
-            return transform(load_image(record.path, max_pixels=max_pixels)).unsqueeze(0)
+            image = load_image(record.path, max_pixels=max_pixels, min_side=min_side)
+            return transform(image).unsqueeze(0)
         except ImageLoadError:
             continue
     raise CaptioningError(

@@ -4,6 +4,11 @@
 EXIF orientation applied, and turns every way that can fail (missing, not an image, truncated,
 empty, too large) into one :class:`ImageLoadError` whose message names the file.
 :func:`to_rgb` applies the same mode conversion to images that are already in memory.
+
+Given ``min_side`` (the smallest side a transform needs), a JPEG at least twice that size is
+decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling (Pillow's ``draft``), several times
+faster than a full decode; the image then carries a :class:`ReducedDecode` in its ``info`` so a
+resize (``captioning.data.transforms``) maps it exactly like the full-size image.
 """
 
 from __future__ import annotations
@@ -11,15 +16,23 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from captioning.errors import CaptioningError, one_line
 
-__all__ = ["MAX_PIXELS", "ImageLoadError", "load_image", "to_rgb"]
+__all__ = [
+    "MAX_PIXELS",
+    "ImageLoadError",
+    "ReducedDecode",
+    "load_image",
+    "reduced_decode",
+    "to_rgb",
+]
 
 logger = logging.getLogger(__name__)
 _PILLOW_LIMIT_LIFTED = threading.Lock()  # Image.MAX_IMAGE_PIXELS is module state
@@ -33,8 +46,67 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 
 
+_REDUCED_KEY = "captioning.reduced_decode"  # image.info key of a ReducedDecode
+
+
 class ImageLoadError(CaptioningError):
     """An image file (or in-memory image) that cannot be turned into an RGB image."""
+
+
+@dataclass(frozen=True)
+class ReducedDecode:
+    """How an image decoded at reduced scale (:func:`load_image` with ``min_side``) maps onto the
+    full-size image.
+
+    Attributes:
+        source_size: ``(width, height)`` of the full-size image, upright.
+        box: ``(left, top, right, bottom)`` of the part of the reduced image that holds the whole
+            picture, in its pixels. Floats: at 1/s scale a side of n pixels becomes ``ceil(n/s)``
+            pixels, the last one partly made of the JPEG's block padding.
+    """
+
+    source_size: tuple[int, int]
+    box: tuple[float, float, float, float]
+
+
+def reduced_decode(image: PIL.Image.Image) -> ReducedDecode | None:
+    """The :class:`ReducedDecode` of an image :func:`load_image` decoded at reduced scale, else
+    None (full-size decodes, images from anywhere else)."""
+    value = image.info.get(_REDUCED_KEY)
+    return value if isinstance(value, ReducedDecode) else None
+
+
+def _draft(image: PIL.Image.Image, min_side: int) -> tuple[float, float] | None:
+    """Ask Pillow to decode a JPEG at the smallest 1/2, 1/4, 1/8 scale whose sides both stay at
+    least ``min_side``; returns the reduced image's size in full-image units / scale
+    (``(width / s, height / s)``), or None when the image is decoded at full size."""
+    if image.format != "JPEG":
+        return None
+    full = image.size
+    drafted = image.draft(image.mode, (min_side, min_side))
+    if drafted is None or image.size == full:
+        return None
+    return drafted[1][2], drafted[1][3]
+
+
+def _upright_box(
+    valid: tuple[float, float], size: tuple[int, int], orientation: int
+) -> tuple[float, float, float, float]:
+    """Where the picture lies in a reduced decode once EXIF ``orientation`` is applied.
+
+    In the stored image of ``size`` the picture is ``(0, 0, *valid)`` (the padding is on the
+    right and at the bottom); each orientation moves that corner as ``exif_transpose`` does.
+    """
+    (a, b), (w, h) = valid, size
+    return {
+        2: (w - a, 0, w, b),  # mirror left-right
+        3: (w - a, h - b, w, h),  # rotate 180
+        4: (0, h - b, a, h),  # mirror top-bottom
+        5: (0, 0, b, a),  # transpose
+        6: (h - b, 0, h, a),  # rotate 90 clockwise
+        7: (h - b, w - a, h, w),  # transverse
+        8: (0, w - a, b, w),  # rotate 90 counter-clockwise
+    }.get(orientation, (0.0, 0.0, a, b))
 
 
 def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
@@ -109,7 +181,10 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
 
 
 def load_image(
-    path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIXELS
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int | None = MAX_PIXELS,
+    min_side: int | None = None,
 ) -> PIL.Image.Image:
     """Open an image file as a fully decoded 8-bit RGB image.
 
@@ -123,6 +198,11 @@ def load_image(
             decoding; ``None``: no limit. This is the one size rule: Pillow's own
             decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is lifted while the file
             is opened here.
+        min_side: The smallest width and height the caller needs (a transform's
+            ``decode_min_side``). A JPEG whose sides are both at least twice this is decoded at
+            the smallest of 1/2, 1/4, 1/8 scale that keeps both sides at least ``min_side``,
+            and carries a :class:`ReducedDecode` (see :func:`reduced_decode`). Other formats,
+            and ``None``, decode at full size.
 
     Returns:
         The image in RGB mode, upright.
@@ -164,20 +244,28 @@ def load_image(
                 f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}",
                 "resize the image or pass a larger max_pixels",
             )
+        valid = _draft(image, min_side) if min_side else None
         try:
             image.load()
         except Exception as exc:  # Pillow decoders raise OSError, SyntaxError, ValueError, ...
             raise fail(f"truncated or corrupt image data ({one_line(exc)})") from exc
         try:
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
             upright = ImageOps.exif_transpose(image) or image
         except Exception as exc:  # broken EXIF is common in the wild: keep the pixels as stored
             logger.warning("%s: unreadable EXIF orientation (%s), not rotated", where, exc)
-            upright = image
+            upright, orientation = image, 1
         try:
             rgb = to_rgb(upright)
         except ImageLoadError as exc:
             raise fail(str(exc).split(";")[0]) from exc
         if rgb is image:  # detach from the file handle closed by ``with``
             rgb = rgb.copy()
+        if valid is not None:
+            turned = orientation in (5, 6, 7, 8)
+            rgb.info[_REDUCED_KEY] = ReducedDecode(
+                source_size=(height, width) if turned else (width, height),
+                box=_upright_box(valid, image.size, orientation),
+            )
     logger.debug("loaded %s: %dx%d (%s)", where, rgb.width, rgb.height, image.mode)
     return rgb

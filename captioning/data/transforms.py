@@ -4,6 +4,11 @@ An encoder carries a :class:`Preprocess` (sizes and normalisation, read from its
 metadata when it has pretrained weights) and the data pipeline builds its transforms from it
 with :func:`eval_transform` / :func:`train_transform`, so the two can never disagree.
 
+The pipelines are :class:`ImageTransform` objects: besides mapping an image to a tensor they tell
+the loader the smallest image they need (``decode_min_side``), so a COCO-sized JPEG can be decoded
+at reduced scale (:func:`captioning.data.images.load_image`), and their resize maps such an image
+exactly like the full-size one (same output size, same geometry; only the resampling differs).
+
 Augmentation is deliberately conservative: captions describe positions ("a red square left of
 a blue circle") and colours, so there is no horizontal flip and no hue jitter by default.
 """
@@ -19,12 +24,13 @@ from torch import Tensor
 from torchvision.models import WeightsEnum
 from torchvision.transforms import InterpolationMode, v2
 
-from captioning.data.images import to_rgb
+from captioning.data.images import reduced_decode, to_rgb
 from captioning.errors import CaptioningError
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "ImageTransform",
     "Preprocess",
     "eval_transform",
     "imagenet_preprocess",
@@ -124,15 +130,56 @@ class _ToRGB:
         return f"{type(self).__name__}()"
 
 
+class _Resize:
+    """``v2.Resize(size)`` (bilinear, antialiased) that also resizes a reduced-size JPEG decode
+    as if it were the full-size image: the output size is computed from the full size, and only
+    the part of the reduced image that holds the picture is resampled (``box``)."""
+
+    def __init__(self, size: int | tuple[int, int]) -> None:
+        self.size = size
+        self.plain = v2.Resize(size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+
+    def __call__(self, image: PIL.Image.Image | Tensor) -> PIL.Image.Image | Tensor:
+        reduced = reduced_decode(image) if isinstance(image, PIL.Image.Image) else None
+        if reduced is None:
+            return self.plain(image)
+        width, height = reduced.source_size
+        if isinstance(self.size, int):  # shorter side to size, as torchvision computes it
+            short, long = sorted((width, height))
+            other = int(self.size * long / short)
+            out = (self.size, other) if width <= height else (other, self.size)
+        else:
+            out = (self.size[1], self.size[0])
+        return image.resize(out, PIL.Image.Resampling.BILINEAR, box=reduced.box)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"
+
+
+class ImageTransform(v2.Compose):
+    """A PIL image -> tensor pipeline that knows the smallest image it needs.
+
+    Attributes:
+        decode_min_side: Both sides of the image before the first resize must be at least this
+            for the resize to only shrink (the resize size with ``crop``, else the crop size);
+            :func:`~captioning.data.images.load_image` takes it as ``min_side``.
+    """
+
+    def __init__(self, steps: list[Callable], decode_min_side: int) -> None:
+        super().__init__(steps)
+        self.decode_min_side = decode_min_side
+
+
+def _min_side(pre: Preprocess) -> int:
+    """The smallest side the resize of ``pre`` needs so that it never enlarges."""
+    return pre.resize_size if pre.crop else pre.crop_size
+
+
 def _resize(pre: Preprocess) -> list[Callable]:
     """The deterministic geometry shared by eval and un-augmented training."""
-    bilinear = InterpolationMode.BILINEAR
     if pre.crop:
-        return [
-            v2.Resize(pre.resize_size, interpolation=bilinear, antialias=True),
-            v2.CenterCrop(pre.crop_size),
-        ]
-    return [v2.Resize((pre.crop_size, pre.crop_size), interpolation=bilinear, antialias=True)]
+        return [_Resize(pre.resize_size), v2.CenterCrop(pre.crop_size)]
+    return [_Resize((pre.crop_size, pre.crop_size))]
 
 
 def _to_tensor(pre: Preprocess) -> list[Callable]:
@@ -144,7 +191,7 @@ def _to_tensor(pre: Preprocess) -> list[Callable]:
     ]
 
 
-def eval_transform(pre: Preprocess) -> Callable[[PIL.Image.Image], Tensor]:
+def eval_transform(pre: Preprocess) -> ImageTransform:
     """Deterministic PIL image -> normalised tensor transform for evaluation and inference.
 
     Converts the image to RGB first (see :func:`captioning.data.images.to_rgb`), then either
@@ -158,12 +205,12 @@ def eval_transform(pre: Preprocess) -> Callable[[PIL.Image.Image], Tensor]:
     Returns:
         A callable mapping a PIL image to a float tensor of shape ``(3, crop_size, crop_size)``.
     """
-    return v2.Compose([_ToRGB(), *_resize(pre), *_to_tensor(pre)])
+    return ImageTransform([_ToRGB(), *_resize(pre), *_to_tensor(pre)], _min_side(pre))
 
 
 def train_transform(
     pre: Preprocess, *, augment: bool = False, hflip: bool = False
-) -> Callable[[PIL.Image.Image], Tensor]:
+) -> ImageTransform:
     """PIL image -> normalised tensor transform for training.
 
     With ``augment=False`` this is exactly :func:`eval_transform`. With ``augment=True``:
@@ -193,15 +240,11 @@ def train_transform(
         return eval_transform(pre)
     steps: list[Callable] = [_ToRGB()]
     if pre.crop:
-        bilinear = InterpolationMode.BILINEAR
-        steps += [
-            v2.Resize(pre.resize_size, interpolation=bilinear, antialias=True),
-            v2.RandomCrop(pre.crop_size),
-        ]
+        steps += [_Resize(pre.resize_size), v2.RandomCrop(pre.crop_size)]
     else:
         steps += _resize(pre)
     if hflip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))
     steps.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1, hue=0.0))
     steps += _to_tensor(pre)
-    return v2.Compose(steps)
+    return ImageTransform(steps, _min_side(pre))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from captioning.data.images import ImageLoadError, load_image, to_rgb
+from captioning.data.images import ImageLoadError, _upright_box, load_image, to_rgb
 
 
 def _seed_images() -> list[bytes]:
@@ -201,3 +201,16 @@ def test_load_image_bad_header(tmp_path: Path) -> None:
     path.write_bytes(data)
     with pytest.raises(ImageLoadError, match=r"zero\.png"):
         load_image(path)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_upright_box_follows_the_picture_through_each_exif_orientation(orientation):
+    """In a reduced decode the picture is the top-left (a, b) of the stored image (the padding
+    right and below); after ``exif_transpose`` the box must be where those pixels went."""
+    stored, (a, b) = Image.new("L", (9, 6), 0), (7, 4)
+    stored.paste(255, (0, 0, a, b))
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    stored.info["exif"] = exif.tobytes()
+    upright = ImageOps.exif_transpose(stored)
+    assert _upright_box((a, b), stored.size, orientation) == upright.getbbox()
