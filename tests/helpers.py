@@ -509,7 +509,7 @@ def random_captions(b: int = 5, t: int = 7, v: int = 20, seed: int = 0):
 
 
 def html_scores(page: str) -> dict[int, list[float]]:
-    """image id -> the numbers of its row (id, then the metric columns)."""
+    """image id -> the numbers of its row (the metric columns)."""
     rows = re.findall(r'<tr data-image-id="(\d+)">(.*?)</tr>', page, flags=re.S)
     return {int(i): [float(v) for v in re.findall(r'data-value="([^"]*)"', row)] for i, row in rows}
 
