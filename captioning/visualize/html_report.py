@@ -251,9 +251,7 @@ def write_html_report(
         rows.append(f'<tr data-image-id="{item.image_id}">{"".join(cells)}</tr>')
     # one small box per score, wrapping at the window's edge (a one-row table of 20 scores
     # was 2,000 px wide: the last ones off-screen)
-    summary = "".join(
-        f"<div><dt>{e(k)}</dt><dd>{_number(v)}</dd></div>" for k, v in scores.items()
-    )
+    summary = "".join(f"<div><dt>{e(k)}</dt><dd>{_number(v)}</dd></div>" for k, v in scores.items())
     order = f", lowest {REPORT_METRICS[default]} first" if default else ""
     note_lines = "".join(f"<li>{e(n)}</li>" for n in notes)
     page = f"""<!DOCTYPE html>
