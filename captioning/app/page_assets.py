@@ -113,6 +113,8 @@ class HintFilter(io.TextIOBase):
 
     def write(self, text: str) -> int:
         self.out.write(text.replace(GRADIO_SHARE_HINT, self.hint))
+        if "\n" in text:  # start-up lines show at once, also when piped to a file
+            self.out.flush()
         return len(text)
 
     def flush(self) -> None:
