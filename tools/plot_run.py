@@ -25,13 +25,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--monitor",
         help="validation metric that picks the best epoch (default: the run's trainer.monitor, "
-        "else CIDEr)",
+        "else Bleu_4)",
     )
     return parser.parse_args(argv)
 
 
 def run_monitor(run_dir: Path) -> str:
-    """The run's ``trainer.monitor`` from its saved config (CIDEr, the default, without one)."""
+    """The run's ``trainer.monitor`` from its saved config (without one: Bleu_4, the default of
+    conf/trainer/base.yaml)."""
     saved = run_dir / ".hydra" / "config.yaml"
     if saved.is_file():
         from omegaconf import OmegaConf
@@ -39,7 +40,7 @@ def run_monitor(run_dir: Path) -> str:
         monitor = OmegaConf.select(OmegaConf.load(saved), "trainer.monitor", default=None)
         if monitor:
             return str(monitor)
-    return "CIDEr"
+    return "Bleu_4"
 
 
 @one_line_errors

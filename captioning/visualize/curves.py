@@ -21,7 +21,7 @@ def plot_training_curves(
     path: str | os.PathLike,
     *,
     title: str | None = None,
-    monitor: str = "CIDEr",
+    monitor: str = "Bleu_4",
 ) -> Path:
     """Draws the losses, the validation scores and the learning rate per epoch, the best epoch
     marked (:func:`training_curves_figure`).
@@ -32,7 +32,8 @@ def plot_training_curves(
             ``val_<metric>`` (what :func:`captioning.training.run_log.read_metrics_csv` returns).
         path: the image file to write (PNG, SVG, PDF by suffix).
         title: figure title.
-        monitor: the validation metric the run picked its best epoch by (``trainer.monitor``).
+        monitor: the validation metric the run picked its best epoch by (``trainer.monitor``;
+            its default in conf/trainer/base.yaml is Bleu_4).
 
     Returns:
         The path written.
@@ -47,7 +48,7 @@ def plot_training_curves(
     return out
 
 
-def best_epoch(rows: Sequence[Mapping[str, float]], monitor: str = "CIDEr") -> int | None:
+def best_epoch(rows: Sequence[Mapping[str, float]], monitor: str = "Bleu_4") -> int | None:
     """The epoch the trainer keeps as ``best.pt``: the first with the highest ``val_<monitor>``
     (a later tie is no improvement); None when no row has it."""
     scored = [(r[f"val_{monitor}"], -r["epoch"]) for r in rows if f"val_{monitor}" in r]
@@ -55,7 +56,7 @@ def best_epoch(rows: Sequence[Mapping[str, float]], monitor: str = "CIDEr") -> i
 
 
 def training_curves_figure(
-    rows: Sequence[Mapping[str, float]], *, title: str | None = None, monitor: str = "CIDEr"
+    rows: Sequence[Mapping[str, float]], *, title: str | None = None, monitor: str = "Bleu_4"
 ) -> Any:
     """The figure of :func:`plot_training_curves`: one panel per group of curves (train and
     validation loss, validation BLEU/METEOR/ROUGE-L, validation CIDEr, learning rate), each

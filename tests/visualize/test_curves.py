@@ -19,7 +19,7 @@ def test_training_curves_plot_every_metric_per_epoch(tmp_path: Path) -> None:
     from captioning.visualize import training_curves_figure
 
     rows = read_metrics_csv(metrics_run_dir(tmp_path) / "metrics.csv")
-    fig = training_curves_figure(rows, title="run")
+    fig = training_curves_figure(rows, title="run", monitor="CIDEr")
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == [
         "train loss / val loss",
@@ -72,8 +72,8 @@ def test_training_curves_mark_the_best_epoch_by_the_monitored_metric(tmp_path: P
     rows = read_metrics_csv(metrics_run_dir(tmp_path) / "metrics.csv")
     # CIDEr: 0.3, 0.9, 0.6, 0.9 -> epoch 2, as the trainer keeps it (a tie is no improvement)
     assert best_epoch(rows, "CIDEr") == 2 and best_epoch(rows, "Bleu_4") == 4
-    assert _best_marks(training_curves_figure(rows)) == [2.0]
-    by_bleu = training_curves_figure(rows, monitor="Bleu_4", title="run")
+    assert _best_marks(training_curves_figure(rows, monitor="CIDEr")) == [2.0]
+    by_bleu = training_curves_figure(rows, title="run")  # trainer.monitor's default: Bleu_4
     assert _best_marks(by_bleu) == [4.0]
     assert by_bleu.get_suptitle() == "run: best epoch 4 by validation Bleu_4 (0.2000)"
     assert best_epoch([{"epoch": 1, "train_loss": 2.0}]) is None
