@@ -20,6 +20,7 @@ def write_scored_page(
     *,
     images: Mapping[int, Path] | None = None,
     title: str = "",
+    names: Mapping[int, str] | None = None,
 ) -> Path:
     """Write the page; a note (appended to ``scored.notes``) says how many images have no
     thumbnail.
@@ -32,6 +33,8 @@ def write_scored_page(
         images: image id -> file, for thumbnails and the file names the rows show (without
             it, rows show ids).
         title: the page's title (after "Captions: ").
+        names: image id -> file name for the rows, where `images` has none (e.g. the
+            ``file_name`` of a references file scored without its images).
 
     Returns:
         The file written.
@@ -53,7 +56,7 @@ def write_scored_page(
         scored.report.per_image,
         found or None,
         scored.grounding,
-        names={i: p.name for i, p in images.items()},  # also for files not found
+        names={**(names or {}), **{i: p.name for i, p in images.items()}},  # also when missing
     )
     return write_html_report(
         Path(path), items, title=f"Captions: {title}", scores=scored.scores, notes=scored.notes
