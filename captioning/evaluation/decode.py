@@ -49,12 +49,14 @@ class ReferenceLoss:
         pad_id: ``<pad>``'s id.
         total: cross-entropy summed so far (nats).
         words: target words so far.
+        chunk: captions teacher-forced together (their logits are chunk x T x V floats).
     """
 
     references: Mapping[int, Sequence[Sequence[int]]]
     pad_id: int = 0
     total: float = 0.0
     words: int = 0
+    chunk: int = 256
 
     @classmethod
     def of_records(
@@ -75,20 +77,22 @@ class ReferenceLoss:
             return
         rows = [k for k, i in enumerate(image_ids) for _ in self.references[i]]
         device = features.vector.device
-        padded = pad_sequence(captions, batch_first=True, padding_value=self.pad_id)  # (C, T+1)
-        padded = padded.to(device)
-        steps = torch.tensor([len(c) - 1 for c in captions])  # (C,) input words, on the CPU
-        index = torch.tensor(rows, device=device)  # (C,) image row of each caption
-        logits = model(features, padded[:, :-1], steps, index)  # (C, T, V)
-        targets = padded[:, 1:]  # (C, T)
-        xe = F.cross_entropy(
-            logits.float().flatten(0, 1),
-            targets.flatten(),
-            ignore_index=self.pad_id,
-            reduction="sum",
-        )
-        self.total += float(xe)
-        self.words += int((targets != self.pad_id).sum())
+        for start in range(0, len(captions), self.chunk):  # (C, T, V) logits a chunk at a time
+            part = captions[start : start + self.chunk]
+            padded = pad_sequence(part, batch_first=True, padding_value=self.pad_id)  # (C, T+1)
+            padded = padded.to(device)
+            steps = torch.tensor([len(c) - 1 for c in part])  # (C,) input words, on the CPU
+            index = torch.tensor(rows[start : start + self.chunk], device=device)  # (C,) rows
+            logits = model(features, padded[:, :-1], steps, index)  # (C, T, V)
+            targets = padded[:, 1:]  # (C, T)
+            xe = F.cross_entropy(
+                logits.float().flatten(0, 1),
+                targets.flatten(),
+                ignore_index=self.pad_id,
+                reduction="sum",
+            )
+            self.total += float(xe)
+            self.words += int((targets != self.pad_id).sum())
 
     def merge(self) -> None:
         """Sum every rank's totals into this one's (DDP; nothing to do in one process)."""

@@ -157,3 +157,28 @@ def test_split_loss_is_only_reported_when_asked(shapes_root: Path, tmp_path: Pat
         decoding=DecodingSettings(max_len=3),
     )
     assert "loss" not in evaluation.scores
+
+
+def test_reference_loss_is_the_same_in_chunks(shapes_root: Path, tmp_path: Path) -> None:
+    from captioning.evaluation.decode import ReferenceLoss
+
+    records = records_with_bad_files(shapes_root, tmp_path, 0)[:4]
+    captioner = Captioner.from_checkpoint(tiny_checkpoint(tmp_path / "ck.pt"), device="cpu")
+    model, vocab = captioner.model.eval(), captioner.vocab
+    images = torch.stack([captioner.preprocess(r.path) for r in records])  # (4, 3, H, W)
+    ids = [r.image_id for r in records]
+    whole, chunked = (
+        ReferenceLoss.of_records(records, vocab),
+        ReferenceLoss.of_records(records, vocab),
+    )
+    chunked.chunk = 3  # fewer than one image's references: chunks cross images
+    with torch.no_grad():
+        features = model.encode(images)
+        whole.add(model, features, ids)
+        chunked.add(model, features, ids)
+    assert (
+        chunked.words
+        == whole.words
+        == sum(len(vocab.encode(c)) - 1 for r in records for c in r.captions)
+    )
+    assert chunked.total == pytest.approx(whole.total, rel=1e-5)
