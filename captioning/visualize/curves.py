@@ -14,6 +14,7 @@ __all__ = ["best_epoch", "plot_training_curves", "training_curves_figure"]
 
 #: validation metrics in [0, 1], drawn together (CIDEr, on a 0..10 scale, gets its own panel)
 _UNIT_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "SPICE")
+LOSS_TITLE = "loss per word"
 
 
 def plot_training_curves(
@@ -84,7 +85,7 @@ def training_curves_figure(
     # other decoders' train_loss and with val_loss) and the regulariser per word
     names = ("train_loss", "train_xe", "train_attention_penalty", "val_loss")
     losses = [k for k in names if k in keys]
-    panels = [(" / ".join(k.replace("_", " ") for k in losses), losses)]
+    panels = [(LOSS_TITLE, losses)]  # the legend names each loss
     panels.append(("validation", [f"val_{m}" for m in _UNIT_METRICS if f"val_{m}" in keys]))
     panels.append(("validation CIDEr", ["val_CIDEr"] if "val_CIDEr" in keys else []))
     panels.append(("learning rate", ["lr"] if "lr" in keys else []))
@@ -112,7 +113,7 @@ def training_curves_figure(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(name)
         ax.grid(alpha=0.3)
-        if len(ks) > 1 or best is not None:
+        if len(ks) > 1 or best is not None or name == LOSS_TITLE:
             ax.legend(fontsize=8)
     if best is not None:
         score = next(r[f"val_{monitor}"] for r in rows if r["epoch"] == best)

@@ -22,7 +22,7 @@ def test_training_curves_plot_every_metric_per_epoch(tmp_path: Path) -> None:
     fig = training_curves_figure(rows, title="run", monitor="CIDEr")
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == [
-        "train loss / val loss",
+        "loss per word",
         "validation",
         "validation CIDEr",
         "learning rate",
@@ -52,7 +52,8 @@ def test_training_curves_plot_every_metric_per_epoch(tmp_path: Path) -> None:
     with Image.open(out) as png:
         assert png.size[0] > 3 * png.size[1]  # four panels side by side
     loss_only = training_curves_figure([{"epoch": 1, "train_loss": 2.0}])
-    assert [ax.get_title() for ax in loss_only.axes] == ["train loss"]
+    assert [ax.get_title() for ax in loss_only.axes] == ["loss per word"]
+    assert [t.get_text() for t in loss_only.axes[0].get_legend().get_texts()] == ["train_loss"]
     with pytest.raises(CaptioningError, match="no epochs"):
         plot_training_curves([], tmp_path / "none.png")
 
