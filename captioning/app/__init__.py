@@ -3,7 +3,8 @@
 * :class:`DemoService` (:mod:`captioning.app.service`): the request handling, without Gradio:
   images and decoding settings in, captions, n-best lists, attention weights or errors out.
 * :func:`build_demo` and :func:`serve` (:mod:`captioning.app.page`): the Gradio page and its
-  offline launch (Gradio is the optional ``app`` extra, imported only when a page is built).
+  offline launch (Gradio is the optional ``app`` extra, imported only when a page is built);
+  :mod:`captioning.app.page_assets`: the page's CSS, its upload-size guard and start-up hint.
 """
 
 from captioning.app.page import (

@@ -13,9 +13,11 @@ test checks that.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from captioning.app.page_assets import PAGE_CSS, SHARE_HINT, HintFilter, upload_guard
 from captioning.app.service import METHODS, Answer, DemoService, method_of
 from captioning.errors import CaptioningError
 from captioning.visualize.attention import attention_figure
@@ -278,7 +281,9 @@ def serve(
     max_file_size: str | int | None = "20mb",
 ) -> None:
     """Launch the page and block until interrupted: offline (see the module's docstring), no
-    share link unless `share`, bound to `host` (localhost by default).
+    share link unless `share`, bound to `host` (localhost by default). Gradio's start-up lines
+    are printed, its hint "set `share=True` in `launch()`" as :data:`SHARE_HINT` (the
+    command's flag).
 
     Args:
         demo: from :func:`build_demo`.
@@ -286,27 +291,35 @@ def serve(
         port: the port.
         share: ask Gradio for a public ``*.gradio.live`` link (contacts Gradio's servers).
         allowed_paths: folders the page may serve files from (the examples).
-        max_file_size: larger uploads are refused by Gradio (``"20mb"``, or bytes).
+        max_file_size: larger uploads are refused (``"20mb"``, or bytes): in the browser, with
+            a status line that keeps the previous image, caption and maps; by Gradio's server
+            for uploads sent otherwise (a pasted image too: the page cannot see its size).
 
     Raises:
         CaptioningError: the port is taken.
     """
+    head = upload_guard(max_file_size) if max_file_size is not None else None
     demo.queue(default_concurrency_limit=1)
     try:
-        demo.launch(
-            server_name=host,
-            server_port=port,
-            share=share,
-            theme=offline_theme(),
-            ssr_mode=False,
-            mcp_server=False,
-            pwa=False,
-            enable_monitoring=False,
-            show_error=False,
-            allowed_paths=[str(p) for p in allowed_paths],
-            max_file_size=max_file_size,
-        )
+        with contextlib.redirect_stdout(HintFilter(sys.stdout, SHARE_HINT)):
+            demo.launch(
+                server_name=host,
+                server_port=port,
+                share=share,
+                theme=offline_theme(),
+                css=PAGE_CSS,
+                head=head,
+                ssr_mode=False,
+                mcp_server=False,
+                pwa=False,
+                enable_monitoring=False,
+                show_error=False,
+                allowed_paths=[str(p) for p in allowed_paths],
+                max_file_size=max_file_size,  # the server's own check, for the API
+                prevent_thread_lock=True,
+            )
     except OSError as exc:
         raise CaptioningError(
             f"cannot serve on {host}:{port}: {' '.join(str(exc).split())}"
         ) from exc
+    demo.block_thread()  # until interrupted

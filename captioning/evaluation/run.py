@@ -28,7 +28,7 @@ from captioning.data.records import ImageRecord
 from captioning.decoding import DecodingSettings
 from captioning.distributed import broadcast_object, is_distributed
 from captioning.errors import CaptioningError
-from captioning.evaluation.decode import decode_records
+from captioning.evaluation.decode import ReferenceLoss, decode_records
 from captioning.evaluation.grounding import GroundingTruth, load_coco_truth, truth_for_split
 from captioning.evaluation.metrics import TEST_METRICS, VALIDATION_SCORERS
 from captioning.evaluation.results import write_results
@@ -91,6 +91,8 @@ def evaluate_split(
     world_size: int = 1,
     progress: bool = False,
     split: str = "",
+    loss: bool = False,
+    loss_max_len: int | None = None,
 ) -> Evaluation:
     """Decode every image of a split once and score the captions against all its references.
 
@@ -112,6 +114,9 @@ def evaluate_split(
         world_size: number of processes.
         progress: show a progress bar.
         split: the split's name, for messages.
+        loss: also report ``loss``, the references' teacher-forced cross-entropy per word
+            (:class:`~captioning.evaluation.decode.ReferenceLoss`, from the same encoder pass).
+        loss_max_len: cut the references to this many words for the loss (``data.max_len``).
 
     Returns:
         The :class:`Evaluation`.
@@ -120,6 +125,9 @@ def evaluate_split(
         CaptioningError: no image of the split can be read (one line), or a scorer fails.
     """
     decoding = decoding or DecodingSettings()
+    reference_loss = (
+        ReferenceLoss.of_records(records, vocab, max_len=loss_max_len) if loss else None
+    )
     predictions = decode_records(
         model,
         records,
@@ -132,6 +140,7 @@ def evaluate_split(
         rank=rank,
         world_size=world_size,
         progress=progress,
+        loss=reference_loss,
     )
     if not predictions:
         which = f"split {split!r}" if split else "the split"
@@ -151,8 +160,11 @@ def evaluate_split(
         )
         for note in scored.notes[1:]:  # (the first names the tokenizer)
             log.info("%s", note)
+    scores = broadcast_object(scored.scores if scored is not None else None)
+    if reference_loss is not None:
+        scores["loss"] = reference_loss.per_word
     return Evaluation(
-        scores=broadcast_object(scored.scores if scored is not None else None),
+        scores=scores,
         predictions=predictions,
         references=references,
         images={r.image_id: r.path for r in records},

@@ -16,7 +16,14 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from captioning.errors import CaptioningError
 
-__all__ = ["SCHEDULES", "build_optimization", "build_optimizer", "build_scheduler", "lr_factor"]
+__all__ = [
+    "SCHEDULES",
+    "build_optimization",
+    "build_optimizer",
+    "build_scheduler",
+    "last_step_lr",
+    "lr_factor",
+]
 
 SCHEDULES = ("none", "step", "cosine")
 _OPTIMIZERS = {
@@ -189,3 +196,11 @@ def build_optimization(
         epochs=epochs,
     )
     return optimizer, scheduler
+
+
+def last_step_lr(scheduler: LambdaLR) -> float:
+    """The decoder's learning rate at the last optimizer step taken (at the first step before
+    any): what an epoch logs as ``lr``. (``get_last_lr()`` is the *next* step's rate, 0 after
+    the last step of a cosine schedule.)"""
+    step = max(scheduler.last_epoch - 1, 0)
+    return scheduler.base_lrs[0] * scheduler.lr_lambdas[0](step)

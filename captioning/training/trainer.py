@@ -60,6 +60,7 @@ from captioning.training.epoch_stats import (
 from captioning.training.finetune import encoder_learns
 from captioning.training.loop import TrainLoop, wrap_step
 from captioning.training.objectives import Objective, build_objective
+from captioning.training.optim import last_step_lr
 from captioning.training.resume import resume_source, run_directory
 from captioning.training.run_log import epoch_row, log_epoch
 from captioning.training.setup import RunSetup, seed_everything, set_up_run
@@ -183,7 +184,7 @@ class Trainer:
             rng = get_rng_state()  # (validation may draw loader seeds: a resume re-runs it)
             try:
                 val = self._at_once(
-                    stop, "validation", lambda: self._evaluate("val", run.records["val"])
+                    stop, "validation", lambda: self._evaluate("val", run.records["val"], loss=True)
                 )
             except Interrupted:
                 set_rng_state(rng)
@@ -265,7 +266,7 @@ class Trainer:
         improved = scores[t.monitor] > state.best
         state.epoch, state.best = epoch, max(state.best, scores[t.monitor])
         state.best_epoch = epoch if improved else state.best_epoch
-        row = epoch_row(epoch, state.step, stats, scores, run.scheduler.get_last_lr()[0])
+        row = epoch_row(epoch, state.step, stats, scores, last_step_lr(run.scheduler))
         log_epoch(row, stats, t.monitor, self.objective.unit, improved)
         if run.run_log is not None:
             run.run_log.log_epoch(row)
@@ -357,10 +358,15 @@ class Trainer:
     # -- scoring -----------------------------------------------------------------------------
 
     def _evaluate(
-        self, split: str, records: list, metrics: tuple[str, ...] = VALIDATION_SCORERS
+        self,
+        split: str,
+        records: list,
+        metrics: tuple[str, ...] = VALIDATION_SCORERS,
+        *,
+        loss: bool = False,
     ) -> Evaluation:
         """Decode `records` once per image with this trainer's model (sharded over ranks) and
-        score them."""
+        score them (`loss`: with the references' cross-entropy per word as ``loss``)."""
         t = self.config.trainer
         return evaluate_split(
             self.model,
@@ -375,6 +381,8 @@ class Trainer:
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
             split=split,
+            loss=loss,
+            loss_max_len=self.config.data.max_len,
         )
 
     def evaluate(

@@ -5,12 +5,13 @@
 * :func:`write_html_report` (:mod:`captioning.visualize.html_report`): a self-contained, sortable HTML
   page of evaluated images with thumbnails, captions, references and per-image scores.
 * :func:`plot_training_curves` (:mod:`captioning.visualize.curves`): train loss and validation
-  metrics per epoch from a run's ``metrics.csv``.
+  metrics per epoch from a run's ``metrics.csv``, the learning rate, the best epoch marked.
 """
 
 from captioning.visualize.attention import (
     COLORMAP,
     ImageSource,
+    attention_colormap,
     attention_figure,
     attention_grids,
     attention_steps,
@@ -31,6 +32,7 @@ __all__ = [
     "REPORT_METRICS",
     "ImageSource",
     "ReportItem",
+    "attention_colormap",
     "attention_figure",
     "attention_grids",
     "attention_steps",

@@ -21,15 +21,18 @@ from PIL import Image
 from torch import Tensor
 
 from captioning.data.images import load_image, to_rgb
-from captioning.data.transforms import Preprocess, eval_transform
+from captioning.data.transforms import Preprocess
 from captioning.decoding import Generation
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
 
-__all__ = ["COLORMAP", "ImageSource", "attention_figure", "attention_grids", "attention_steps"]
-__all__ += ["model_view", "save_attention_map", "upsample_attention"]
+__all__ = ["COLORMAP", "OPACITY", "ImageSource", "attention_colormap", "attention_figure"]
+__all__ += ["attention_grids", "attention_steps", "model_view", "save_attention_map"]
+__all__ += ["upsample_attention"]
 
 ImageSource = str | os.PathLike | Image.Image
+#: the longest side of :func:`model_view` (figures draw panels of a few hundred pixels)
+VIEW_MAX_SIDE = 1024
 
 
 def _as_rgb(image: ImageSource) -> Image.Image:
@@ -104,6 +107,23 @@ def upsample_attention(
 #: the attention colour map: perceptually uniform, drawn over a gray version of the image so
 #: that neither the objects' own colours nor the map's blend into each other
 COLORMAP = "viridis"
+#: opacity of the overlay at weight 0 and at the caption's largest weight: where the model
+#: looks, the map shows most; elsewhere the photo shows through
+OPACITY = (0.2, 0.85)
+#: the gray the colour bar is drawn on: the overlay's colours as they look over a mid-gray photo
+BAR_BACKDROP = "0.5"
+
+
+def attention_colormap() -> Any:
+    """:data:`COLORMAP` with the overlay's opacity in it (from ``OPACITY[0]`` at its low end
+    to ``OPACITY[1]`` at its high end): the one colour mapping both the word panels and the
+    colour bar draw with, so the bar's low end is the colour a weight of 0 is painted."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    colors = colormaps[COLORMAP](np.linspace(0.0, 1.0, 256))  # (256, 4) RGBA
+    colors[:, 3] = np.linspace(*OPACITY, 256)
+    return ListedColormap(colors, name=f"{COLORMAP}_overlay")
 
 
 def attention_figure(
@@ -117,12 +137,15 @@ def attention_figure(
 ) -> Any:
     """The figure :func:`save_attention_map` saves: the image, then one panel per word.
 
-    Each word's panel shows the image in gray with that step's weights, upsampled bicubically,
-    in :data:`COLORMAP`, all panels on one scale from 0 to the largest weight of the caption,
-    given by the colour bar on the right (so panels compare: a diffuse step looks faint).
+    Each word's panel shows the image in gray with that step's weights, upsampled bicubically
+    onto the image at its own aspect ratio, in :func:`attention_colormap` (:data:`COLORMAP`,
+    more opaque where the weight is higher), all panels on one scale from 0 to the largest
+    weight of the caption, given by the colour bar on the right, drawn with the same colour
+    map and scale (so panels compare: a diffuse step looks faint).
 
     Args:
-        image: the image as the encoder saw it (see :func:`model_view`), or a path.
+        image: the image the encoder saw, at its own aspect ratio (see :func:`model_view`),
+            or a path.
         words: the generated words, one per decoding step (``<end>`` included when emitted).
         alphas: (T, L) attention weights, T = ``len(words)``, L = h * w regions (row-major).
         grid_shape: (h, w) of the encoder grid; None infers a square one.
@@ -150,11 +173,12 @@ def attention_figure(
     scale = panel_size / max(picture.size)
     picture = picture.resize(
         (max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
-        Image.Resampling.BICUBIC,
+        Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS,
     )
     gray = np.asarray(picture.convert("L").convert("RGB"))  # (H, W, 3), R = G = B
     maps = upsample_attention(grids, (picture.height, picture.width))  # (T, H, W)
     norm = Normalize(vmin=0.0, vmax=max(float(maps.max()), 1e-12))  # one scale for all words
+    cmap = attention_colormap()
     panels = 1 + len(words)
     cols = max(1, min(columns, panels))
     rows = math.ceil(panels / cols)
@@ -172,13 +196,11 @@ def attention_figure(
             ax.set_title("image", fontsize=10, color="0.4")
             continue
         ax.imshow(gray)
-        opacity = 0.2 + 0.65 * norm(maps[k - 1])  # (H, W): where it looks, the map shows most
-        heat = ax.imshow(
-            maps[k - 1], cmap=COLORMAP, norm=norm, alpha=opacity, interpolation="bilinear"
-        )
+        heat = ax.imshow(maps[k - 1], cmap=cmap, norm=norm, interpolation="bilinear")
         ax.set_title(words[k - 1], fontsize=12)
     if heat is not None:
         bar = fig.colorbar(heat, cax=fig.add_subplot(grid[:, cols]))
+        bar.ax.set_facecolor(BAR_BACKDROP)
         bar.set_label("attention weight", fontsize=9)
         bar.ax.tick_params(labelsize=8)
     fig.tight_layout(pad=0.4)
@@ -241,18 +263,44 @@ def attention_steps(
     return [vocab.id_to_token(t) for t in tokens[:n]], alphas[:n].cpu()
 
 
-def model_view(image: ImageSource, preprocess: Preprocess) -> Image.Image:
-    """The part of an image the encoder sees, at its input size (resize/crop, not normalised).
+def model_view(
+    image: ImageSource, preprocess: Preprocess, *, max_side: int = VIEW_MAX_SIDE
+) -> Image.Image:
+    """The part of an image the encoder sees, at the photo's own aspect ratio and resolution.
+
+    With ``preprocess.crop`` the encoder sees the center square that survives its resize and
+    crop: that square of the photo. Without, it sees the whole photo squashed into a square:
+    the whole photo, not squashed (the attention grid is then stretched over it, as the
+    encoder's grid cells were). Either way the view is not scaled up to the network's input
+    size (no blur); a view longer than `max_side` is scaled down.
 
     Args:
         image: a PIL image or a path.
         preprocess: the encoder's preprocessing (``model.encoder.preprocess``).
+        max_side: the longest side kept, in pixels.
 
     Returns:
-        An RGB image of ``crop_size x crop_size`` pixels, aligned with the attention grid.
+        An RGB image covering exactly what the attention grid covers.
     """
-    tensor = eval_transform(preprocess)(_as_rgb(image))  # (3, H, W), normalised
-    mean = torch.tensor(preprocess.mean).view(3, 1, 1)  # (3, 1, 1)
-    std = torch.tensor(preprocess.std).view(3, 1, 1)  # (3, 1, 1)
-    pixels = (tensor * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)  # (3, H, W)
-    return Image.fromarray(pixels.permute(1, 2, 0).numpy())  # (H, W, 3)
+    picture = _as_rgb(image)
+    if preprocess.crop:
+        # the crop box of torchvision's Resize(shorter side) + CenterCrop, in the photo's pixels
+        width, height = picture.size
+        short, long = sorted((width, height))
+        resized_long = int(preprocess.resize_size * long / short)  # as torchvision rounds
+        resized = (
+            (resized_long, preprocess.resize_size)
+            if width >= height
+            else (preprocess.resize_size, resized_long)
+        )
+        crop = preprocess.crop_size
+        left = round((resized[0] - crop) / 2.0) * width / resized[0]
+        top = round((resized[1] - crop) / 2.0) * height / resized[1]
+        right = left + crop * width / resized[0]
+        bottom = top + crop * height / resized[1]
+        picture = picture.crop((round(left), round(top), round(right), round(bottom)))
+    if max(picture.size) > max_side:
+        shrink = max_side / max(picture.size)
+        size = (max(1, round(picture.width * shrink)), max(1, round(picture.height * shrink)))
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
+    return picture

@@ -51,6 +51,7 @@ class ReportItem:
         image: a path or PIL image for the thumbnail, or None.
         tokens: the caption's tokens when some are marked (None: the caption as it is).
         marked: positions in `tokens` of hallucinated words, shown highlighted.
+        name: the image's file name, what its row shows ("" : the id is shown instead).
     """
 
     image_id: int
@@ -60,6 +61,7 @@ class ReportItem:
     image: ImageSource | None = None
     tokens: Sequence[str] | None = None
     marked: frozenset[int] = frozenset()
+    name: str = ""
 
 
 def report_items(
@@ -68,6 +70,7 @@ def report_items(
     per_image: Mapping[int, Mapping[str, float]],
     images: Mapping[int, ImageSource] | None = None,
     grounding: GroundingReport | None = None,
+    names: Mapping[int, str] | None = None,
 ) -> list[ReportItem]:
     """Rows for :func:`write_html_report`, one per predicted image, in prediction order.
 
@@ -78,15 +81,24 @@ def report_items(
         images: image id -> path or PIL image, for thumbnails (None: no thumbnails).
         grounding: the grounded metrics' report: each caption's hallucinated words are marked
             and counted (None: no grounding).
+        names: image id -> file name shown in its row (default: the name of its path in
+            `images`, when it is a path).
 
     Returns:
         The items.
     """
-    images = images or {}
+    images, names = images or {}, names or {}
     items = []
     for i, caption in predictions.items():
+        image = images.get(i)
+        name = names.get(i) or (Path(image).name if isinstance(image, str | os.PathLike) else "")
         item = ReportItem(
-            i, caption, list(references.get(i, ())), dict(per_image.get(i, {})), images.get(i)
+            i,
+            caption,
+            list(references.get(i, ())),
+            dict(per_image.get(i, {})),
+            image,
+            name=name,
         )
         checked = grounding.per_image.get(i) if grounding is not None else None
         if checked is not None:
@@ -136,7 +148,10 @@ text-align:left;vertical-align:top}#captions th[data-key]{cursor:pointer;backgro
 user-select:none}th[aria-sort=ascending]::after{content:" \\25B2"}
 th[aria-sort=descending]::after{content:" \\25BC"}td.num{text-align:right;
 font-variant-numeric:tabular-nums}ul{margin:0;padding-left:1.1em;color:#555}
-.caption{font-weight:600}#summary td{text-align:right}
+.caption{font-weight:600}#summary{display:flex;flex-wrap:wrap;gap:6px 8px;margin:0;padding:0;
+max-width:100%}#summary div{border:1px solid #ddd;border-radius:4px;padding:3px 8px;
+text-align:right}#summary dt{font-size:12px;color:#555;white-space:nowrap}#summary dd{margin:0;
+font-variant-numeric:tabular-nums}td.file{white-space:nowrap}
 mark{background:#ffd6d6;color:#900;text-decoration:line-through wavy #c00}"""
 
 _JS = """(function () {
@@ -212,7 +227,7 @@ def write_html_report(
     default = "CIDEr" if "CIDEr" in metrics else (metrics[0] if metrics else "")
     head = ["<th>image</th>"] if thumbs else []
     head += [
-        '<th data-key="image_id" data-type="num">id</th>',
+        '<th data-key="file">file</th>',
         '<th data-key="caption">caption</th>',
         '<th data-key="references">references</th>',
     ]
@@ -225,7 +240,8 @@ def write_html_report(
             cells.append(f"<td>{img or ''}</td>")
         refs = "".join(f"<li>{e(r)}</li>" for r in item.references)
         cells += [
-            f'<td class="num" data-value="{item.image_id}">{item.image_id}</td>',
+            f'<td class="file" title="image id {item.image_id}">'
+            f"{e(item.name or f'id {item.image_id}')}</td>",
             f'<td class="caption">{_caption_html(item)}</td>',
             f"<td><ul>{refs}</ul></td>",
         ]
@@ -233,20 +249,16 @@ def write_html_report(
             v = item.scores.get(k, math.nan)
             cells.append(f'<td class="num" data-value="{v!r}">{_number(v)}</td>')
         rows.append(f'<tr data-image-id="{item.image_id}">{"".join(cells)}</tr>')
-    summary = (
-        "<tr>"
-        + "".join(f"<th>{e(k)}</th>" for k in scores)
-        + "</tr><tr>"
-        + "".join(f"<td>{_number(v)}</td>" for v in scores.values())
-        + "</tr>"
-    )
+    # one small box per score, wrapping at the window's edge (a one-row table of 20 scores
+    # was 2,000 px wide: the last ones off-screen)
+    summary = "".join(f"<div><dt>{e(k)}</dt><dd>{_number(v)}</dd></div>" for k, v in scores.items())
     order = f", lowest {REPORT_METRICS[default]} first" if default else ""
     note_lines = "".join(f"<li>{e(n)}</li>" for n in notes)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{e(title)}</h1>
-<table id="summary">{summary}</table>
+<dl id="summary">{summary}</dl>
 <ul id="notes">{note_lines}</ul>
 <p>{len(items)} images{order}; click a column header to sort by it, again to reverse.</p>
 <table id="captions" data-default-sort="{default}">

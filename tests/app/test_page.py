@@ -114,6 +114,44 @@ def test_fifty_mixed_requests_leave_memory_flat(
 # -- the command line ---------------------------------------------------------------------------
 
 
+def test_serve_prints_the_public_link_hint_with_the_commands_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from captioning.app import serve
+    from captioning.app.page_assets import GRADIO_SHARE_HINT
+
+    launched: dict = {}
+
+    class FakeDemo:  # prints what Gradio 6 prints at start-up, then returns at once
+        def queue(self, **kwargs):
+            return self
+
+        def launch(self, **kwargs):
+            launched.update(kwargs)
+            print("* Running on local URL:  http://127.0.0.1:7860")
+            print(GRADIO_SHARE_HINT)
+
+        def block_thread(self):
+            launched["blocked"] = True
+
+    serve(FakeDemo(), max_file_size="2mb")
+    out = capsys.readouterr().out
+    assert "Running on local URL" in out and "--share" in out
+    assert "share=True" not in out and "launch()" not in out
+    assert launched["blocked"] and "2097152" in launched["head"]  # the guard knows the limit
+    assert "nowrap" in launched["css"]
+
+
+def test_file_sizes_read_as_gradio_reads_them() -> None:
+    from captioning.app.page_assets import file_size_bytes
+    from captioning.errors import CaptioningError
+
+    assert file_size_bytes("20mb") == 20 * 1024**2 and file_size_bytes("3 KB") == 3072
+    assert file_size_bytes(500) == 500 and file_size_bytes("7") == 7
+    with pytest.raises(CaptioningError, match="whole number with a unit"):
+        file_size_bytes("20 megs")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -123,8 +161,9 @@ def _free_port() -> int:
 # -- in a real browser --------------------------------------------------------------------------
 
 
-def _start_app(checkpoint: Path, port: int, tmp_path: Path) -> subprocess.Popen:
-    """``tools/demo_app.py`` in a subprocess; returns once it answers HTTP (or fails)."""
+def _start_app(checkpoint: Path, port: int, tmp_path: Path, *extra: str) -> subprocess.Popen:
+    """``tools/demo_app.py`` (with `extra` arguments) in a subprocess; returns once it answers
+    HTTP (or fails)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env["GRADIO_TEMP_DIR"] = str(tmp_path / "gradio")
     with (tmp_path / "app.log").open("w") as log:  # the child keeps its own descriptor
@@ -136,6 +175,7 @@ def _start_app(checkpoint: Path, port: int, tmp_path: Path) -> subprocess.Popen:
                 str(checkpoint),
                 "--port",
                 str(port),
+                *extra,
             ],
             env=env,
             stdout=log,
@@ -242,6 +282,92 @@ def test_page_in_chromium_captions_uploads_and_survives_a_bad_one(
         assert web, "no request logged"
         elsewhere = [u for u in web if not u.startswith(f"http://127.0.0.1:{port}/")]
         assert not elsewhere, f"the page fetched from elsewhere: {elsewhere}"
+    finally:
+        browser.quit()
+        if app is not None:
+            app.terminate()
+            app.wait(timeout=30)
+
+
+def _noise_png(path: Path, side: int) -> Path:
+    """A PNG of random pixels (about 3 bytes a pixel: it does not compress)."""
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_page_keeps_its_answer_on_an_oversized_upload_and_scores_stay_on_one_line(
+    files: dict[str, Path], chromium: str, tmp_path: Path
+) -> None:
+    """An upload over --max-file-size: a status line, no pop-up, and the previous image, caption
+    and maps stay; the n-best scores never wrap at 1400 px; the start-up hint names --share."""
+    pytest.importorskip("gradio", reason="the app extra is not installed")
+    pytest.importorskip("selenium", reason="the dev extra is not installed")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    big = _noise_png(tmp_path / "huge_photo.png", 700)  # about 1.4 MB
+    assert big.stat().st_size > 1024**2
+    port = _free_port()
+    browser = _browser(chromium, tmp_path)
+    app = None
+    try:
+        app = _start_app(files["attention"], port, tmp_path, "--max-file-size", "1mb")
+        wait = WebDriverWait(browser, 45)
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#image input[type=file]"))
+        # beam search, 5 captions: a table of five scores
+        browser.find_element(By.CSS_SELECTOR, "#method input[value='beam search']").click()
+        upload = browser.find_element(By.CSS_SELECTOR, "#image input[type=file]")
+        upload.send_keys(str(files["good"]))
+        caption = browser.find_element(By.CSS_SELECTOR, "#caption textarea")
+        wait.until(lambda b: caption.get_attribute("value"))
+        figure = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#attention img"))
+        before = {
+            "caption": caption.get_attribute("value"),
+            "nbest": browser.find_element(By.ID, "nbest").text,
+            "figure": figure.get_attribute("src"),
+            "image": browser.find_element(By.CSS_SELECTOR, "#image img").get_attribute("src"),
+        }
+        scores = browser.find_elements(By.CSS_SELECTOR, "#nbest table tbody td:nth-child(2)")
+        assert scores, browser.find_element(By.ID, "nbest").get_attribute("innerHTML")
+        for cell in scores:
+            style, lines = browser.execute_script(
+                "var r = document.createRange(); r.selectNodeContents(arguments[0]);"
+                "return [getComputedStyle(arguments[0]).whiteSpace, r.getClientRects().length];",
+                cell,
+            )
+            assert style == "nowrap" and lines == 1, (cell.text, style, lines)
+
+        upload = browser.find_element(By.CSS_SELECTOR, "#image input[type=file]")
+        upload.send_keys(str(big))
+        status = browser.find_element(By.ID, "status")
+        wait.until(lambda b: "huge_photo.png" in status.text)
+        assert "1MB upload limit" in status.text and "--max-file-size" in status.text
+        time.sleep(2)  # what Gradio would have done by now: a pop-up, an empty image
+        assert not browser.find_elements(By.CSS_SELECTOR, ".toast-body")
+        after = {
+            "caption": caption.get_attribute("value"),
+            "nbest": browser.find_element(By.ID, "nbest").text,
+            "figure": browser.find_element(By.CSS_SELECTOR, "#attention img").get_attribute("src"),
+            "image": browser.find_element(By.CSS_SELECTOR, "#image img").get_attribute("src"),
+        }
+        assert after == before
+
+        upload = browser.find_element(By.CSS_SELECTOR, "#image input[type=file]")
+        upload.send_keys(str(files["other"]))  # the page goes on; the line goes
+        wait.until(lambda b: "huge_photo.png" not in status.text)
+        wait.until(
+            lambda b: (
+                b.find_element(By.CSS_SELECTOR, "#image img").get_attribute("src")
+                != before["image"]
+            )
+        )
+        log = (tmp_path / "app.log").read_text()  # Gradio's start-up lines, long printed
+        assert "public link" in log and "--share" in log and "share=True" not in log, log
     finally:
         browser.quit()
         if app is not None:

@@ -22,7 +22,7 @@ NLTK_KEYS = [f"nltk_Bleu_{n}" for n in range(1, 5)]
 
 
 def _html_scores(page: str) -> dict[int, list[float]]:
-    """image id -> the numbers of its row (id, then the metric columns)."""
+    """image id -> the numbers of its row (the metric columns)."""
     rows = re.findall(r'<tr data-image-id="(\d+)">(.*?)</tr>', page, flags=re.S)
     return {int(i): [float(v) for v in re.findall(r'data-value="([^"]*)"', row)] for i, row in rows}
 
@@ -115,11 +115,11 @@ def test_cli_agrees_with_cocoevalcap(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert ours["num_images"] == 200
     for key in METRIC_KEYS:
         assert ours[key] == pytest.approx(official.eval[key], abs=1e-12), key
-    rows = _html_scores(page.read_text())  # id, CIDEr, BLEU-4, METEOR, ROUGE-L per image
+    rows = _html_scores(page.read_text())  # CIDEr, BLEU-4, METEOR, ROUGE-L per image
     assert len(rows) == 200
     for image_id, values in rows.items():
         want = official.imgToEval[image_id]
-        got = dict(zip(["id", "CIDEr", "Bleu_4", "METEOR", "ROUGE_L"], values, strict=True))
+        got = dict(zip(["CIDEr", "Bleu_4", "METEOR", "ROUGE_L"], values, strict=True))
         for key in ("CIDEr", "Bleu_4", "METEOR", "ROUGE_L"):
             assert got[key] == pytest.approx(want[key], abs=1e-12), (image_id, key)
 

@@ -23,3 +23,16 @@ def test_plot_run_tool(tmp_path: Path) -> None:
     assert missing.returncode == 2 and empty.returncode == 2
     err = missing.stderr + empty.stderr
     assert "nowhere" in err and "no epochs" in err and "Traceback" not in err
+
+
+def test_plot_run_marks_the_best_epoch_by_the_runs_own_monitor(tmp_path: Path) -> None:
+    run = metrics_run_dir(tmp_path / "run")
+    done = run_tool("plot_run.py", run)
+    assert "best epoch 4 by Bleu_4" in done.stdout, done.stderr  # no saved config: the default
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text("trainer:\n  monitor: CIDEr\n")
+    done = run_tool("plot_run.py", run)
+    assert "best epoch 2 by CIDEr" in done.stdout, done.stderr
+    unknown = run_tool("plot_run.py", run, "--monitor", "SPICE")
+    assert unknown.returncode == 2 and "--monitor" in unknown.stderr
+    assert "Bleu_4" in unknown.stderr and "Traceback" not in unknown.stderr

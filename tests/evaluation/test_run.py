@@ -105,3 +105,80 @@ def test_checkpoint_mode_beam_size_one_equals_greedy(tiny_run: Path) -> None:
         )
     captions = [vocab.decode(seq[0]) for seq in beam.sequences.tolist()]  # (N, 1, T)
     assert captions == [greedy[r.image_id] for r in records]
+
+
+# --------------------------------------------------------------------------- validation loss
+
+
+def test_split_loss_is_the_training_cross_entropy_of_every_reference_per_word(
+    shapes_root: Path, tmp_path: Path, no_java: None
+) -> None:
+    from captioning.data.datasets import CaptionDataset
+    from captioning.data.loader import collate_captions
+    from captioning.data.transforms import eval_transform
+    from captioning.decoding import DecodingSettings
+    from captioning.evaluation import evaluate_split
+    from captioning.training.objectives import caption_cross_entropy
+
+    records = records_with_bad_files(shapes_root, tmp_path, 0)[:6]
+    captioner = Captioner.from_checkpoint(tiny_checkpoint(tmp_path / "ck.pt"), device="cpu")
+    model, vocab = captioner.model, captioner.vocab
+    evaluation = evaluate_split(
+        model,
+        vocab,
+        records,
+        device=torch.device("cpu"),
+        decoding=DecodingSettings(max_len=3),
+        batch_size=4,  # two batches: the sum runs over both
+        loss=True,
+        loss_max_len=4,
+    )
+    data = CaptionDataset(records, vocab, eval_transform(model.encoder.preprocess), max_len=4)
+    batch = collate_captions([data[k] for k in range(len(records))], pad_id=vocab.pad_id)
+    with torch.no_grad():
+        total, words = caption_cross_entropy(
+            model, batch.images, batch.captions, batch.lengths, batch.image_index
+        )
+    assert len(batch.captions) > len(records)  # several references per image
+    assert evaluation.scores["loss"] == pytest.approx(float(total / words), rel=1e-5)
+
+
+def test_split_loss_is_only_reported_when_asked(shapes_root: Path, tmp_path: Path, no_java) -> None:
+    from captioning.decoding import DecodingSettings
+    from captioning.evaluation import evaluate_split
+
+    records = records_with_bad_files(shapes_root, tmp_path, 0)[:2]
+    captioner = Captioner.from_checkpoint(tiny_checkpoint(tmp_path / "ck.pt"), device="cpu")
+    evaluation = evaluate_split(
+        captioner.model,
+        captioner.vocab,
+        records,
+        device=torch.device("cpu"),
+        decoding=DecodingSettings(max_len=3),
+    )
+    assert "loss" not in evaluation.scores
+
+
+def test_reference_loss_is_the_same_in_chunks(shapes_root: Path, tmp_path: Path) -> None:
+    from captioning.evaluation.decode import ReferenceLoss
+
+    records = records_with_bad_files(shapes_root, tmp_path, 0)[:4]
+    captioner = Captioner.from_checkpoint(tiny_checkpoint(tmp_path / "ck.pt"), device="cpu")
+    model, vocab = captioner.model.eval(), captioner.vocab
+    images = torch.stack([captioner.preprocess(r.path) for r in records])  # (4, 3, H, W)
+    ids = [r.image_id for r in records]
+    whole, chunked = (
+        ReferenceLoss.of_records(records, vocab),
+        ReferenceLoss.of_records(records, vocab),
+    )
+    chunked.chunk = 3  # fewer than one image's references: chunks cross images
+    with torch.no_grad():
+        features = model.encode(images)
+        whole.add(model, features, ids)
+        chunked.add(model, features, ids)
+    assert (
+        chunked.words
+        == whole.words
+        == sum(len(vocab.encode(c)) - 1 for r in records for c in r.captions)
+    )
+    assert chunked.total == pytest.approx(whole.total, rel=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -66,8 +67,15 @@ def test_results_mode_html_thumbnails_from_images_dir(
     write_scored_page(tmp_path / "a.html", scored, refs, predictions, images=images)
     page = (tmp_path / "a.html").read_text()
     assert page.count("<img") == 2 and sorted(html_scores(page)) == [100, 101]
+    assert re.findall(r'<td class="file"[^>]*>([^<]*)<', page) == [
+        images[i].name for i in predictions
+    ]  # rows named by file
     write_scored_page(tmp_path / "b.html", scored, refs, predictions)
     assert "<img" not in (tmp_path / "b.html").read_text()
+    names = {i: p.name for i, p in images.items()}  # a references file's file names, no images
+    write_scored_page(tmp_path / "n.html", scored, refs, predictions, names=names)
+    named = (tmp_path / "n.html").read_text()
+    assert "<img" not in named and all(f">{names[i]}<" in named for i in predictions)
     (tiny_coco / "images" / "e.jpg").unlink()
     scored = score_captions(refs, predictions, per_image=True)
     write_scored_page(tmp_path / "c.html", scored, refs, predictions, images=images)

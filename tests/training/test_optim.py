@@ -11,7 +11,7 @@ from helpers import compose_train, tiny_model_config
 from captioning.errors import CaptioningError
 from captioning.models.caption_model import build_model
 from captioning.training import parse_config
-from captioning.training.optim import build_optimizer, build_scheduler, lr_factor
+from captioning.training.optim import build_optimizer, build_scheduler, last_step_lr, lr_factor
 
 compose_cfg = compose_train
 
@@ -35,6 +35,21 @@ def test_lr_factor_formulas():
     assert cos[12] == pytest.approx(0.0)
     with pytest.raises(CaptioningError, match="schedule"):
         lr_factor(0, schedule="linear")
+
+
+def test_last_step_lr_is_the_rate_the_last_optimizer_step_used():
+    model = build_model(_model_config(), vocab_size=20)
+    opt = build_optimizer(model, lr=1e-2, encoder_lr=1e-4)
+    sched = build_scheduler(opt, schedule="cosine", steps_per_epoch=4, epochs=1)
+    assert last_step_lr(sched) == pytest.approx(1e-2)  # before any step: the first one's
+    used = []
+    for _ in range(4):
+        used.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    # the epoch ends with a small positive rate, not the next step's 0 of get_last_lr()
+    assert sched.get_last_lr()[0] == pytest.approx(0.0)
+    assert last_step_lr(sched) == pytest.approx(used[-1]) and used[-1] > 1e-4
 
 
 def test_flickr8k_show_attend_tell_preset_uses_rmsprop_as_the_paper():

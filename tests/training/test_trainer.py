@@ -159,3 +159,14 @@ def test_bad_monitor_name_is_a_clear_error(shapes_root: Path, tmp_path: Path) ->
     with pytest.raises(CaptioningError, match=r"trainer.monitor='BLEU4'.*Bleu_4.*CIDEr") as info:
         fit(cfg, run_dir=tmp_path)
     assert "\n" not in str(info.value)
+
+
+# -- what each epoch records ---------------------------------------------------------------------
+
+
+def test_metrics_csv_records_validation_loss_and_learning_rate(tiny_run: Path) -> None:
+    from captioning.training.run_log import read_metrics_csv
+
+    (row,) = read_metrics_csv(tiny_run / "metrics.csv")
+    # an untrained model: about log(vocabulary size) nats per word, well above zero
+    assert 0.5 < row["val_loss"] < 20 and row["lr"] > 0

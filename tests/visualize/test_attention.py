@@ -86,13 +86,14 @@ def test_attention_figure_shows_each_words_weights_over_the_gray_image() -> None
     view = np.asarray(panels[0].images[0].get_array())  # the image, in colour
     assert view.shape[2] == 3 and np.ptp(view.astype(int), axis=2).max() > 0
     maps = upsample_attention(alphas, view.shape[:2])  # (T, H, W)
+    heat_maps = [ax.images[1] for ax in panels[1:]]
     for k, ax in enumerate(panels[1:]):
         gray, heat = ax.images
         backdrop = np.asarray(gray.get_array()).astype(int)
         assert np.ptp(backdrop, axis=2).max() == 0  # R = G = B
         np.testing.assert_allclose(np.asarray(heat.get_array()), maps[k], rtol=1e-6)
         assert heat.norm.vmin == 0.0 and heat.norm.vmax == pytest.approx(float(maps.max()))
-        assert heat.get_cmap().name == COLORMAP
+        assert heat.get_cmap() is heat_maps[0].get_cmap() and COLORMAP in heat.get_cmap().name
     row, col = np.unravel_index(np.asarray(panels[2].images[1].get_array()).argmax(), maps[1].shape)
     assert (row // (maps.shape[1] // 4), col // (maps.shape[2] // 4)) == (1, 1)
 
@@ -132,16 +133,73 @@ def test_attention_steps_cut_at_end_and_take_the_best_beam() -> None:
         attention_steps(Generation(seqs.unsqueeze(1), torch.zeros(2, 1)), vocab)
 
 
+def _painted(image, values: np.ndarray) -> np.ndarray:
+    """The RGBA an AxesImage paints for `values`, its own ``alpha`` (scalar or array) applied."""
+    rgba = image.get_cmap()(image.norm(values))  # (..., 4)
+    alpha = image.get_alpha()
+    if alpha is not None:
+        rgba[..., 3] = alpha
+    return rgba
+
+
+def test_overlay_paints_weight_zero_in_the_colour_bars_low_end_colour() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.collections import QuadMesh
+
+    alphas = torch.zeros(2, 16)
+    alphas[0, 5], alphas[1, 10] = 1.0, 1.0  # most of each map is exactly 0
+    fig = attention_figure(_picture((48, 40)), ["a", "b"], alphas, panel_size=64)
+    FigureCanvasAgg(fig).draw()
+    heat, bar = fig.axes[1].images[1], fig.axes[-1]
+    data = np.asarray(heat.get_array())
+    painted = _painted(heat, data)  # (H, W, 4)
+    low = painted[data == data.min()][0]
+    high = painted[data == data.max()][0]
+    (mesh,) = [c for c in bar.collections if isinstance(c, QuadMesh)]
+    solids = mesh.get_facecolor()  # the bar's cells, bottom first
+    np.testing.assert_allclose(low, solids[0], atol=0.01)  # one colour, opacity included
+    np.testing.assert_allclose(high, solids[-1], atol=0.01)
+    assert low[3] < high[3]  # more opaque where the model looks
+    assert bar.get_facecolor()[:3] == pytest.approx((0.5, 0.5, 0.5))  # over gray, as the photo
+
+
+def test_attention_figure_of_a_wide_photo_keeps_its_aspect_ratio() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    pre = Preprocess(resize_size=64, crop_size=64, mean=(0.5,) * 3, std=(0.25,) * 3, crop=False)
+    view = model_view(_picture((200, 100)), pre)  # a 2:1 photo, squashed for the encoder
+    fig = attention_figure(view, ["a", "b"], torch.rand(2, 16).softmax(1), panel_size=128)
+    FigureCanvasAgg(fig).draw()
+    for ax in fig.axes[:3]:  # the photo and the two word panels
+        for image in ax.images:
+            x0, x1, y0, y1 = image.get_extent()
+            assert abs(x1 - x0) == pytest.approx(2 * abs(y0 - y1))  # 2:1 in data
+        box = ax.get_window_extent()
+        assert box.width == pytest.approx(2 * box.height, rel=0.03)  # and on the page
+
+
 @pytest.mark.parametrize("crop", [True, False])
-def test_model_view_is_the_encoder_input(crop: bool) -> None:
+def test_model_view_is_what_the_encoder_sees_at_the_photos_own_shape(crop: bool) -> None:
     pre = Preprocess(
         resize_size=72, crop_size=64, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.25), crop=crop
     )
-    image = _picture((100, 80))
+    image = Image.fromarray(
+        np.kron(np.random.default_rng(0).integers(0, 255, (8, 10, 3)), np.ones((10, 10, 1))).astype(
+            np.uint8
+        )
+    )  # 100 x 80 in blocks of 10 pixels, so resampling differs only at the block edges
     view = model_view(image, pre)
-    assert view.size == (64, 64) and view.mode == "RGB"
+    assert view.mode == "RGB"
+    # crop: the center square the encoder keeps (80 * 64/72 = 71 pixels of the photo);
+    # no crop: the whole photo, not squashed into the encoder's square
+    if crop:
+        assert view.size[0] == view.size[1] and abs(view.size[0] - 80 * 64 / 72) <= 1
+    else:
+        assert view.size == (100, 80)
     expected = eval_transform(pre)(image) * torch.tensor(pre.std).view(3, 1, 1) + torch.tensor(
         pre.mean
     ).view(3, 1, 1)  # (3, 64, 64) in [0, 1]
-    got = torch.from_numpy(np.array(view)).permute(2, 0, 1) / 255.0  # (3, 64, 64)
-    assert (got - expected.clamp(0, 1)).abs().max() <= 0.5 / 255 + 1e-6
+    seen = view.resize((64, 64), Image.Resampling.BILINEAR)  # as the encoder resizes it
+    got = torch.from_numpy(np.array(seen)).permute(2, 0, 1) / 255.0  # (3, 64, 64)
+    assert (got - expected.clamp(0, 1)).abs().mean() < 0.03
+    assert model_view(_picture((3000, 1500)), pre, max_side=500).size[0] <= 500
