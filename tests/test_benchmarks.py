@@ -44,3 +44,19 @@ def test_data_benchmark_quick_mode(tmp_path):
     result = json.loads((tmp_path / "data.json").read_text())
     assert {r["data"] for r in result["rows"]} == {"coco_karpathy", "coco"}
     assert all(r["peak_rss_gb"] > 0 for r in result["rows"])
+
+
+@pytest.mark.slow  # VGG-16 and ResNet-50 forwards at 224 px beside 2048^3 GEMMs: about 30 s
+def test_encoders_benchmark_counts_torchvisions_flops():
+    """``python -m benchmarks encoders --quick``: one row per encoder, its FLOPs twice the
+    multiply-adds torchvision's weights metadata gives (``_ops``, GMACs)."""
+    from torchvision.models import ResNet50_Weights, VGG16_Weights
+
+    from benchmarks.encoders import run
+
+    rows = {r["encoder"].split(" ")[0]: r for r in run(quick=True)["rows"]}
+    assert set(rows) == {"VGG-16", "ResNet-50"}
+    for name, weights in (("VGG-16", VGG16_Weights), ("ResNet-50", ResNet50_Weights)):
+        macs = weights.DEFAULT.meta["_ops"]
+        assert rows[name]["GFLOP/image"] == pytest.approx(2 * macs, rel=0.01)
+        assert rows[name]["images/s"] > 0 and 0 < rows[name]["ratio to GEMM"] < 10

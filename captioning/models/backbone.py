@@ -111,7 +111,7 @@ class BackboneEncoder(StagedEncoder):
         self.model = extractor
         self.arch = arch
         self.stage_names = [f"model.{n}" for n in stage_names]
-        self.grid_size = grid_size
+        self.pool_side = grid_size
         self.preprocess = preprocess
         self.image_size = image_size
         was_training = extractor.training
@@ -128,7 +128,7 @@ class BackboneEncoder(StagedEncoder):
         """A node's output -> (grid (B, L, D), its default vector (B, D))."""
         if out.dim() == 3:  # ViT tokens (B, 1 + N, D): class token first
             vector, tokens = out[:, 0], out[:, 1:]  # (B, D), (B, N, D)
-            if self.grid_size is None:
+            if self.pool_side is None:
                 return tokens.contiguous(), vector
             side = round(tokens.shape[1] ** 0.5)
             if side * side != tokens.shape[1]:
@@ -140,8 +140,8 @@ class BackboneEncoder(StagedEncoder):
                 "(B, C, h, w) nor tokens (B, T, D); choose another encoder.grid_node"
             )
         vector = out.mean(dim=(2, 3))  # (B, C): global average pooling
-        if self.grid_size is not None:
-            out = nn.functional.adaptive_avg_pool2d(out, self.grid_size)  # (B, C, S, S)
+        if self.pool_side is not None:
+            out = nn.functional.adaptive_avg_pool2d(out, self.pool_side)  # (B, C, S, S)
         return out.flatten(2).transpose(1, 2).contiguous(), vector  # (B, L, C)
 
     def forward(self, images: Tensor) -> EncoderOutput:
