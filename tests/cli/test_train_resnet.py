@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import compose_train, run_tool, write_image
+from helpers import assert_one_line_error, compose_train, run_tool, write_image
 
 from captioning.checkpoint import load_checkpoint, restore_model
 from captioning.training.config import parse_config
@@ -90,3 +90,18 @@ def test_show_tell_resnet101_preset_feeds_the_vector_once() -> None:
     assert run.encoder.node["weights"] == "DEFAULT" and not run.encoder.trainable
     assert run.decoder.node["image_injection"] == "first_input"
     assert run.decoding.beam_size == 5 and run.data.name == "coco_karpathy"
+
+
+def test_unknown_backbone_is_one_error_line(shapes_root: Path, tmp_path: Path) -> None:
+    done = run_tool(
+        "train.py",
+        "encoder=backbone",
+        "encoder.arch=convnext_tiy",
+        f"data.root={shapes_root}",
+        "data.sizes.train=8",
+        "data.sizes.val=4",
+        "data.sizes.test=4",
+        "trainer.progress=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert_one_line_error(done, "encoder.arch='convnext_tiy'", "close names: convnext_tiny")
