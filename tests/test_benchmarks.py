@@ -60,3 +60,17 @@ def test_encoders_benchmark_counts_torchvisions_flops():
         macs = weights.DEFAULT.meta["_ops"]
         assert rows[name]["GFLOP/image"] == pytest.approx(2 * macs, rel=0.01)
         assert rows[name]["images/s"] > 0 and 0 < rows[name]["ratio to GEMM"] < 10
+
+
+@pytest.mark.slow  # a ViT-B/16 forward at 224 px
+def test_encoders_benchmark_counts_vits_fused_attention():
+    """The FLOP counter sees through ViT's fused attention (fast path, CPU kernel): ViT-B/16
+    counts twice the multiply-adds torchvision's metadata gives."""
+    from torchvision.models import ViT_B_16_Weights
+
+    from benchmarks.encoders import forward_flops
+    from captioning.models.backbone import backbone
+
+    encoder = backbone(arch="vit_b_16").eval()
+    macs = ViT_B_16_Weights.DEFAULT.meta["_ops"]
+    assert forward_flops(encoder, 224) / 1e9 == pytest.approx(2 * macs, rel=0.01)
