@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m benchmarks {decoder,decoding,training,scst,data,images,threads,all} [--quick]``.
+"""Benchmarks: ``python -m benchmarks NAME [--quick]``, NAME one of BENCHMARKS below or all.
 
 Each benchmark measures our implementation and a reference side by side in one process, prints
 a table of ratios and writes it to ``bench_results/<name>.{json,md}`` (the README quotes them);
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-BENCHMARKS = ("decoder", "decoding", "training", "scst", "data", "images", "threads")
+BENCHMARKS = ("decoder", "decoding", "training", "encoders", "scst", "data", "images", "threads")
 CHECKED = ("decoder", "decoding")  # the benchmarks with a --check
 RESULTS = Path(__file__).resolve().parents[1] / "bench_results"
 

@@ -29,7 +29,7 @@ from captioning.data.records import is_int
 from captioning.errors import CaptioningError, one_line
 from captioning.io import atomic_write
 from captioning.models.caption_model import CaptionModel, build_model
-from captioning.models.encoder import names_weights_file
+from captioning.models.weights import names_weights_file
 from captioning.vocab import Vocabulary
 
 __all__ = [
@@ -224,14 +224,14 @@ def restore_model(
     if weights is not None and names_weights_file(weights):
         config["encoder"] = {**encoder, "weights": None}
     try:
-        with _quiet("captioning.models.encoder"):
+        with _quiet("captioning.models"):
             model = build_model(config, vocab_size=len(vocab))
     except OSError as exc:  # torchvision weights neither cached nor downloadable (offline)
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {one_line(exc, 120)}"
         raise CheckpointError(
             f"{source}: building its encoder needs torchvision's {weights} weights (for their "
             f"preprocessing), which are not cached here and could not be downloaded "
-            f"({type(exc).__name__}: {one_line(exc, 120)}); put the file in the "
-            "torch hub cache ($TORCH_HOME/hub/checkpoints)"
+            f"({reason}); put the file in the torch hub cache ($TORCH_HOME/hub/checkpoints)"
         ) from None
     state, expected = ckpt["model"], model.state_dict()
     shapes = [

@@ -63,3 +63,33 @@ def test_images_benchmark_reports_each_input_with_its_scale_speedup_and_differen
         assert row["decoded_at"] == ("1/4" if row["needs"] == 64 else row["decoded_at"])
         assert row["mad_255"] < 2.0 and (row["mad_255"] > 0) == reduced
     assert "| 1/4 |" in (tmp_path / "images.md").read_text()
+
+
+@pytest.mark.slow  # VGG-16 and ResNet-50 forwards at 224 px beside 2048^3 GEMMs: about 30 s
+def test_encoders_benchmark_counts_torchvisions_flops():
+    """``python -m benchmarks encoders --quick``: one row per encoder, its FLOPs twice the
+    multiply-adds torchvision's weights metadata gives (``_ops``, GMACs)."""
+    from torchvision.models import ResNet50_Weights, VGG16_Weights
+
+    from benchmarks.encoders import run
+
+    rows = {r["encoder"].split(" ")[0]: r for r in run(quick=True)["rows"]}
+    assert set(rows) == {"VGG-16", "ResNet-50"}
+    for name, weights in (("VGG-16", VGG16_Weights), ("ResNet-50", ResNet50_Weights)):
+        macs = weights.DEFAULT.meta["_ops"]
+        assert rows[name]["GFLOP/image"] == pytest.approx(2 * macs, rel=0.01)
+        assert rows[name]["images/s"] > 0 and 0 < rows[name]["ratio to GEMM"] < 10
+
+
+@pytest.mark.slow  # a ViT-B/16 forward at 224 px
+def test_encoders_benchmark_counts_vits_fused_attention():
+    """The FLOP counter sees through ViT's fused attention (fast path, CPU kernel): ViT-B/16
+    counts twice the multiply-adds torchvision's metadata gives."""
+    from torchvision.models import ViT_B_16_Weights
+
+    from benchmarks.encoders import forward_flops
+    from captioning.models.backbone import backbone
+
+    encoder = backbone(arch="vit_b_16").eval()
+    macs = ViT_B_16_Weights.DEFAULT.meta["_ops"]
+    assert forward_flops(encoder, 224) / 1e9 == pytest.approx(2 * macs, rel=0.01)

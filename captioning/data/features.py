@@ -126,8 +126,8 @@ def fingerprint(
     preprocess: Any,
     sources: Sequence[str | os.PathLike] = (),
 ) -> str:
-    """The cache key: encoder config + weights + images (paths, sizes, modification times) +
-    annotation files (contents) + preprocessing.
+    """The cache key: encoder config + architecture and grid side + weights + images (paths,
+    sizes, modification times) + annotation files (contents) + preprocessing.
 
     Args:
         encoder: the (frozen) encoder whose outputs are cached.
@@ -142,6 +142,10 @@ def fingerprint(
     digest = hashlib.sha256(f"captioning-features-v{CACHE_VERSION}".encode())
     digest.update(json.dumps(dict(encoder_config), sort_keys=True, default=str).encode())
     digest.update(state_dict_hash(encoder).encode())
+    # what the config may leave to builder defaults: the architecture and the pooled grid's side
+    shape = {k: getattr(encoder, k) for k in ("arch", "grid_side") if hasattr(encoder, k)}
+    if shape:  # (VGG encoders have neither: their keys stay as they were)
+        digest.update(json.dumps(shape, sort_keys=True).encode())
     prep = asdict(preprocess) if hasattr(preprocess, "__dataclass_fields__") else repr(preprocess)
     digest.update(json.dumps(prep, sort_keys=True, default=str).encode())
     for record in records:

@@ -87,22 +87,28 @@ class Preprocess:
             )
 
 
-def preprocess_from_weights(weights: WeightsEnum, image_size: int | None = None) -> Preprocess:
+def preprocess_from_weights(
+    weights: WeightsEnum, image_size: int | None = None, *, crop: bool = True
+) -> Preprocess:
     """Read sizes and mean/std from torchvision weights' ``transforms()`` (no download).
 
     Args:
         weights: A torchvision weights enum member, e.g. ``VGG16_Weights.IMAGENET1K_V1``.
         image_size: Crop size to use instead of the weights' one; the resize size is scaled
             by the same factor (448 -> 512). ``None`` keeps the weights' sizes.
+        crop: ``False``: resize the whole image to the crop size, square (nothing cut off; the
+            Show-Attend-Tell tutorial's 256 x 256 images), keeping the weights' mean/std.
 
     Returns:
         The :class:`Preprocess` matching those weights.
     """
     tf = weights.transforms()
-    crop, resize = int(tf.crop_size[0]), int(tf.resize_size[0])
-    if image_size is not None and image_size != crop:
-        resize, crop = round(image_size * resize / crop), image_size
-    return Preprocess(resize_size=resize, crop_size=crop, mean=tf.mean, std=tf.std)
+    side, resize = int(tf.crop_size[0]), int(tf.resize_size[0])
+    if image_size is not None and image_size != side:
+        resize, side = round(image_size * resize / side), image_size
+    if not crop:
+        resize = side
+    return Preprocess(resize_size=resize, crop_size=side, mean=tf.mean, std=tf.std, crop=crop)
 
 
 def imagenet_preprocess(image_size: int, *, crop: bool = True) -> Preprocess:

@@ -1,7 +1,8 @@
 """VGG image encoders: a global ``vector`` (fc7) and a spatial ``grid`` (last conv block).
 
-Kept as one file (about 460 lines): the VGG family (torchvision's models split into vector and
-grid, their weights, ``vgg_tiny``); other encoder families belong in modules of their own.
+Kept as one file (about 390 lines): the VGG family (torchvision's models split into vector and
+grid, ``vgg_tiny``). Other families have modules of their own (:mod:`captioning.models.resnet`,
+:mod:`captioning.models.backbone`); all take ``weights`` through :mod:`captioning.models.weights`.
 
 Show-and-Tell / neuraltalk2 decoders use ``vector``; Show-Attend-and-Tell attends over
 ``grid``. Torchvision VGGs are built by torchvision and then split, so torchvision state dicts
@@ -11,32 +12,29 @@ Show-and-Tell / neuraltalk2 decoders use ``vector``; Show-Attend-and-Tell attend
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 from pathlib import Path
 
-import torch
-import torchvision
 from torch import Tensor, nn
-from torchvision.models import WeightsEnum
 
 from captioning.contracts import EncoderOutput
 from captioning.data.transforms import Preprocess, imagenet_preprocess, preprocess_from_weights
-from captioning.errors import CaptioningError, one_line
+from captioning.errors import CaptioningError
+from captioning.models.weights import (
+    Weights,
+    build_torchvision,
+    is_weights_file,
+    load_state_dict_file,
+)
 
 __all__ = [
     "VGGEncoder",
-    "names_weights_file",
     "vgg11",
     "vgg13",
     "vgg16",
     "vgg19",
     "vgg_tiny",
 ]
-
-logger = logging.getLogger(__name__)
-
-Weights = str | os.PathLike[str] | WeightsEnum | None
 
 
 def _out_side(side: int, layer: nn.Module) -> int:
@@ -182,73 +180,6 @@ class VGGEncoder(nn.Module):
         return EncoderOutput(vector=vector, grid=grid)
 
 
-def names_weights_file(weights: object) -> bool:
-    """A ``weights`` value that names a local file by its form (a path object, a ``/`` in it, or
-    a ``.pt`` / ``.pth`` name), not a torchvision weights name; the file need not exist here."""
-    if isinstance(weights, os.PathLike):
-        return True
-    text = str(weights)
-    return "/" in text or os.sep in text or text.lower().endswith((".pt", ".pth"))
-
-
-def _is_path(weights: str | os.PathLike[str]) -> bool:
-    """A local file rather than a torchvision weights name."""
-    return names_weights_file(weights) or Path(weights).is_file()
-
-
-def _resolve_enum(name: str, weights: str | WeightsEnum) -> WeightsEnum:
-    """``"DEFAULT"``, ``"IMAGENET1K_V1"``, ``"VGG16_Weights.IMAGENET1K_V1"`` or a member."""
-    enum_cls = torchvision.models.get_model_weights(name)
-    if isinstance(weights, WeightsEnum):
-        if not isinstance(weights, enum_cls):
-            raise CaptioningError(f"weights {weights} do not fit {name}; use {enum_cls.__name__}")
-        return weights
-    prefix, _, member = weights.rpartition(".")
-    if (prefix and prefix != enum_cls.__name__) or member not in enum_cls.__members__:
-        raise CaptioningError(
-            f"unknown weights {weights!r} for {name}; use None, a local .pt/.pth state-dict "
-            f"path or one of: {', '.join(enum_cls.__members__)}"
-        )
-    return enum_cls[member]
-
-
-def _load_state_dict(model: nn.Module, path: Path, label: str, optional: str | None) -> None:
-    """Load a state-dict file; keys and shapes must match ``model``'s exactly, except that keys
-    starting with ``optional`` and BatchNorm ``num_batches_tracked`` may be missing."""
-    if not path.is_file():
-        raise CaptioningError(f"weights file {path} does not exist; check the path")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle / zip / unsupported-object errors
-        msg = one_line(exc, 200)
-        raise CaptioningError(f"weights file {path} is not a loadable state dict ({msg})") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CaptioningError(
-            f"weights file {path} does not hold a state dict of tensors; "
-            "save it with torch.save(model.state_dict(), path)"
-        )
-    expected = model.state_dict()
-
-    def may_miss(key: str) -> bool:
-        return key.endswith("num_batches_tracked") or bool(optional and key.startswith(optional))
-
-    problems = {
-        "missing": [k for k in expected if k not in state and not may_miss(k)],
-        "unexpected": [k for k in state if k not in expected],
-        "wrong shape": [k for k in state if k in expected and state[k].shape != expected[k].shape],
-    }
-    if any(problems.values()):
-        details = "; ".join(f"{n} {len(ks)} (e.g. {ks[0]})" for n, ks in problems.items() if ks)
-        raise CaptioningError(
-            f"weights file {path} does not match {label}: {details}; "
-            "use a state dict saved from the same architecture"
-        )
-    model.load_state_dict(state, strict=False)
-    logger.info("loaded %s weights from %s", label, path)
-
-
 def _torchvision_vgg(
     arch: str,
     weights: Weights,
@@ -259,17 +190,9 @@ def _torchvision_vgg(
 ) -> VGGEncoder:
     """Build a torchvision VGG (optionally pretrained), then split it into a VGGEncoder."""
     name = f"{arch}_bn" if batch_norm else arch
-    enum: WeightsEnum | None = None
-    if isinstance(weights, WeightsEnum) or (weights is not None and not _is_path(weights)):
-        enum = _resolve_enum(name, weights)
-        logger.info("building %s with torchvision weights %s (may download)", name, enum)
-        if enum.name.endswith("FEATURES"):
-            logger.warning("%s has no valid classifier: `vector` is meaningless, use `grid`", enum)
-    elif weights is None and not trainable:
-        logger.warning("%s has random weights and is frozen: its features are noise", name)
-    model = getattr(torchvision.models, name)(weights=enum)
+    model, enum = build_torchvision(name, weights, trainable=trainable)
     if weights is not None and enum is None:
-        _load_state_dict(model, Path(weights), name, optional="classifier.6.")
+        load_state_dict_file(model, Path(weights), name, optional="classifier.6.")
     preprocess = preprocess_from_weights(enum, image_size) if enum is not None else None
     encoder = VGGEncoder(
         model.features,
@@ -430,7 +353,7 @@ def vgg_tiny(
     Returns:
         The :class:`VGGEncoder`.
     """
-    if isinstance(weights, str) and not _is_path(weights):
+    if isinstance(weights, str) and not is_weights_file(weights):
         raise CaptioningError(
             f"vgg_tiny has no torchvision weights ({weights!r}); pass None or a local "
             ".pt/.pth state-dict path"
@@ -457,6 +380,6 @@ def vgg_tiny(
     )
     if weights is not None:
         label = f"vgg_tiny(width={width}, vector_dim={vector_dim})"
-        _load_state_dict(encoder, Path(weights), label, optional=None)
+        load_state_dict_file(encoder, Path(weights), label, optional=None)
     encoder.set_trainable(trainable, fine_tune_from)
     return encoder

@@ -86,6 +86,25 @@ def test_fingerprint_tracks_config_weights_images_and_preprocessing(records):
     assert fingerprint(enc, CONFIG, records, enc.preprocess) != base
 
 
+def test_fingerprint_tracks_the_grid_side_a_config_leaves_to_the_default(records):
+    """Two ResNet-50s with the same weights and config node (no grid_size: the builder's
+    default) but different grid sides must not share a cache."""
+    from captioning.models.resnet import resnet50
+
+    node = {"_target_": "captioning.models.resnet.resnet50", "weights": None, "image_size": 32}
+    torch.manual_seed(0)
+    fine = resnet50(image_size=32, grid_size=3)
+    torch.manual_seed(0)
+    coarse = resnet50(image_size=32, grid_size=2)
+    assert [
+        k
+        for k in fine.state_dict()
+        if not torch.equal(fine.state_dict()[k], coarse.state_dict()[k])
+    ] == []
+    keys = {fingerprint(e, node, records, e.preprocess) for e in (fine, coarse)}
+    assert len(keys) == 2
+
+
 def test_cache_holds_the_encoder_outputs_and_is_reused(records, tmp_path):
     enc = encoder()
     transform = eval_transform(enc.preprocess)
