@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from captioning.data.images import MAX_PIXELS
 from captioning.data.loader import ImageBatch, build_eval_loader
 from captioning.data.records import ImageRecord
+from captioning.data.regions import RegionFeatures
 from captioning.data.transforms import eval_transform
 from captioning.decoding import DecodingSettings, generate
 from captioning.distributed import gather_dicts
@@ -64,7 +65,11 @@ def decode_images(
             log.warning("left out of evaluation: %s", item.reason)
         if batch.image_ids.numel() == 0:
             continue
-        features = model.encode(batch.images.to(device))
+        if batch.features is not None:  # pre-extracted features (encoder=precomputed)
+            features = batch.features.apply(lambda t: t.to(device))
+            features = features._replace(vector=features.vector.float(), grid=features.grid.float())
+        else:
+            features = model.encode(batch.images.to(device))
         best = generate(model, features, decoding, **ids).best  # (B, T)
         for image_id, seq in zip(batch.image_ids.tolist(), best.tolist(), strict=True):
             if image_id in out:
@@ -86,6 +91,7 @@ def decode_records(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = False,
+    features: RegionFeatures | None = None,
 ) -> dict[int, str]:
     """Caption a split's images once each: this rank decodes ``records[rank::world_size]``,
     and the shards' captions are merged (all-gather; nothing to merge in one process).
@@ -102,6 +108,8 @@ def decode_records(
         rank: this process's rank (DDP).
         world_size: number of processes.
         progress: show a tqdm bar.
+        features: the images' pre-extracted features, read instead of the images
+            (``encoder=precomputed``).
 
     Returns:
         image id -> caption for every readable image of the split, on every rank.
@@ -113,6 +121,7 @@ def decode_records(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         max_pixels=max_pixels,
+        features=features,
     )
     captions = decode_images(
         model, loader, vocab, device=device, decoding=decoding, progress=progress

@@ -25,6 +25,7 @@ from torch import nn
 from captioning.data.config import DataConfig
 from captioning.data.images import MAX_PIXELS
 from captioning.data.records import ImageRecord
+from captioning.data.regions import RegionFeatures, features_for
 from captioning.decoding import DecodingSettings
 from captioning.distributed import broadcast_object, is_distributed
 from captioning.errors import CaptioningError
@@ -91,6 +92,7 @@ def evaluate_split(
     world_size: int = 1,
     progress: bool = False,
     split: str = "",
+    features: RegionFeatures | None = None,
 ) -> Evaluation:
     """Decode every image of a split once and score the captions against all its references.
 
@@ -112,6 +114,8 @@ def evaluate_split(
         world_size: number of processes.
         progress: show a progress bar.
         split: the split's name, for messages.
+        features: the images' pre-extracted features (``encoder=precomputed``), read instead
+            of the images.
 
     Returns:
         The :class:`Evaluation`.
@@ -132,6 +136,7 @@ def evaluate_split(
         rank=rank,
         world_size=world_size,
         progress=progress,
+        features=features,
     )
     if not predictions:
         which = f"split {split!r}" if split else "the split"
@@ -194,6 +199,7 @@ class CheckpointSplit:
             decoding=self.decoding,
             grounding=self.grounding,
             split=self.split,
+            features=features_for(self.data, self.captioner.model.encoder),
             **{"metrics": TEST_METRICS, **kwargs},
         )
         evaluation.data = self.data

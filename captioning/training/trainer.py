@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from captioning.checkpoint import load_checkpoint, restore_model
 from captioning.data.loader import start_epoch
+from captioning.data.regions import features_for
 from captioning.devices import resolve_device
 from captioning.distributed import (
     DistContext,
@@ -332,6 +333,7 @@ class Trainer:
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
             split=split,
+            features=features_for(self.config.data, self.model.encoder),
         )
 
     def evaluate(
