@@ -76,6 +76,7 @@ def read_bottom_up_tsv(path: str | os.PathLike) -> Iterator[BottomUpRow]:
     csv.field_size_limit(sys.maxsize)  # a row holds ~100 KB of base64 (as make_bu_data.py)
     with open(path, newline="", encoding="ascii") as f:
         reader = csv.reader(f, delimiter="\t")
+        dim = None  # every row's regions have the first row's size
         for line, row in enumerate(reader, 1):
             where = f"{path}, line {line}"
             if len(row) != len(FIELDNAMES):
@@ -94,6 +95,12 @@ def read_bottom_up_tsv(path: str | os.PathLike) -> Iterator[BottomUpRow]:
             if boxes.shape[1] != 4:
                 raise CaptioningError(f"{where}: boxes of {boxes.shape[1]} numbers, expected 4")
             features = _decode(row[5], num_boxes, where, "features")
+            if dim is not None and features.shape[1] != dim:
+                raise CaptioningError(
+                    f"{where}: features of {features.shape[1]} numbers per region, the rows "
+                    f"before had {dim}; the file is truncated or mixes two releases"
+                )
+            dim = features.shape[1]
             yield BottomUpRow(image_id, width, height, boxes, features)
 
 
