@@ -87,3 +87,32 @@ def test_the_tool_writes_the_layout(shapes_root: Path, tmp_path: Path) -> None:
     count = sum(len(images(shapes_root, s)) for s in ("train", "val", "test"))
     assert len(list((tmp_path / "att").glob("*.npz"))) == count
     assert len(list((tmp_path / "box").glob("*.npy"))) == count
+
+
+def test_a_linear_probe_reads_colour_and_shape_off_the_region_features(shapes_root, regions):
+    """Why pixels pooled per box are enough (the module docstring): a linear classifier on the
+    train regions names the val regions' colour and shape (measured on 2000 images: 1.000 both,
+    size 0.983 with the box features)."""
+    import torch
+
+    reader = RegionFeatures(regions["att"], regions["fc"])
+
+    def split(name: str) -> tuple[torch.Tensor, list[dict]]:
+        entries = images(shapes_root, name)
+        grids = [reader.read(e["id"]).grid for e in entries]
+        return torch.cat(grids), [o for e in entries for o in e["objects"]]
+
+    (x_train, o_train), (x_val, o_val) = split("train"), split("val")
+    torch.manual_seed(0)
+    for key in ("colour", "shape"):
+        names = sorted({o[key] for o in o_train})
+        y_train = torch.tensor([names.index(o[key]) for o in o_train])
+        y_val = torch.tensor([names.index(o[key]) for o in o_val])
+        probe = torch.nn.Linear(x_train.shape[1], len(names))
+        optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
+        for _ in range(200):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(probe(x_train), y_train).backward()
+            optimizer.step()
+        accuracy = (probe(x_val).argmax(1) == y_val).float().mean().item()
+        assert accuracy >= 0.95, (key, accuracy)
