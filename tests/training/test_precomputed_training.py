@@ -7,11 +7,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-from helpers import assert_one_line_error, compose_train, fit, run_tool
+import torch
+from helpers import (
+    assert_one_line_error,
+    compose_train,
+    fit,
+    run_tool,
+    tiny_checkpoint,
+    tiny_model_config,
+)
 
 from captioning.checkpoint import load_checkpoint, restore_model
 from captioning.errors import CaptioningError
+from captioning.models.precomputed import TARGET as PRECOMPUTED
 from captioning.training import Trainer
 
 SHAPES = [
@@ -61,7 +71,7 @@ def test_a_precomputed_run_extracts_the_features_trains_and_validates(region_run
 def test_its_checkpoint_stores_the_feature_sizes_and_rebuilds_the_model(region_run) -> None:
     ckpt = load_checkpoint(region_run / "run")
     encoder = ckpt["config"]["encoder"]
-    assert encoder["_target_"] == "captioning.models.precomputed.precomputed"
+    assert encoder["_target_"] == PRECOMPUTED
     assert (encoder["vector_dim"], encoder["grid_dim"]) == (147, 152)  # 3x7x7, + 5 box features
     model, _ = restore_model(ckpt)
     assert not list(model.encoder.parameters())
@@ -93,7 +103,44 @@ def test_tools_evaluate_scores_the_checkpoint_from_the_feature_files(region_run:
 def test_tools_caption_of_a_raw_image_says_in_one_line_what_to_do(region_run, shapes_root):
     image = next((shapes_root / "images" / "test").glob("*.png"))
     done = run_tool("caption.py", "--checkpoint", region_run / "run", image, "--device", "cpu")
-    assert_one_line_error(done, "pre-extracted region features", "tools/evaluate.py")
+    assert_one_line_error(done, "pre-extracted region features", "--features", "tools/evaluate.py")
+
+
+def precomputed_checkpoint(path: Path, dim: int = 6) -> Path:
+    """A tiny attention model over `dim`-d pre-extracted features (no box features)."""
+    config = tiny_model_config(decoder="attention", attention_dim=8, max_len=5)
+    config["encoder"] = {"_target_": PRECOMPUTED, "vector_dim": dim, "grid_dim": dim}
+    return tiny_checkpoint(path, config)
+
+
+def test_tools_caption_captions_feature_files_and_names_a_bad_one(tmp_path: Path) -> None:
+    ckpt = precomputed_checkpoint(tmp_path / "ckpt.pt")
+    att = tmp_path / "att"
+    att.mkdir()
+    for name, k in (("11", 1), ("12", 3)):
+        np.savez(att / f"{name}.npz", feat=np.random.default_rng(0).random((k, 6), np.float32))
+    np.savez(att / "13.npz", feat=np.zeros((2, 5), np.float32))  # regions of the wrong size
+    done = run_tool("caption.py", "--checkpoint", ckpt, "--features", att, "--device", "cpu")
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(att / "11.npz"), str(att / "12.npz")]
+    assert all(len(line.split("\t")) == 2 for line in lines)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(att / "13.npz") in errors[0] and "expected 6" in errors[0]
+    on_images = run_tool("caption.py", "--checkpoint", ckpt, tmp_path / "x.png", "--device", "cpu")
+    assert_one_line_error(on_images, "cannot encode an image", "--features")
+
+
+def test_captioner_generates_from_a_padded_feature_batch(tmp_path: Path) -> None:
+    from captioning import Captioner
+    from captioning.contracts import EncoderOutput
+    from captioning.data.loader import stack_features
+
+    captioner = Captioner.from_checkpoint(precomputed_checkpoint(tmp_path / "c.pt"), device="cpu")
+    rows = [EncoderOutput(torch.ones(6), torch.ones(k, 6)) for k in (1, 3)]
+    batch = stack_features(rows)
+    assert batch.mask is not None
+    assert captioner.generate(batch).sequences.shape[:2] == (2, 1)
 
 
 def test_features_without_the_precomputed_encoder_are_refused(shapes_root, tmp_path) -> None:
