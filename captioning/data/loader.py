@@ -2,7 +2,7 @@
 train / evaluation data loaders, and :func:`prepare_data` (generated data sets on first use).
 A split's records: :func:`captioning.data.splits.load_split`.
 
-Kept as one file (about 340 lines): collate, the resumable sampler and the loaders built on it
+Kept as one file (about 390 lines): collate, the resumable sampler and the loaders built on it
 form one contract every batch passes through.
 """
 

@@ -1,5 +1,8 @@
 """Pre-extracted per-image region features (bottom-up attention), read lazily from disk.
 
+Kept as one file (about 370 lines): the reader, the checks of its files and the datasets and
+settings built on it share one layout.
+
 The layout is the one ruotianluo/self-critical.pytorch reads (its ``captioning/data/dataloader.py``)
 and its ``scripts/make_bu_data.py`` writes from the original TSV release::
 
