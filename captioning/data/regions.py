@@ -109,13 +109,13 @@ class RegionFeatures:
                     f"per-image {what} feature files (see the README, 'Pre-extracted features')"
                 )
 
-    def files(self, image_id: int) -> list[Path]:
+    def files(self, image_id: int | str) -> list[Path]:
         """The files an image needs: its regions, then its global feature and boxes if used."""
         names = [self.att_dir / f"{image_id}.npz"]
         names += [d / f"{image_id}.npy" for d in (self.fc_dir, self.box_dir) if d is not None]
         return names
 
-    def _att(self, image_id: int) -> np.ndarray:
+    def _att(self, image_id: int | str) -> np.ndarray:
         path = self.att_dir / f"{image_id}.npz"
         try:
             with np.load(path) as archive:  # a zip: read whole, cannot be memory-mapped
@@ -149,7 +149,7 @@ class RegionFeatures:
                 f"{path}: cannot be read ({type(exc).__name__}: {exc})"
             ) from None
 
-    def _box_features(self, image_id: int, record: ImageRecord | None, k: int) -> np.ndarray:
+    def _box_features(self, image_id: int | str, record: ImageRecord | None, k: int) -> np.ndarray:
         path = self.box_dir / f"{image_id}.npy"
         boxes = self._npy(path).astype(np.float32)
         if boxes.shape != (k, 4):
@@ -170,7 +170,7 @@ class RegionFeatures:
         geometry = [x1 / w, y1 / h, x2 / w, y2 / h, (x2 - x1) * (y2 - y1) / (w * h)]
         return np.stack(geometry, axis=1)  # (K, 5)
 
-    def read(self, image_id: int, record: ImageRecord | None = None) -> EncoderOutput:
+    def read(self, image_id: int | str, record: ImageRecord | None = None) -> EncoderOutput:
         """One image's features: vector (D_v,), grid (K, D_g), as float32 tensors.
 
         Args:
