@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from captioning.checkpoint import CheckpointError, load_checkpoint, restore_model
+from captioning.contracts import EncoderOutput
 from captioning.data.images import MAX_PIXELS, ImageLoadError, load_image, to_rgb
 from captioning.data.transforms import eval_transform
 from captioning.decoding import DecodingSettings, Generation, generate
@@ -145,14 +146,16 @@ class Captioner:
     @torch.no_grad()
     def generate(
         self,
-        images: Sequence[ImageLike],
+        images: Sequence[ImageLike] | EncoderOutput,
         settings: DecodingSettings | None = None,
         **decoding: Any,
     ) -> Generation:
         """Decode a batch of images; returns ids, scores and attention maps.
 
         Args:
-            images: paths, PIL images or preprocessed (3, H, W) tensors (:meth:`preprocess`).
+            images: paths, PIL images or preprocessed (3, H, W) tensors (:meth:`preprocess`);
+                or, for a model of pre-extracted features (``encoder=precomputed``), their
+                batch as an :class:`~captioning.contracts.EncoderOutput`.
             settings: the decoding settings (None: :attr:`decoding`, the captioner's defaults).
             **decoding: overrides of those settings (``beam_size``, ``max_len``,
                 ``length_penalty``, ``no_repeat_ngram_size``, ``n_best``, ``sample``,
@@ -162,10 +165,14 @@ class Captioner:
         Returns:
             The :class:`~captioning.decoding.Generation` for the batch.
         """
-        if len(images) == 0:
+        if isinstance(images, EncoderOutput):  # pre-extracted features (encoder=precomputed)
+            features = images.apply(lambda t: t.to(self.device))
+            features = features._replace(vector=features.vector.float(), grid=features.grid.float())
+        elif len(images) == 0:
             raise CaptioningError("no images to decode: pass at least one image")
-        batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)  # (B, 3, H, W)
-        features = self.model.encode(batch)
+        else:
+            batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)
+            features = self.model.encode(batch)  # from (B, 3, H, W)
         return generate(
             self.model,
             features,

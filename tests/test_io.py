@@ -69,3 +69,14 @@ def test_check_writable_is_one_line_naming_the_setting(tmp_path):
     assert "\n" not in message
     assert message.startswith(f"cannot write to {afile / 'run'} (")
     assert message.endswith("set hydra.run.dir (run_dir) to a folder you can write to")
+
+
+def test_a_non_durable_atomic_write_renames_into_place_without_fsync(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    target = tmp_path / "a.bin"
+    atomic_write(target, lambda f: f.write(b"x" * 10), durable=False)
+    assert target.read_bytes() == b"x" * 10 and synced == []
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]  # no temporary file left
+    atomic_write(target, lambda f: f.write(b"y"))  # durable (the default): file and folder
+    assert len(synced) == 2

@@ -11,6 +11,12 @@ Output, one line per caption:
   ``PATH<TAB>SCORE<TAB>CAPTION``, best first for beam search. SCORE is the hypothesis' beam score
   (summed log-probabilities / length ** length_penalty) or the sample's summed log-probability.
 
+A model trained on pre-extracted features (``encoder=precomputed``) captions feature files
+instead: ``--features ATT.npz [ATT.npz ...]`` (key ``feat``: (K, D) regions; the global feature is
+``--fc-dir/<name>.npy`` when given, else the mean of the regions, as in training without
+``fc_dir``). Models trained with box features need the boxes' images: evaluate those with
+``tools/evaluate.py``.
+
 Files that cannot be read as images (not an image, truncated, empty, larger than
 ``--max-pixels``) are reported on stderr, one ``error: cannot load image PATH: ...`` line each;
 every other image is still captioned. The exit status is then 1 (``--skip-errors``: 0).
@@ -33,19 +39,22 @@ from captioning.cli.common import (
     decoding_overrides,
     one_line_errors,
 )
+from captioning.contracts import EncoderOutput
+from captioning.data.loader import stack_features
+from captioning.data.regions import RegionFeatureError, RegionFeatures
 from captioning.errors import CaptioningError
 from captioning.inference import Captioner
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
-def expand(inputs: list[str]) -> list[Path]:
-    """Files, directories (their image files, sorted) and glob patterns -> image paths."""
+def expand(inputs: list[str], suffixes: set[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Files, directories (their files with `suffixes`, sorted) and glob patterns -> paths."""
     paths: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            paths += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            paths += sorted(f for f in p.iterdir() if f.suffix.lower() in suffixes)
         elif any(ch in item for ch in "*?[") and not p.exists():
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
             if not matches:
@@ -63,6 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("images", nargs="+", help="image files, directories or glob patterns")
     add_captioner_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="images decoded together")
+    parser.add_argument(
+        "--features",
+        action="store_true",
+        help="the inputs are region feature files <name>.npz (encoder=precomputed models)",
+    )
+    parser.add_argument("--fc-dir", help="with --features: folder of <name>.npy global features")
     parser.add_argument(
         "--skip-errors",
         action="store_true",
@@ -119,6 +134,30 @@ def readable_batches(
         yield chunk, tensors
 
 
+def feature_batches(
+    captioner: Captioner, paths: list[Path], batch_size: int, fc_dir: str | None, failed: list
+) -> Iterator[tuple[list[Path], EncoderOutput]]:
+    """--features: batches of readable feature files (paths, padded features with their mask);
+    each bad file is reported on stderr and appended to `failed`."""
+    encoder = captioner.model.encoder
+    for start in range(0, len(paths), batch_size):
+        chunk, rows = [], []
+        for path in paths[start : start + batch_size]:
+            reader = RegionFeatures(
+                path.parent, fc_dir, vector_dim=encoder.vector_dim, grid_dim=encoder.grid_dim
+            )
+            try:
+                if path.suffix != ".npz":
+                    raise RegionFeatureError(f"{path}: not a .npz region feature file")
+                rows.append(reader.read(path.stem))
+                chunk.append(path)
+            except RegionFeatureError as exc:
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                failed.append(path)
+        if chunk:
+            yield chunk, stack_features(rows)
+
+
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -126,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         raise CaptioningError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_pixels < 0:
         raise CaptioningError(f"--max-pixels must be >= 0 (0: no limit), got {args.max_pixels}")
-    paths = expand(args.images)
+    paths = expand(args.images, {".npz"} if args.features else IMAGE_SUFFIXES)
+    if args.features and args.attention_map:
+        raise CaptioningError("--attention-map draws over images; it does not go with --features")
     captioner = Captioner.from_checkpoint(
         args.checkpoint, device=args.device, max_pixels=args.max_pixels or None
     )
@@ -138,8 +179,23 @@ def main(argv: list[str] | None = None) -> int:
             f"--attention-map needs an attention model, but {args.checkpoint} "
             "has none (train one with decoder=attention)"
         )
-    vocab, failed = captioner.vocab, []
-    for chunk, tensors in readable_batches(captioner, paths, args.batch_size, failed):
+    reads_features = getattr(captioner.model.encoder, "reads_features", False)
+    if reads_features != args.features:
+        raise CaptioningError(
+            f"{args.checkpoint} reads pre-extracted region features (encoder=precomputed) and "
+            "cannot encode an image: pass its feature files with --features ATT.npz ..., or "
+            "evaluate it with tools/evaluate.py"
+            if reads_features
+            else "--features is for models trained on pre-extracted features "
+            f"(encoder=precomputed); {args.checkpoint} reads images"
+        )
+    batches = (
+        feature_batches(captioner, paths, args.batch_size, args.fc_dir, failed := [])
+        if args.features
+        else readable_batches(captioner, paths, args.batch_size, failed := [])
+    )
+    vocab = captioner.vocab
+    for chunk, tensors in batches:
         gen = captioner.generate(tensors, **decoding)
         if args.attention_map:
             save_attention_maps(args.attention_map, chunk, gen, captioner, len(paths) > 1)
@@ -152,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path}\t{score:.4f}\t{vocab.decode(ids)}", flush=True)
     if failed:
         print(
-            f"{len(failed)} of {len(paths)} files could not be read as images and have no "
+            f"{len(failed)} of {len(paths)} files could not be read as "
+            f"{'features' if args.features else 'images'} and have no "
             f"caption{' (--skip-errors: exit status 0)' if args.skip_errors else ''}",
             file=sys.stderr,
         )

@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     captioner = Captioner.from_checkpoint(
         args.checkpoint, device=args.device, max_pixels=args.max_pixels or None
     )
+    if getattr(captioner.model.encoder, "reads_features", False):
+        raise CaptioningError(
+            f"{args.checkpoint} reads pre-extracted region features (encoder=precomputed) and "
+            "cannot encode an uploaded image; caption its feature files with tools/caption.py "
+            "--features, or evaluate it with tools/evaluate.py"
+        )
     with tempfile.TemporaryDirectory(prefix="captioning-demo-") as folder:
         examples = shapes_examples(folder)
         demo = build_demo(DemoService(captioner), examples=examples, title=f"`{args.checkpoint}`")

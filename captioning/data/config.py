@@ -13,7 +13,7 @@ from typing import Any, Literal
 from captioning.data.images import MAX_PIXELS
 from captioning.settings import bounded, parse_settings
 
-__all__ = ["LEGACY_DATA_DEFAULTS", "DataConfig", "data_config"]
+__all__ = ["LEGACY_DATA_DEFAULTS", "DataConfig", "FeaturesConfig", "data_config"]
 
 #: Values for keys that configs saved in older checkpoints may lack (the keys were added later,
 #: with these values as their defaults then); used only by :func:`data_config` with
@@ -29,7 +29,27 @@ LEGACY_DATA_DEFAULTS: dict[str, Any] = {
     "max_bad_image_fraction": 0.001,
     "max_pixels": MAX_PIXELS,
     "instances": None,
+    "features": {"fc_dir": None, "att_dir": None, "box_dir": None, "extract": None},
 }
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """``data.features``: pre-extracted per-image features read instead of images
+    (``encoder=precomputed``; :mod:`captioning.data.regions`). Folders relative to ``data.root``
+    unless absolute."""
+
+    att_dir: str | None  # <image_id>.npz, key "feat": (K, D_g) region features
+    fc_dir: str | None  # <image_id>.npy: (D_v,) global features (null: mean of the regions)
+    box_dir: str | None  # <image_id>.npy: (K, 4) boxes x1, y1, x2, y2 (null: no box features)
+    # shapes: written on first use from the generator's object boxes
+    # (captioning.data.shapes_regions; null: the files must exist)
+    extract: Literal["shapes"] | None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether features are read instead of images."""
+        return self.att_dir is not None
 
 
 @dataclass(frozen=True)
@@ -48,6 +68,7 @@ class DataConfig:
     max_bad_image_fraction: float = bounded(ge=0.0, le=1.0)
     max_pixels: int | None = bounded(ge=1)
     instances: str | None  # COCO instance annotations (relative to root), for CHAIR
+    features: FeaturesConfig  # pre-extracted features (encoder=precomputed)
     name: str | None = None  # a label for logs (every file in conf/data/ sets it)
     # karpathy: the split file; folder: the CSV / JSON Lines file (null: the only one in root)
     annotations: str | None = None

@@ -2,7 +2,7 @@
 train / evaluation data loaders, and :func:`prepare_data` (generated data sets on first use).
 A split's records: :func:`captioning.data.splits.load_split`.
 
-Kept as one file (about 340 lines): collate, the resumable sampler and the loaders built on it
+Kept as one file (about 390 lines): collate, the resumable sampler and the loaders built on it
 form one contract every batch passes through.
 """
 
@@ -23,6 +23,7 @@ from captioning.data.config import DataConfig, data_config
 from captioning.data.datasets import CaptionDataset, ImageDataset
 from captioning.data.images import MAX_PIXELS
 from captioning.data.records import ImageRecord, SkippedImage
+from captioning.data.regions import RegionFeatures, RegionImageDataset
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
 
@@ -38,6 +39,7 @@ __all__ = [
     "collate_captions",
     "collate_images",
     "prepare_data",
+    "stack_features",
     "start_epoch",
 ]
 
@@ -59,11 +61,36 @@ class CaptionBatch(NamedTuple):
 
 
 class ImageBatch(NamedTuple):
-    """An evaluation batch: each image once (``skipped``: those that could not be read)."""
+    """An evaluation batch: each image once (``skipped``: those that could not be read).
+
+    Batches of pre-extracted features (:mod:`captioning.data.regions`) carry them in
+    ``features``, and ``images`` is an empty (0,) tensor.
+    """
 
     images: Tensor  # (B, 3, H, W)
     image_ids: Tensor  # (B,)
     skipped: tuple[SkippedImage, ...] = ()
+    features: EncoderOutput | None = None  # vector (B, D_v), grid (B, L, D_g), mask (B, L)
+
+
+def stack_features(rows: Sequence[EncoderOutput]) -> EncoderOutput:
+    """Batch per-image features: vectors stacked, grids right-padded with zeros to the most
+    regions in the batch, and a ``mask`` (True = real region) when their counts differ.
+
+    Args:
+        rows: one per image: vector (D_v,), grid (K_i, D_g).
+
+    Returns:
+        vector (N, D_v), grid (N, L, D_g) with ``L = max K_i``, mask (N, L) bool or None when
+        every image has L regions (as the reference sets ``att_masks=None``).
+    """
+    vector = torch.stack([r.vector for r in rows])  # (N, D_v)
+    counts = [int(r.grid.shape[0]) for r in rows]
+    if len(set(counts)) == 1:
+        return EncoderOutput(vector, torch.stack([r.grid for r in rows]))  # (N, L, D_g)
+    grid = pad_sequence([r.grid for r in rows], batch_first=True)  # (N, L, D_g), zeros padded
+    mask = torch.arange(grid.shape[1]) < torch.tensor(counts).unsqueeze(1)  # (N, L)
+    return EncoderOutput(vector, grid, mask)
 
 
 def collate_captions(
@@ -85,10 +112,7 @@ def collate_captions(
     firsts = [first for first, _, _ in items]
     images = features = None
     if isinstance(firsts[0], EncoderOutput):
-        features = EncoderOutput(
-            torch.stack([f.vector for f in firsts]),  # (N, D_v)
-            torch.stack([f.grid for f in firsts]),
-        )  # (N, L, D_g)
+        features = stack_features(firsts)  # vector (N, D_v), grid (N, L, D_g), mask (N, L)
     else:
         images = torch.stack(firsts)  # (N, 3, H, W)
     captions = [c for _, caps, _ in items for c in caps]
@@ -99,8 +123,11 @@ def collate_captions(
     return CaptionBatch(images, padded, lengths, ids, image_index, features, skipped)
 
 
-def collate_images(items: Sequence[tuple[Tensor, int] | SkippedImage]) -> ImageBatch:
-    """Stack images and their ids; :class:`SkippedImage` items are listed in ``skipped``.
+def collate_images(
+    items: Sequence[tuple[Tensor | EncoderOutput, int] | SkippedImage],
+) -> ImageBatch:
+    """Stack images (or pre-extracted features, see :func:`stack_features`) and their ids;
+    :class:`SkippedImage` items are listed in ``skipped``.
 
     When every item is skipped, ``images`` is an empty (0,) tensor.
     """
@@ -108,8 +135,11 @@ def collate_images(items: Sequence[tuple[Tensor, int] | SkippedImage]) -> ImageB
     good = [item for item in items if not isinstance(item, SkippedImage)]
     if not good:
         return ImageBatch(torch.zeros(0), torch.zeros(0, dtype=torch.long), skipped)
-    images, ids = zip(*good, strict=True)
-    return ImageBatch(torch.stack(images), torch.tensor(ids, dtype=torch.long), skipped)
+    firsts, ids = zip(*good, strict=True)
+    ids = torch.tensor(ids, dtype=torch.long)
+    if isinstance(firsts[0], EncoderOutput):
+        return ImageBatch(torch.zeros(0), ids, skipped, stack_features(firsts))
+    return ImageBatch(torch.stack(firsts), ids, skipped)
 
 
 def build_loaders(
@@ -289,6 +319,7 @@ def build_eval_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
     max_pixels: int | None = MAX_PIXELS,
+    features: RegionFeatures | None = None,
 ) -> DataLoader:
     """A per-image loader in record order: every image exactly once.
 
@@ -299,12 +330,18 @@ def build_eval_loader(
         num_workers: loader worker processes.
         pin_memory: page-lock batches (for CUDA).
         max_pixels: larger images are skipped like unreadable ones (``ImageBatch.skipped``).
+        features: read each image's pre-extracted features instead (``transform`` unused).
 
     Returns:
         A loader of :class:`ImageBatch`.
     """
+    dataset = (
+        ImageDataset(records, transform, max_pixels=max_pixels)
+        if features is None
+        else RegionImageDataset(features, records)
+    )
     return DataLoader(
-        ImageDataset(records, transform, max_pixels=max_pixels),
+        dataset,
         batch_size=batch_size,
         shuffle=False,
         collate_fn=collate_images,
@@ -315,7 +352,8 @@ def build_eval_loader(
 
 
 def prepare_data(data: DataConfig | Mapping[str, Any], *, generate: bool = True) -> None:
-    """Create a generated data set on first use (the shapes data); check that real ones exist.
+    """Create a generated data set on first use (the shapes data, and with
+    ``data.features.extract=shapes`` its region features); check that real ones exist.
 
     Args:
         data: the ``data`` settings (``root``, and for shapes ``generate``, ``seed``, ``sizes``).
@@ -332,6 +370,11 @@ def prepare_data(data: DataConfig | Mapping[str, Any], *, generate: bool = True)
             logger.info("generating the shapes data set in %s (data.root)", root.resolve())
         sizes = {k: int(v) for k, v in (data.sizes or {}).items()}
         generate_shapes(root, seed=int(data.seed or 0), **sizes)
+    if data.features.extract == "shapes" and generate:
+        from captioning.data.shapes_regions import extract_shapes_regions
+
+        folders = {k: v and root / v for k, v in vars(data.features).items() if k != "extract"}
+        extract_shapes_regions(root, **folders)
     elif not root.is_dir():
         hint = (
             "the shapes data is generated by training (tools/train.py) or by "

@@ -18,6 +18,7 @@ from captioning.data.config import DataConfig, data_config
 from captioning.data.folder import find_annotations, load_folder
 from captioning.data.karpathy import load_karpathy
 from captioning.data.records import ImageRecord
+from captioning.data.regions import keep_with_features, region_features
 from captioning.errors import CaptioningError
 
 __all__ = ["load_split"]
@@ -42,9 +43,21 @@ def load_split(data: DataConfig | Mapping[str, Any], split: str) -> list[ImageRe
         split: e.g. ``"train"``, ``"val"``, ``"test"``.
 
     Returns:
-        The split's image records.
+        The split's image records. With ``data.features`` (pre-extracted features) the image
+        files need not exist; each record's feature files must (missing ones: an error, or
+        skipped with ``data.strict=false``).
     """
     data = data_config(data, legacy=True)
+    records = _load_split(data, split)
+    if data.features.enabled:
+        records = keep_with_features(
+            records, region_features(data), strict=data.strict, split=split
+        )
+    return records
+
+
+def _load_split(data: DataConfig, split: str) -> list[ImageRecord]:
+    check_files = not data.features.enabled  # features are read instead of the images
     if split not in data.splits:
         raise CaptioningError(f"data config has no split {split!r}; it has {sorted(data.splits)}")
     root, spec = Path(data.root), data.splits[split]
@@ -58,18 +71,28 @@ def load_split(data: DataConfig | Mapping[str, Any], split: str) -> list[ImageRe
                 image_root=images,
                 known_splits={n for s in data.splits for n in _split_names(data.splits, s)},
                 strict=data.strict,
+                check_files=check_files,
                 **_fraction_split(data),
             )
         if not data.annotations:
             raise CaptioningError("data.format=karpathy needs data.annotations (the split file)")
-        return load_karpathy(root / data.annotations, images or root, names, strict=data.strict)
+        return load_karpathy(
+            root / data.annotations,
+            images or root,
+            names,
+            strict=data.strict,
+            check_files=check_files,
+        )
     if not isinstance(spec, Mapping) or not {"annotations", "images"} <= set(spec):
         raise CaptioningError(
             f"data.splits.{split} needs 'annotations' and 'images' (paths relative to data.root), "
             f"got {spec!r}"
         )
     return load_coco_captions(
-        root / str(spec["annotations"]), root / str(spec["images"]), strict=data.strict
+        root / str(spec["annotations"]),
+        root / str(spec["images"]),
+        strict=data.strict,
+        check_files=check_files,
     )
 
 

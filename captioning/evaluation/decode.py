@@ -24,6 +24,7 @@ from captioning.contracts import EncoderOutput
 from captioning.data.images import MAX_PIXELS
 from captioning.data.loader import ImageBatch, build_eval_loader
 from captioning.data.records import ImageRecord
+from captioning.data.regions import RegionFeatures
 from captioning.data.transforms import eval_transform
 from captioning.decoding import DecodingSettings, generate
 from captioning.distributed import gather_dicts, gather_objects
@@ -143,7 +144,11 @@ def decode_images(
             log.warning("left out of evaluation: %s", item.reason)
         if batch.image_ids.numel() == 0:
             continue
-        features = model.encode(batch.images.to(device))
+        if batch.features is not None:  # pre-extracted features (encoder=precomputed)
+            features = batch.features.apply(lambda t: t.to(device))
+            features = features._replace(vector=features.vector.float(), grid=features.grid.float())
+        else:
+            features = model.encode(batch.images.to(device))
         if loss is not None:
             loss.add(model, features, batch.image_ids.tolist())
         best = generate(model, features, decoding, **ids).best  # (B, T)
@@ -168,6 +173,7 @@ def decode_records(
     world_size: int = 1,
     progress: bool = False,
     loss: ReferenceLoss | None = None,
+    features: RegionFeatures | None = None,
 ) -> dict[int, str]:
     """Caption a split's images once each: this rank decodes ``records[rank::world_size]``,
     and the shards' captions are merged (all-gather; nothing to merge in one process).
@@ -186,6 +192,8 @@ def decode_records(
         progress: show a tqdm bar.
         loss: also add the references of the images read to this :class:`ReferenceLoss`,
             summed over all ranks' shards.
+        features: the images' pre-extracted features, read instead of the images
+            (``encoder=precomputed``).
 
     Returns:
         image id -> caption for every readable image of the split, on every rank.
@@ -197,6 +205,7 @@ def decode_records(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         max_pixels=max_pixels,
+        features=features,
     )
     captions = decode_images(
         model, loader, vocab, device=device, decoding=decoding, progress=progress, loss=loss

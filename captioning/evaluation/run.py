@@ -25,6 +25,7 @@ from torch import nn
 from captioning.data.config import DataConfig
 from captioning.data.images import MAX_PIXELS
 from captioning.data.records import ImageRecord
+from captioning.data.regions import RegionFeatures, features_for
 from captioning.decoding import DecodingSettings
 from captioning.distributed import broadcast_object, is_distributed
 from captioning.errors import CaptioningError
@@ -93,6 +94,7 @@ def evaluate_split(
     split: str = "",
     loss: bool = False,
     loss_max_len: int | None = None,
+    features: RegionFeatures | None = None,
 ) -> Evaluation:
     """Decode every image of a split once and score the captions against all its references.
 
@@ -117,6 +119,8 @@ def evaluate_split(
         loss: also report ``loss``, the references' teacher-forced cross-entropy per word
             (:class:`~captioning.evaluation.decode.ReferenceLoss`, from the same encoder pass).
         loss_max_len: cut the references to this many words for the loss (``data.max_len``).
+        features: the images' pre-extracted features (``encoder=precomputed``), read instead
+            of the images.
 
     Returns:
         The :class:`Evaluation`.
@@ -141,6 +145,7 @@ def evaluate_split(
         world_size=world_size,
         progress=progress,
         loss=reference_loss,
+        features=features,
     )
     if not predictions:
         which = f"split {split!r}" if split else "the split"
@@ -206,6 +211,7 @@ class CheckpointSplit:
             decoding=self.decoding,
             grounding=self.grounding,
             split=self.split,
+            features=features_for(self.data, self.captioner.model.encoder),
             **{"metrics": TEST_METRICS, **kwargs},
         )
         evaluation.data = self.data

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from captioning.data.config import DataConfig
 from captioning.decoding.settings import DecodingSettings
 from captioning.errors import CaptioningError
+from captioning.models.precomputed import TARGET as PRECOMPUTED
 from captioning.settings import bounded, parse_settings
 from captioning.targets import DecoderSettings, EncoderSettings
 from captioning.training.objectives.base import ObjectiveSettings
@@ -150,6 +151,14 @@ def parse_config(config: Mapping[str, Any]) -> RunConfig:
             f"trainer.init_from={run.trainer.init_from} and trainer.resume={run.trainer.resume}: "
             "resume continues a run from its own checkpoint; drop one of them (e.g. "
             "trainer.init_from=null)"
+        )
+    precomputed = run.encoder.target == PRECOMPUTED
+    if precomputed != run.data.features.enabled:
+        raise CaptioningError(
+            "encoder=precomputed needs data.features.att_dir (the pre-extracted features' folder)"
+            if precomputed
+            else f"data.features.att_dir={run.data.features.att_dir} is read only by "
+            "encoder=precomputed; add encoder=precomputed, or set data.features.att_dir=null"
         )
     if run.trainer.monitor not in VALIDATION_METRICS:
         raise CaptioningError(

@@ -4,6 +4,7 @@ decision). (The torch data sets themselves live in :mod:`captioning.data`.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -19,17 +20,20 @@ from captioning.data.datasets import CaptionDataset
 from captioning.data.features import FeatureCaptionDataset, build_feature_cache, use_feature_cache
 from captioning.data.loader import build_train_loader, prepare_data
 from captioning.data.records import ImageRecord
+from captioning.data.regions import RegionCaptionDataset, feature_sizes, features_for
 from captioning.data.splits import annotation_files, load_split
 from captioning.data.transforms import eval_transform, train_transform
 from captioning.distributed import DistContext, barrier, broadcast_object
 from captioning.io import check_writable
 from captioning.models.caption_model import CaptionModel
+from captioning.models.precomputed import TARGET as PRECOMPUTED
 from captioning.vocab import Vocabulary
 
 __all__ = [
     "bad_image_budget",
     "build_vocabulary",
     "load_records",
+    "resolve_feature_sizes",
     "train_dataset",
     "train_loader",
 ]
@@ -47,6 +51,28 @@ def load_records(
     if not ctx.is_main:
         prepare_data(data)  # checks only: rank 0 wrote it
     return {split: load_split(data, split) for split in splits}
+
+
+def resolve_feature_sizes(config: Any) -> Any:
+    """The run config with ``encoder.vector_dim`` / ``grid_dim`` of ``encoder=precomputed`` read
+    from the feature files when the config leaves them null (so checkpoints store them).
+
+    Args:
+        config: the run's :class:`~captioning.training.config.RunConfig`.
+
+    Returns:
+        The same config, or a copy whose encoder node has the sizes.
+    """
+    encoder = config.encoder
+    if encoder.target != PRECOMPUTED or None not in (
+        encoder.argument("vector_dim"),
+        encoder.argument("grid_dim"),
+    ):
+        return config
+    vector_dim, grid_dim = feature_sizes(config.data)
+    log.info("pre-extracted features: %d-d global, %d-d regions", vector_dim, grid_dim)
+    node = {**encoder.node, "vector_dim": vector_dim, "grid_dim": grid_dim}
+    return dataclasses.replace(config, encoder=type(encoder)(node))
 
 
 def build_vocabulary(data: DataConfig, tokens: TokenizedCaptions) -> Vocabulary:
@@ -85,7 +111,8 @@ def train_dataset(
     should_stop: Callable[[], bool] | None = None,
     tokens: TokenizedCaptions | None = None,
 ) -> Dataset | None:
-    """The training images, or the frozen encoder's cached features.
+    """The training images, the frozen encoder's cached features, or pre-extracted features
+    (``encoder=precomputed``: :mod:`captioning.data.regions`).
 
     Features are cached (``data.feature_cache=auto``) when the encoder never learns: frozen,
     no fine-tuning scheduled, no augmentation. Rank 0 builds the cache; the others wait and
@@ -111,6 +138,10 @@ def train_dataset(
     Returns:
         The dataset, or None when the cache build was stopped.
     """
+    features = features_for(data, model.encoder)
+    if features is not None:  # pre-extracted features: the items are already encoder outputs
+        log.info("training from pre-extracted features in %s", features.att_dir)
+        return RegionCaptionDataset(features, records, vocab, max_len=data.max_len, tokens=tokens)
     pre = model.encoder.preprocess
     frozen = not any(p.requires_grad for p in model.encoder.parameters())
     cached = use_feature_cache(

@@ -144,9 +144,10 @@ def set_up_run(
         cudnn_benchmark=t.cudnn_benchmark,
         tf32=t.tf32,
     )
+    records = run_data.load_records(config.data, ctx)  # (a generated data set written first)
+    config = run_data.resolve_feature_sizes(config)  # encoder=precomputed: from the files
     plain = config.to_dict()  # what checkpoints store
     ckpt = load_resume(resume, plain, run_dir) if resume is not None else None
-    records = run_data.load_records(config.data, ctx)
     tokens = TokenizedCaptions(records["train"])  # once: the vocabulary and the encoded captions
     model, vocab = _model(config, tokens, ckpt, init)
     model.to(device)

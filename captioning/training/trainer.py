@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from captioning.checkpoint import get_rng_state, load_checkpoint, restore_model, set_rng_state
 from captioning.data.loader import start_epoch
+from captioning.data.regions import features_for
 from captioning.devices import resolve_device
 from captioning.distributed import (
     DistContext,
@@ -383,6 +384,7 @@ class Trainer:
             split=split,
             loss=loss,
             loss_max_len=self.config.data.max_len,
+            features=features_for(self.config.data, self.model.encoder),
         )
 
     def evaluate(
