@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 __all__ = ["CaptionDecoder", "DecoderState", "EncoderOutput"]
@@ -47,6 +48,12 @@ class EncoderOutput(NamedTuple):
     def select(self, index: Tensor) -> EncoderOutput:
         """Rows `index` of every tensor: one row per caption, or per beam hypothesis."""
         return self.apply(lambda t: t.index_select(0, index))
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> EncoderOutput:
+        """On `device`, ``vector`` and ``grid`` as float32 (cached and pre-extracted features may
+        be stored as float16); the mask stays bool."""
+        moved = self.apply(lambda t: t.to(device, non_blocking=non_blocking))
+        return moved._replace(vector=moved.vector.float(), grid=moved.grid.float())
 
     def apply(self, fn: Callable[[Tensor], Tensor]) -> EncoderOutput:
         """`fn` on ``vector`` and ``grid`` (and ``mask`` when there is one), e.g. ``.to(device)``."""

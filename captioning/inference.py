@@ -166,8 +166,7 @@ class Captioner:
             The :class:`~captioning.decoding.Generation` for the batch.
         """
         if isinstance(images, EncoderOutput):  # pre-extracted features (encoder=precomputed)
-            features = images.apply(lambda t: t.to(self.device))
-            features = features._replace(vector=features.vector.float(), grid=features.grid.float())
+            features = images.to(self.device)
         elif len(images) == 0:
             raise CaptioningError("no images to decode: pass at least one image")
         else:

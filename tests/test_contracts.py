@@ -186,3 +186,14 @@ def test_nothing_in_the_library_imports_the_commands() -> None:
     ]
     assert not wrong, wrong
     assert (COMMANDS / "train.py").is_file()  # (the check looks in the right place)
+
+
+def test_encoder_output_to_casts_features_to_float32_and_keeps_the_mask_bool() -> None:
+    half = EncoderOutput(
+        torch.ones(2, 3, dtype=torch.float16),
+        torch.ones(2, 4, 3, dtype=torch.float16),
+        torch.ones(2, 4, dtype=torch.bool),
+    )
+    moved = half.to("cpu")
+    assert moved.vector.dtype == moved.grid.dtype == torch.float32
+    assert moved.mask.dtype == torch.bool

@@ -145,8 +145,7 @@ def decode_images(
         if batch.image_ids.numel() == 0:
             continue
         if batch.features is not None:  # pre-extracted features (encoder=precomputed)
-            features = batch.features.apply(lambda t: t.to(device))
-            features = features._replace(vector=features.vector.float(), grid=features.grid.float())
+            features = batch.features.to(device)
         else:
             features = model.encode(batch.images.to(device))
         if loss is not None:

@@ -74,8 +74,7 @@ def _to_device(batch: CaptionBatch, device: torch.device, channels_last: bool) -
     ``lengths`` stay on the CPU (packing needs them there)."""
     images, features = batch.images, batch.features
     if features is not None:
-        features = features.apply(lambda f: f.to(device, non_blocking=True))
-        features = features._replace(vector=features.vector.float(), grid=features.grid.float())
+        features = features.to(device, non_blocking=True)
     else:
         images = images.to(device, non_blocking=True)
         if channels_last:
