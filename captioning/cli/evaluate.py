@@ -30,8 +30,9 @@ from captioning.cli.common import add_decoding_arguments, decoding_overrides, on
 
 GROUNDING_NOTE = {
     "shapes": "shapes_* = colour+shape objects named right (precision, recall), images named "
-    "exactly right, right counts, sizes; CHAIR_i / CHAIR_s = objects named that are not in the "
-    "image, per mention / per caption (lower is better)",
+    "exactly right, right counts, sizes, stated relations (left of, above, ...) that hold; "
+    "CHAIR_i / CHAIR_s = objects named that are not in the image, per mention / per caption "
+    "(lower is better)",
     "coco": "CHAIR_i / CHAIR_s = COCO objects named that are not in the image, per mention / "
     "per caption (lower is better); object_recall = objects in the image that are named",
 }
