@@ -117,6 +117,8 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
             if (path / "checkpoints" / name).is_file():
                 path = path / "checkpoints" / name
                 break
+        else:
+            raise CheckpointError(_folder_without_checkpoint(path))
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     with path.open("rb") as f:
@@ -172,6 +174,31 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
             "(expected a state dict of tensors, a config dict, a list of tokens, integer counts)"
         )
     return ckpt
+
+
+def _folder_without_checkpoint(folder: Path) -> str:
+    """What a folder passed as a checkpoint holds instead, and what to pass."""
+    held = sorted(f.name for f in folder.glob("*.pt") if f.is_file())
+    if held:
+        named = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        run = (
+            f" or the run folder {folder.parent}"
+            if folder.name == "checkpoints" and folder.parent != folder
+            else ""
+        )
+        return f"{folder} is a folder of checkpoints ({named}); pass one of them{run}"
+    found = sorted(folder.glob("*/checkpoints/*.pt"))
+    if found:
+        runs = sorted({f.parent.parent.name for f in found})
+        named = ", ".join(runs[:3]) + (", ..." if len(runs) > 3 else "")
+        return (
+            f"{folder} is no run folder (no checkpoints/best.pt or last.pt) but holds runs "
+            f"({named}); pass one of them, e.g. {found[0].parent.parent}"
+        )
+    return (
+        f"{folder} holds no checkpoint (no checkpoints/best.pt or last.pt, no .pt file); pass a "
+        "checkpoint file (RUN_DIR/checkpoints/best.pt) or a run folder"
+    )
 
 
 def _is_state_dict(value: Any) -> bool:

@@ -388,3 +388,20 @@ def test_results_mode_on_shapes_reports_relation_accuracy_in_table_json_and_html
     assert re.search(rf"shapes_relation_accuracy\s+{expected:.4f}", done.stdout), done.stdout
     assert "relation" in done.stdout.split("grounded metrics (shapes)")[1]
     assert "<th>shapes_relation_accuracy</th>" in page.read_text()
+
+
+def test_evaluate_usage_errors_are_one_line_and_help_is_whole(capsys: pytest.CaptureFixture):
+    """issue 23: --beam-size 0 printed the whole usage block (caption.py: one line); --help's
+    description stopped mid-sentence and --split hid its default."""
+    from captioning.cli.evaluate import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--checkpoint", "x", "--beam-size", "0"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "usage:" not in err
+    assert err.startswith("error: argument --beam-size: must be at least 1, got 0")
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(objects named right, CHAIR) where the data set has ground truth. options:" in text
+    assert "data split to decode (checkpoint mode; default: test)" in text
