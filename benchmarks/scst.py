@@ -46,7 +46,7 @@ from captioning.training.optim import build_optimizer
 from captioning.vocab import Vocabulary
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-BATCH = 16  # images per batch, as conf/trainer/base.yaml
+BATCH = 16  # images per batch, as conf/base_trainer.yaml
 MAX_LEN = 20  # conf/decoding/greedy.yaml
 
 

@@ -189,8 +189,9 @@ class Captioner:
 
         With one caption per image (greedy, ``n_best=1``, one sample) one image gives a string
         and several give a list of strings. With ``n_best=k`` (beam search) or ``num_samples=k``
-        (sampling) each image gives a list of k captions, best first for beam search: one image
-        gives that list, several give a list of such lists.
+        (sampling) each image gives a list of k captions, best first (samples too, by their
+        log-probability: :meth:`~captioning.decoding.Generation.best_first`): one image gives
+        that list, several give a list of such lists.
 
         Args:
             images: a path or PIL image, or a sequence of them.
@@ -203,7 +204,7 @@ class Captioner:
         batch = [images] if single else list(images)
         if not batch:
             return []  # nothing in, nothing out
-        seqs = self.generate(batch, **decoding).sequences  # (B, K, T)
+        seqs = self.generate(batch, **decoding).best_first().sequences  # (B, K, T)
         captions: list[Any] = [[self.vocab.decode(s) for s in row] for row in seqs.tolist()]
         if seqs.size(1) == 1:
             captions = [row[0] for row in captions]

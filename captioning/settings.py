@@ -122,14 +122,19 @@ def _check_range(value: Any, bounds: Mapping[str, Any], key: str) -> None:
         return
     ge, gt, le, lt = (bounds.get(k) for k in ("ge", "gt", "le", "lt"))
     note = f" ({bounds['note']})" if bounds.get("note") else ""  # what the bound means
-    if ge is not None and value < ge:
-        raise CaptioningError(f"{key}={value}: must be >= {ge}{note}")
-    if gt is not None and value <= gt:
-        raise CaptioningError(f"{key}={value}: must be > {gt}{note}")
-    if le is not None and value > le:
-        raise CaptioningError(f"{key}={value}: must be <= {le}{note}")
-    if lt is not None and value >= lt:
-        raise CaptioningError(f"{key}={value}: must be < {lt}{note}")
+    section, _, name = key.rpartition(".")
+    for bound, broken, text in (
+        (ge, lambda b: value < b, ">="),
+        (gt, lambda b: value <= b, ">"),
+        (le, lambda b: value > b, "<="),
+        (lt, lambda b: value >= b, "<"),
+    ):
+        if bound is not None and broken(bound):
+            raise CaptioningError(  # names the setting: a front end may write it as its flag
+                f"{{{name}}}: must be {text} {bound}{note}",
+                settings={name: value},
+                prefix=f"{section}." if section else "",
+            )
 
 
 def unknown_key(

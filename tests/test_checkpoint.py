@@ -337,3 +337,23 @@ def test_offline_torchvision_weights_are_a_one_line_error(tmp_path, monkeypatch)
     }
     with pytest.raises(CheckpointError, match=r"needs torchvision's DEFAULT weights .*\(URLError"):
         restore_model(ckpt, source="vgg.pt")
+
+
+def test_a_folder_passed_as_a_checkpoint_says_what_it_holds_and_what_to_pass(tmp_path):
+    """issue 23: ``-c outputs/demo/checkpoints`` said "checkpoint not found"."""
+    run = tmp_path / "demo"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("best.pt", "last.pt"):
+        tiny_checkpoint(run / "checkpoints" / name)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(run / "checkpoints")
+    assert str(info.value) == (
+        f"{run / 'checkpoints'} is a folder of checkpoints (best.pt, last.pt); pass one of them "
+        f"or the run folder {run}"
+    )
+    assert load_checkpoint(run)["epoch"] == 1  # what it says to pass works
+    with pytest.raises(CheckpointError, match=r"holds runs \(demo\); pass one of them, e\.g\. "):
+        load_checkpoint(tmp_path)  # the outputs folder above the runs
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"empty holds no checkpoint .* or a run folder$"):
+        load_checkpoint(tmp_path / "empty")

@@ -7,7 +7,8 @@ the n-best list with scores and, for attention decoders, the words with their at
 Requests with the same settings are decoded together as one batch; sampling requests are decoded
 one by one, each with its own seed, so that a seed gives the same samples whatever else is
 waiting. A file that cannot be read, or settings the decoder refuses, give an answer holding a
-one-line error, never an exception. Nothing here needs Gradio (:mod:`captioning.app.page` is the
+one-line error, never an exception, naming the page's controls (:func:`page_name`), not the
+library's settings. Nothing here needs Gradio (:mod:`captioning.app.page` is the
 page).
 """
 
@@ -24,11 +25,11 @@ from PIL import Image
 
 from captioning.data.images import load_image
 from captioning.decoding import DecodingSettings, Generation
-from captioning.errors import CaptioningError
+from captioning.errors import NAME_ONLY, CaptioningError, library_name
 from captioning.inference import Captioner
 from captioning.visualize.attention import attention_steps, model_view
 
-__all__ = ["MAX_BEAM", "METHODS", "Answer", "DemoService", "method_of"]
+__all__ = ["MAX_BEAM", "METHODS", "PAGE_NAMES", "Answer", "DemoService", "method_of", "page_name"]
 
 #: the searches the page offers
 METHODS = ("greedy", "beam search", "sampling")
@@ -36,9 +37,32 @@ METHODS = ("greedy", "beam search", "sampling")
 MAX_BEAM = 20
 
 
+#: library setting -> what the page calls it (its control, or how the page's limit is set)
+PAGE_NAMES = {
+    "beam_size": "Beam size",
+    "n_best": "Captions listed",
+    "num_samples": "Captions listed",
+    "temperature": "Temperature",
+}
+
+
+def page_name(key: str, value: Any) -> str:
+    """A :data:`~captioning.errors.Namer` for the page: a setting as the control that sets it
+    (``"Beam size" 3``); ``max_pixels``, which no control sets, as the page's limit and the
+    flag of ``tools/demo_app.py`` that sets it; anything else as the library writes it."""
+    if key == "max_pixels":
+        if value is NAME_ONLY:
+            return "the limit (tools/demo_app.py --max-pixels N, when the page is started)"
+        return f"this page's limit of {value} pixels"
+    label = PAGE_NAMES.get(key)
+    if label is None:
+        return library_name(key, value)
+    return f'"{label}"' if value is NAME_ONLY else f'"{label}" {value}'
+
+
 def _within_limit(name: str, value: int) -> None:
     if not 1 <= value <= MAX_BEAM:
-        raise CaptioningError(f"{name} must be in 1..{MAX_BEAM}, got {value}")
+        raise CaptioningError(f"{{{name}}}: must be in 1..{MAX_BEAM}", settings={name: value})
 
 
 def method_of(settings: DecodingSettings) -> str:
@@ -151,7 +175,7 @@ class DemoService:
                 picture = load_image(path, max_pixels=self.captioner.max_pixels)
                 tensors[k] = self.captioner.preprocess(picture)  # (3, H, W)
             except CaptioningError as exc:
-                answers[k].error = str(exc)
+                answers[k].error = exc.named(page_name)
                 continue
             if self.has_attention:
                 answers[k].view = model_view(picture, self.captioner.model.encoder.preprocess)
@@ -167,29 +191,27 @@ class DemoService:
                     generator = torch.Generator(device=self.captioner.device)
                     generator.manual_seed(int(seeds[members[0]]))
                 batch = [tensors[k] for k in members]
-                gen = self.captioner.generate(batch, first, generator=generator)
+                gen = self.captioner.generate(batch, first, generator=generator).best_first()
             except CaptioningError as exc:
                 for k in members:
-                    answers[k].error, answers[k].view = str(exc), None
+                    answers[k].error, answers[k].view = exc.named(page_name), None
                 continue
             for row, k in enumerate(members):
                 self._fill(answers[k], gen, row)
         return answers
 
     def _fill(self, answer: Answer, gen: Generation, row: int) -> None:
-        """The captions of image `row` of `gen`, best first, and the best one's attention."""
-        seqs, scores = gen.sequences[row], gen.scores[row]  # (K, T), (K,)
-        attention = gen.attention[row] if gen.attention is not None else None  # (K, T, L)
-        order = scores.argsort(descending=True, stable=True).tolist()  # samples come unsorted
+        """The captions of image `row` of `gen` (sorted: :meth:`Generation.best_first`) and the
+        best one's attention."""
+        seqs, scores = gen.sequences[row], gen.scores[row]  # (K, T), (K,): best first
         vocab = self.captioner.vocab
-        answer.nbest = [(float(scores[j]), vocab.decode(seqs[j].tolist())) for j in order]
+        answer.nbest = [
+            (float(p), vocab.decode(ids)) for p, ids in zip(scores, seqs.tolist(), strict=True)
+        ]
         answer.caption = answer.nbest[0][1]
-        if attention is not None and answer.view is not None:
-            best = order[0]
-            one = Generation(  # (1, 1, T), (1, 1), (1, 1, T, L)
-                seqs[None, best : best + 1],
-                scores[None, best : best + 1],
-                attention[None, best : best + 1],
+        if gen.attention is not None and answer.view is not None:
+            one = Generation(  # the best: (1, 1, T), (1, 1), (1, 1, T, L)
+                seqs[None, :1], scores[None, :1], gen.attention[None, row, :1]
             )
             words, alphas = attention_steps(one, vocab, 0)
             answer.words, answer.attention = words, alphas.numpy()  # (T, L)

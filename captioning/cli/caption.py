@@ -1,15 +1,16 @@
 """Caption images: ``python tools/caption.py --checkpoint CKPT IMAGE [IMAGE ...]``.
 
-IMAGE may be a file, a directory (every image file in it) or a glob pattern; images are decoded
-``--batch-size`` at a time. Decoding defaults to the checkpoint's ``decoding`` config; the flags
+IMAGE may be a file, a directory (every image file in it; ``--recursive``: in its subfolders too)
+or a glob pattern; images are decoded ``--batch-size`` at a time. Decoding defaults to the checkpoint's ``decoding`` config; the flags
 override it (``--beam-size 5 --length-penalty 1``, ``--sample --temperature 0.8 --seed 0``).
 
 Output, one line per caption:
 
 * one caption per image (default): ``PATH<TAB>CAPTION``;
 * ``--n-best K`` (beam search) or ``--num-samples K`` (sampling), K > 1: K lines per image,
-  ``PATH<TAB>SCORE<TAB>CAPTION``, best first for beam search. SCORE is the hypothesis' beam score
-  (summed log-probabilities / length ** length_penalty) or the sample's summed log-probability.
+  ``PATH<TAB>SCORE<TAB>CAPTION``, best first (highest SCORE; samples too, as the web page lists
+  them). SCORE is the hypothesis' beam score (summed log-probabilities / length **
+  length_penalty) or the sample's summed log-probability.
 
 A model trained on pre-extracted features (``encoder=precomputed``) captions feature files
 instead: ``--features ATT.npz [ATT.npz ...]`` (key ``feat``: (K, D) regions; the global feature is
@@ -34,9 +35,11 @@ from typing import Any
 import torch
 
 from captioning.cli.common import (
+    CommandParser,
     add_captioner_arguments,
     add_decoding_arguments,
     decoding_overrides,
+    error_line,
     one_line_errors,
 )
 from captioning.contracts import EncoderOutput
@@ -48,13 +51,43 @@ from captioning.inference import Captioner
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
-def expand(inputs: list[str], suffixes: set[str] = IMAGE_SUFFIXES) -> list[Path]:
-    """Files, directories (their files with `suffixes`, sorted) and glob patterns -> paths."""
+def _images_in(folder: Path, recursive: bool, suffixes: set[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """The files with `suffixes` (default: images) of a folder (with `recursive`, of its
+    subfolders too), sorted.
+
+    Raises:
+        CaptioningError: none there; the message says what the folder holds and what to pass.
+    """
+    kind = "image" if suffixes == IMAGE_SUFFIXES else "feature"
+    pattern = "**/*" if recursive else "*"
+    found = sorted(f for f in folder.glob(pattern) if f.suffix.lower() in suffixes)
+    if found:
+        return found
+    deeper = [f for f in folder.glob("*/**/*") if f.suffix.lower() in suffixes]
+    if deeper:
+        subfolders = sorted({f.relative_to(folder).parts[0] for f in deeper})
+        named = ", ".join(subfolders[:3]) + (", ..." if len(subfolders) > 3 else "")
+        raise CaptioningError(
+            f"{folder} has no {kind} files at its top level, but {len(deeper)} in subfolders "
+            f"({named}); pass a subfolder ({folder / subfolders[0]}), or add --recursive"
+        )
+    others = sum(1 for f in folder.iterdir() if f.is_file())
+    raise CaptioningError(
+        f"{folder} has no {kind} files ({others} other files; {kind} files end in "
+        f"{', '.join(sorted(suffixes))}); pass such files, a folder of them or a glob"
+    )
+
+
+def expand(
+    inputs: list[str], suffixes: set[str] = IMAGE_SUFFIXES, *, recursive: bool = False
+) -> list[Path]:
+    """Files, folders (their files with `suffixes`, sorted; with `recursive`, their subfolders'
+    too) and glob patterns -> paths."""
     paths: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            paths += sorted(f for f in p.iterdir() if f.suffix.lower() in suffixes)
+            paths += _images_in(p, recursive, suffixes)
         elif any(ch in item for ch in "*?[") and not p.exists():
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
             if not matches:
@@ -68,8 +101,11 @@ def expand(inputs: list[str], suffixes: set[str] = IMAGE_SUFFIXES) -> list[Path]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files, directories or glob patterns")
+    parser.add_argument(
+        "--recursive", "-r", action="store_true", help="also caption the images in subfolders"
+    )
     add_captioner_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="images decoded together")
     parser.add_argument(
@@ -122,7 +158,7 @@ def readable_batches(
         some = paths[start : start + batch_size]
         good, bad = captioner.preprocess_many(some)
         for _, exc in bad:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
+            print(error_line(exc), file=sys.stderr, flush=True)
         failed += [some[k] for k, _ in bad]
         for k, tensor in good:
             chunk.append(some[k])
@@ -165,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         raise CaptioningError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_pixels < 0:
         raise CaptioningError(f"--max-pixels must be >= 0 (0: no limit), got {args.max_pixels}")
-    paths = expand(args.images, {".npz"} if args.features else IMAGE_SUFFIXES)
+    paths = expand(
+        args.images, {".npz"} if args.features else IMAGE_SUFFIXES, recursive=args.recursive
+    )
     if args.features and args.attention_map:
         raise CaptioningError("--attention-map draws over images; it does not go with --features")
     captioner = Captioner.from_checkpoint(
@@ -196,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     vocab = captioner.vocab
     for chunk, tensors in batches:
-        gen = captioner.generate(tensors, **decoding)
+        gen = captioner.generate(tensors, **decoding).best_first()  # samples: by score too
         if args.attention_map:
             save_attention_maps(args.attention_map, chunk, gen, captioner, len(paths) > 1)
         seqs, scores = gen.sequences, gen.scores  # (B, K, T), (B, K)

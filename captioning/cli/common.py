@@ -1,5 +1,6 @@
-"""Shared bits of the commands: one-line error reporting, the options of the commands that load a
-trained model, and the decoding options (caption, evaluate: one definition for both)."""
+"""Shared bits of the commands: one-line error reporting in the commands' own words (flags, not
+the library's setting names), the parser every command uses, the options of the commands that
+load a trained model, and the decoding options (caption, evaluate: one definition for both)."""
 
 from __future__ import annotations
 
@@ -7,31 +8,79 @@ import argparse
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from captioning.data.images import MAX_PIXELS
-from captioning.errors import CaptioningError
+from captioning.errors import NAME_ONLY, CaptioningError, library_name
 
 __all__ = [
+    "FLAGS",
     "SAMPLING_FLAGS",
     "SEARCH_FLAGS",
+    "CommandParser",
     "add_captioner_arguments",
     "add_decoding_arguments",
     "decoding_overrides",
+    "error_line",
+    "flag_name",
     "one_line_errors",
     "positive_int",
 ]
 
+#: library setting -> the flag that sets it (the same in every command that has it)
+FLAGS = {
+    "beam_size": "--beam-size",
+    "max_len": "--max-len",
+    "length_penalty": "--length-penalty",
+    "no_repeat_ngram_size": "--no-repeat-ngram-size",
+    "n_best": "--n-best",
+    "sample": "--sample",
+    "temperature": "--temperature",
+    "top_k": "--top-k",
+    "num_samples": "--num-samples",
+    "max_pixels": "--max-pixels",
+}
+
+
+def flag_name(key: str, value: Any) -> str:
+    """A :data:`~captioning.errors.Namer` for the commands: a setting as its flag
+    (``--beam-size 3``; a switch: ``--sample`` / ``without --sample``); a setting that is no flag
+    (a config's ``decoding.beam_size``) as the library writes it."""
+    flag = FLAGS.get(key)
+    if flag is None:
+        return library_name(key, value)
+    if value is NAME_ONLY:
+        return flag
+    if isinstance(value, bool):
+        return flag if value else f"without {flag}"
+    return f"{flag} {value}"
+
+
+def error_line(exc: CaptioningError) -> str:
+    """``error: ...``: the message with its settings written as the commands' flags."""
+    return f"error: {exc.named(flag_name)}"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one ``error: ...`` line (exit status 2), as
+    every other error of the commands, not the whole usage block; ``--help`` shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``error: MESSAGE (see --help)`` on stderr and exit 2."""
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
 
 def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Run `main`; a CaptioningError becomes ``error: ...`` on stderr and exit status 2."""
+    """Run `main`; a CaptioningError becomes ``error: ...`` on stderr (its settings named as
+    the flags: :func:`error_line`) and exit status 2."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
         try:
             return int(main(*args, **kwargs) or 0)
         except CaptioningError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(error_line(exc), file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

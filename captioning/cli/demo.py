@@ -19,7 +19,7 @@ import sys
 import tempfile
 
 from captioning.app import DemoService, build_demo, serve, shapes_examples
-from captioning.cli.common import add_captioner_arguments, one_line_errors
+from captioning.cli.common import CommandParser, add_captioner_arguments, one_line_errors
 from captioning.errors import CaptioningError
 from captioning.inference import Captioner
 
@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(description=__doc__.splitlines()[0])
     add_captioner_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default localhost)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")

@@ -26,29 +26,30 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from captioning.cli.common import add_decoding_arguments, decoding_overrides, one_line_errors
+from captioning.cli.common import (
+    CommandParser,
+    add_decoding_arguments,
+    decoding_overrides,
+    one_line_errors,
+    positive_int,
+)
 
 GROUNDING_NOTE = {
     "shapes": "shapes_* = colour+shape objects named right (precision, recall), images named "
-    "exactly right, right counts, sizes; CHAIR_i / CHAIR_s = objects named that are not in the "
-    "image, per mention / per caption (lower is better)",
+    "exactly right, right counts, sizes, stated relations (left of, above, ...) that hold; "
+    "CHAIR_i / CHAIR_s = objects named that are not in the image, per mention / per caption "
+    "(lower is better)",
     "coco": "CHAIR_i / CHAIR_s = COCO objects named that are not in the image, per mention / "
     "per caption (lower is better); object_recall = objects in the image that are named",
 }
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
+    summary, _, details = __doc__.partition("\n\n")  # the first paragraph, whole
+    parser = CommandParser(
+        description=summary,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[2:]),
+        epilog=details,
     )
     mode = parser.add_argument_group("mode (one of)")
     mode.add_argument("--checkpoint", "-c", help="checkpoint file or run directory to decode with")
@@ -58,9 +59,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="COCO results file: read (results mode) or written "
         "(checkpoint mode; default RUN_DIR/eval/<split>_<decoding>_results.json)",
     )
-    parser.add_argument("--split", default="test", help="data split to decode (checkpoint mode)")
+    parser.add_argument(
+        "--split", default="test", help="data split to decode (checkpoint mode; default: test)"
+    )
     parser.add_argument("--data-root", help="override the data root stored in the checkpoint")
-    parser.add_argument("--batch-size", type=_positive, default=100, help="images decoded together")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=100, help="images decoded together"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     add_decoding_arguments(
         parser,

@@ -1,7 +1,7 @@
 """``data`` settings: which data set, where, and how its images and captions are read.
 
-The values live in ``conf/data/`` (``base.yaml`` for what every data set shares); this dataclass
-says which keys exist and what they may hold (see :mod:`captioning.settings`).
+The values live in ``conf/data/`` (and ``conf/base_data.yaml``, what every data set shares);
+this dataclass says which keys exist and what they may hold (see :mod:`captioning.settings`).
 """
 
 from __future__ import annotations

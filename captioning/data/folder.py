@@ -296,6 +296,7 @@ def load_folder(
             strict,
             name=lambda missing: ("first rows at lines", [first_line[r.image_id] for r in missing]),
             hint=f"the image paths are relative to {root} (data.images changes that)",
+            splits=list(splits),
         )
     if not records:
         how = (

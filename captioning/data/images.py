@@ -18,6 +18,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -209,12 +210,14 @@ def load_image(
 
     Raises:
         ImageLoadError: The file is missing, empty, not an image, truncated or corrupt, has a
-            zero width or height, or is larger than ``max_pixels``. The message names the file.
+            zero width or height, or is larger than ``max_pixels``. The message names the file
+            (and ``max_pixels`` as a setting: :meth:`~captioning.errors.CaptioningError.named`).
     """
     where = os.fspath(path)
 
-    def fail(problem: str, hint: str = "fix or remove the file") -> ImageLoadError:
-        return ImageLoadError(f"cannot load image {where}: {problem}; {hint}")
+    def fail(problem: str, hint: str = "fix or remove the file", **settings: Any) -> ImageLoadError:
+        message = f"cannot load image {where}: {problem}; {hint}"
+        return ImageLoadError(message, settings=settings) if settings else ImageLoadError(message)
 
     file = Path(where)
     if not file.exists():
@@ -240,9 +243,10 @@ def load_image(
         if width <= 0 or height <= 0:
             raise fail(f"zero-size image ({width}x{height})")
         if max_pixels is not None and width * height > max_pixels:
-            raise fail(
-                f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}",
-                "resize the image or pass a larger max_pixels",
+            raise fail(  # names the setting: each front end writes it its own way
+                f"{width}x{height} = {width * height} pixels exceeds {{max_pixels}}",
+                "resize the image or raise {max_pixels:name}",
+                max_pixels=max_pixels,
             )
         valid = _draft(image, min_side) if min_side else None
         try:

@@ -185,7 +185,7 @@ def load_karpathy(
         )
     if check_files:
         hint = "fix data.root / data.images (the image folder)"
-        records = check_images(records, path, strict, hint=hint)
+        records = check_images(records, path, strict, hint=hint, splits=list(splits))
     if not records:
         raise CaptioningError(f"{path} gives no usable image with a caption in {sorted(wanted)}")
     return records

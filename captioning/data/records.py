@@ -139,6 +139,7 @@ def check_images(
     *,
     name: Callable[[list[ImageRecord]], tuple[str, list]] | None = None,
     hint: str = "fix data.root / the image folder",
+    splits: Sequence[str] = (),
 ) -> list[ImageRecord]:
     """Keep the records whose image file exists; missing files are an error when `strict`.
 
@@ -148,6 +149,8 @@ def check_images(
         strict: missing files are an error (False: skipped, with a warning).
         name: record -> how the message names it (default: ``image ids`` and the id).
         hint: how to fix it.
+        splits: the splits of `source` the records are (a file with several splits: the count
+            is theirs, and the message says so); empty: the whole file.
 
     Returns:
         The records whose file exists.
@@ -157,8 +160,9 @@ def check_images(
     if not missing:
         return records
     label, ids = ("image ids", [r.image_id for r in missing]) if name is None else name(missing)
+    which = f" for split{'s' if len(splits) > 1 else ''} {', '.join(splits)}" if splits else ""
     message = (
-        f"{len(missing)} of {len(records)} image files listed in {source} are missing, "
+        f"{len(missing)} of {len(records)} image files listed in {source}{which} are missing, "
         f"e.g. {[str(r.path) for r in missing[:3]]} ({label} {few(ids, 3)})"
     )
     if strict:

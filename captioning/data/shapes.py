@@ -37,6 +37,7 @@ from captioning.io import write_text_atomic
 __all__ = [
     "COLOURS",
     "GENERATOR_VERSION",
+    "RELATIONS",
     "SHAPES",
     "SIZES",
     "SPLITS",
@@ -74,7 +75,7 @@ _NUM_CAPTIONS = 5
 # Caption templates per object count. ``{0}``, ``{1}``, ``{2}`` are noun phrases ("a red
 # circle"), ``{s0}`` is the first without its article ("red circle") and ``{rel}`` the relation
 # of {0} to {1}. Templates without {rel} name the objects left to right, the others in a random
-# order.
+# order. RELATIONS: the phrases that state each value of :func:`relation`.
 # fmt: off
 _TEMPLATES: dict[int, tuple[str, ...]] = {
     1: ("{0}", "there is {0}", "{0} on a gray background", "a single {s0}",
@@ -85,8 +86,9 @@ _TEMPLATES: dict[int, tuple[str, ...]] = {
         "{0} , {1} and {2}", "there are three shapes : {0} , {1} and {2}",
         "three objects : {2} and {0} {rel} {1}"),
 }
-_RELATIONS = {"left": ("to the left of", "left of"), "right": ("to the right of", "right of"),
-              "above": ("above",), "below": ("below",)}
+RELATIONS: dict[str, tuple[str, ...]] = {
+    "left": ("to the left of", "left of"), "right": ("to the right of", "right of"),
+    "above": ("above",), "below": ("below",)}
 # fmt: on
 
 
@@ -233,7 +235,7 @@ def _caption(template: str, objects: list[ShapeObject], rng: np.random.Generator
         order = sorted(objects, key=lambda o: o.centre)
     rel = ""
     if len(order) >= 2:
-        rel = str(rng.choice(_RELATIONS[relation(order[0], order[1])]))
+        rel = str(rng.choice(RELATIONS[relation(order[0], order[1])]))
     nps = [with_article(obj) for obj in order]
     return template.format(*nps, s0=phrase(order[0]), rel=rel)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 __all__ = ["Generation"]
@@ -25,6 +26,22 @@ class Generation:
     sequences: Tensor
     scores: Tensor
     attention: Tensor | None = None
+
+    def best_first(self) -> Generation:
+        """The same hypotheses, each image's K sorted by score, highest first: the one order
+        in which captions are shown (``tools/caption.py``, the web page, ``Captioner.caption``).
+
+        Beam search already returns them so (unchanged); samples come in the order drawn. Ties
+        keep that order (a stable sort).
+
+        Returns:
+            A :class:`Generation` with ``sequences`` (B, K, T), ``scores`` (B, K) and
+            ``attention`` (B, K, T, L) reordered along K.
+        """
+        order = self.scores.argsort(dim=1, descending=True, stable=True)  # (B, K)
+        rows = torch.arange(order.size(0), device=order.device)[:, None]  # (B, 1)
+        attention = self.attention[rows, order] if self.attention is not None else None
+        return Generation(self.sequences[rows, order], self.scores[rows, order], attention)
 
     @property
     def best(self) -> Tensor:

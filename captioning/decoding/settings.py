@@ -92,25 +92,29 @@ class DecodingSettings:
 
         Raises:
             CaptioningError: one line naming the first value out of range, or the first two
-                settings that do not go together.
+                settings that do not go together; it carries the settings, so that a front end
+                names them its own way (:meth:`~captioning.errors.CaptioningError.named`).
         """
         p = f"{prefix}." if prefix else ""
+        values = self.to_dict()
         for spec in dataclasses.fields(self):
             value, ge = getattr(self, spec.name), spec.metadata.get("ge")
             if ge is not None and value is not None and value < ge:
                 note = spec.metadata.get("note")
                 note = f" ({note})" if note else ""
-                raise CaptioningError(f"{p}{spec.name}={value}: must be >= {ge}{note}")
+                raise CaptioningError(
+                    f"{{{spec.name}}}: must be >= {ge}{note}", settings=values, prefix=p
+                )
         if self.n_best > self.beam_size:
-            raise CaptioningError(
-                f"{p}n_best={self.n_best} must be <= {p}beam_size={self.beam_size}"
-            )
+            raise CaptioningError("{n_best} must be <= {beam_size}", settings=values, prefix=p)
         if self.sample and (self.beam_size != 1 or self.n_best != 1):
             raise CaptioningError(
-                f"sampling draws {p}num_samples captions per image: use {p}beam_size=1 and "
-                f"{p}n_best=1 with {p}sample=True (or {p}sample=False for beam search); got "
-                f"{p}beam_size={self.beam_size}, {p}n_best={self.n_best}"
+                "sampling draws {num_samples:name} captions per image: use {beam_size=1} and "
+                "{n_best=1} with {sample=True} (or {sample=False} for beam search); got "
+                "{beam_size}, {n_best}",
+                settings=values,
+                prefix=p,
             )
         if self.num_samples != 1 and not self.sample:
-            raise CaptioningError(f"{p}num_samples={self.num_samples} needs {p}sample=True")
+            raise CaptioningError("{num_samples} needs {sample=True}", settings=values, prefix=p)
         return self

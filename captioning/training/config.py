@@ -1,6 +1,6 @@
 """Typed training settings: the dataclasses that ``conf/train.yaml`` and its groups fill.
 
-Every default is written once, in ``conf/`` (``conf/trainer/base.yaml``, ``conf/data/base.yaml``,
+Every default is written once, in ``conf/`` (``conf/base_trainer.yaml``, ``conf/base_data.yaml``,
 ``conf/optim/adam.yaml``, ...): the dataclasses declare which keys exist, their types and their
 valid ranges (:mod:`captioning.settings`), and :func:`parse_config` turns a composed config
 (hydra's, or any nested mapping) into a :class:`RunConfig`. A misspelt key, a wrong type or a

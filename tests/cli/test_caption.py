@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import (
     ROOT,
     picture,
@@ -95,7 +96,7 @@ def test_caption_tool_flags(checkpoint):
         "--sample", "--seed", "1", "--num-samples", "2", "--top-k", "5"
     )
     bad = run_tool("caption.py", "-c", path, images, "--beam-size", "2", "--n-best", "3")
-    assert bad.returncode == 2 and "n_best" in bad.stderr
+    assert bad.returncode == 2 and "--n-best 3 must be <= --beam-size 2" in bad.stderr
     bad = run_tool("caption.py", "-c", path, images, "--temperature", "0.5")
     assert bad.returncode == 2 and "--sample" in bad.stderr
 
@@ -140,3 +141,94 @@ def test_caption_tool_draws_attention_maps(tmp_path: Path) -> None:
         done.stderr.startswith("error: --attention-map needs an attention model")
         and done.stderr.count("\n") == 1
     )
+
+
+# -- issue 23: the command's own words, folders, the order of samples ----------------------------
+
+
+def _caption(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    """captioning.cli.caption.main in this process: (status, stdout, stderr)."""
+    from captioning.cli.caption import main
+
+    try:
+        status = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse's usage errors
+        status = exc.code
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def test_caption_errors_name_the_flags_not_the_library_settings(files, capsys):
+    ckpt, good = files["gru"], files["good"]
+    status, _, err = _caption(capsys, "-c", ckpt, "--n-best", "5", good)
+    assert (status, err) == (2, "error: --n-best 5 must be <= --beam-size 1\n")
+    status, _, err = _caption(capsys, "-c", ckpt, "--sample", "--beam-size", "3", good)
+    assert status == 2 and err.count("\n") == 1
+    assert "use --beam-size 1 and --n-best 1 with --sample" in err and "got --beam-size 3" in err
+    assert "beam_size" not in err and "sample=" not in err
+    status, _, err = _caption(capsys, "-c", ckpt, "--no-repeat-ngram-size", "-1", good)
+    assert (status, err) == (2, "error: --no-repeat-ngram-size -1: must be >= 0 (0 = off)\n")
+    status, _, err = _caption(capsys, "-c", ckpt, "--max-pixels", "1000", files["big"])
+    assert status == 1 and "exceeds --max-pixels 1000; resize the image or raise --max-pixels" in (
+        err
+    )
+    assert "max_pixels" not in err
+
+
+def test_caption_usage_errors_are_one_line_like_every_other_error(files, capsys):
+    status, _, err = _caption(capsys, "-c", files["gru"], "--beam-size", "0", files["good"])
+    assert status == 2
+    assert err.startswith("error: argument --beam-size: must be at least 1, got 0 (see ")
+    assert err.endswith(" --help)\n") and err.count("\n") == 1  # no usage block
+
+
+def test_a_folder_with_images_only_in_subfolders_says_so_and_recursive_captions_them(
+    files, tmp_path, capsys
+):
+    photos = tmp_path / "photos"
+    for name in ("a/x.png", "a/y.png", "b/z.png"):
+        (photos / name).parent.mkdir(parents=True, exist_ok=True)
+        picture(seed=len(name)).save(photos / name)
+    status, out, err = _caption(capsys, "-c", files["gru"], photos)
+    assert (status, out) == (2, "")
+    assert err == (
+        f"error: {photos} has no image files at its top level, but 3 in subfolders (a, b); "
+        f"pass a subfolder ({photos / 'a'}), or add --recursive\n"
+    )
+    status, out, err = _caption(capsys, "-c", files["gru"], "--recursive", photos)
+    assert status == 0, err
+    assert [line.split("\t")[0] for line in out.splitlines()] == [
+        str(photos / name) for name in ("a/x.png", "a/y.png", "b/z.png")
+    ]
+
+
+def test_samples_are_printed_best_first_as_the_page_lists_them(files, captioner, capsys):
+    """--num-samples prints each image's samples by log-probability, highest first (issue 23:
+    they came in the order drawn), the same samples as drawn."""
+    import torch
+
+    from captioning.inference import Captioner
+
+    ckpt, images = files["gru"], [files["good"], files["other"]]
+    status, out, err = _caption(
+        capsys, "-c", ckpt, "--sample", "--num-samples", "6", "--seed", "0", *images
+    )
+    assert status == 0, err
+    printed: dict[str, list[tuple[float, str]]] = {}
+    for line in out.splitlines():
+        path, score, caption = line.split("\t")
+        printed.setdefault(path, []).append((float(score), caption))
+    drawn = Captioner.from_checkpoint(ckpt, device="cpu").generate(
+        images,
+        sample=True,
+        num_samples=6,
+        generator=torch.Generator().manual_seed(0),
+    )
+    unsorted = 0
+    for k, path in enumerate(images):
+        scores = [s for s, _ in printed[str(path)]]
+        assert scores == sorted(scores, reverse=True), scores
+        draw_order = [round(s, 4) for s in drawn.scores[k].tolist()]
+        assert sorted(draw_order) == sorted(scores)  # the same samples
+        unsorted += draw_order != sorted(draw_order, reverse=True)
+    assert unsorted  # (else this test could not tell the orders apart)

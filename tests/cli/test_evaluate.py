@@ -361,3 +361,47 @@ def test_results_mode_chair_counts_objects_the_references_name(
     assert done.returncode == 0, done.stderr
     scores = json.loads((tmp_path / "res_scores.json").read_text())
     assert scores["CHAIR_i"] == 0.0 and scores["CHAIR_s"] == 0.0  # the cats: a reference's kitten
+
+
+@pytest.mark.slow
+def test_results_mode_on_shapes_reports_relation_accuracy_in_table_json_and_html(
+    shapes_root: Path, tmp_path: Path, no_java: None
+) -> None:
+    """A shapes references file carries its objects: results mode scores the relations the
+    captions state (here every image's own relation-bearing reference, one of them flipped)."""
+    refs = shapes_root / "annotations" / "captions_test.json"
+    first: dict[int, str] = {}
+    for ann in json.loads(refs.read_text())["annotations"]:
+        caption = first.setdefault(ann["image_id"], ann["caption"])
+        if " above " not in caption and " above " in ann["caption"]:
+            first[ann["image_id"]] = ann["caption"]  # prefer a caption stating "above"
+    flipped = min(i for i, c in first.items() if " above " in c)
+    first[flipped] = first[flipped].replace(" above ", " below ")
+    results = [{"image_id": i, "caption": c} for i, c in first.items()]
+    stating = [c for c in first.values() if re.search(r" (above|below|left of|right of) ", c)]
+    res, page = write_json(tmp_path / "res.json", results), tmp_path / "report.html"
+    done = run_tool("evaluate.py", "--references", refs, "--results", res, "--html", page)
+    assert done.returncode == 0, done.stderr
+    scores = json.loads((tmp_path / "res_scores.json").read_text())
+    expected = (len(stating) - 1) / len(stating)
+    assert scores["shapes_relation_accuracy"] == pytest.approx(expected)
+    assert re.search(rf"shapes_relation_accuracy\s+{expected:.4f}", done.stdout), done.stdout
+    assert "relation" in done.stdout.split("grounded metrics (shapes)")[1]
+    assert "<th>shapes_relation_accuracy</th>" in page.read_text()
+
+
+def test_evaluate_usage_errors_are_one_line_and_help_is_whole(capsys: pytest.CaptureFixture):
+    """issue 23: --beam-size 0 printed the whole usage block (caption.py: one line); --help's
+    description stopped mid-sentence and --split hid its default."""
+    from captioning.cli.evaluate import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--checkpoint", "x", "--beam-size", "0"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "usage:" not in err
+    assert err.startswith("error: argument --beam-size: must be at least 1, got 0")
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(objects named right, CHAIR) where the data set has ground truth. options:" in text
+    assert "data split to decode (checkpoint mode; default: test)" in text

@@ -135,7 +135,8 @@ CSV_HEADER = "image,caption,split"
         (
             [CSV_HEADER, "a.png,a dog,train", "b.png,a cat,val", "gone.png,x,val", "c.png,x,test"],
             (),
-            r"1 of 2 image files listed in .* are missing, e.g. \[.*gone.png'\] \(first rows at "
+            r"1 of 2 image files listed in \S*captions.csv for split val are missing, "
+            r"e.g. \[.*gone.png'\] \(first rows at "
             r"lines \[4\]\).*relative to",
         ),
     ],

@@ -66,7 +66,8 @@ def test_flickr_split_file_problems_are_one_line_errors_naming_imgids(tmp_path):
     data["images"][1]["sentences"] = [{"raw": "A dog."}]
     path.write_text(json.dumps(data))
     (folder / data["images"][2]["filename"]).unlink()
-    with pytest.raises(CaptioningError, match=r"1 of 4 image files .* missing.*image ids \[2\]"):
+    missing = r"1 of 4 image files listed in \S+ for splits train, val are missing.*image ids \[2\]"
+    with pytest.raises(CaptioningError, match=missing):
         load_karpathy(path, folder, ["train", "val"])
     cfg = compose_train("data=flickr8k", f"data.root={tmp_path}")
     with pytest.raises(CaptioningError, match=r"missing.*fix data.root / data.images"):

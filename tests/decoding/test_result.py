@@ -41,3 +41,15 @@ def test_every_strategy_gives_b_k_t_and_best_is_the_first(name):
                 assert torch.equal(gen.best_attention, gen.attention[:, 0])
             else:
                 assert gen.attention is None and gen.best_attention is None
+
+
+def test_best_first_sorts_each_images_hypotheses_by_score_stably_with_their_attention():
+    sequences = torch.tensor([[[1, 1], [2, 2], [3, 3]], [[4, 4], [5, 5], [6, 6]]])  # (2, 3, 2)
+    scores = torch.tensor([[-3.0, -1.0, -2.0], [-1.0, -5.0, -1.0]])  # (2, 3): a tie in row 1
+    attention = torch.arange(2 * 3 * 2 * 4, dtype=torch.float).reshape(2, 3, 2, 4)
+    ranked = Generation(sequences, scores, attention).best_first()
+    assert ranked.scores.tolist() == [[-1.0, -2.0, -3.0], [-1.0, -1.0, -5.0]]
+    assert ranked.sequences[:, :, 0].tolist() == [[2, 3, 1], [4, 6, 5]]  # ties keep their order
+    assert torch.equal(ranked.attention[0, 0], attention[0, 1])
+    assert torch.equal(ranked.attention[1, 2], attention[1, 1])
+    assert Generation(sequences, scores).best_first().attention is None

@@ -11,16 +11,17 @@ BLEU and CIDEr reward the easy words; these scores check the objects. One entry 
 
 Score names (stable; ratios pooled over all scored images, ``nan`` when a denominator is 0):
 
-=========================  =====  ==================================================
-``shapes_precision``       shapes matched mentions / mentions (colour + shape)
-``shapes_recall``          shapes matched mentions / objects in the images
-``shapes_exact_match``     shapes images named exactly right (multiset of colour + shape)
-``shapes_count_accuracy``  shapes images whose named and claimed numbers are right
-``shapes_size_accuracy``   shapes matched mentions with a right size word / with one
-``CHAIR_i``                both   hallucinated mentions / mentions
-``CHAIR_s``                both   captions with a hallucinated mention / captions
-``object_recall``          coco   present categories named / present categories
-=========================  =====  ==================================================
+============================ ====== ==================================================
+``shapes_precision``         shapes matched mentions / mentions (colour + shape)
+``shapes_recall``            shapes matched mentions / objects in the images
+``shapes_exact_match``       shapes images named exactly right (multiset of colour + shape)
+``shapes_count_accuracy``    shapes images whose named and claimed numbers are right
+``shapes_size_accuracy``     shapes matched mentions with a right size word / with one
+``shapes_relation_accuracy`` shapes stated relations that hold / stated between objects present
+``CHAIR_i``                  both   hallucinated mentions / mentions
+``CHAIR_s``                  both   captions with a hallucinated mention / captions
+``object_recall``            coco   present categories named / present categories
+============================ ====== ==================================================
 
 Exact definitions: :func:`~captioning.evaluation.grounding.shapes.shapes_grounding` (shapes) and
 :func:`~captioning.evaluation.grounding.chair.coco_chair` (CHAIR, Rohrbach et al., EMNLP 2018, with the
@@ -45,7 +46,12 @@ from captioning.evaluation.grounding.chair import (
     find_mentions,
     load_coco_objects,
 )
-from captioning.evaluation.grounding.mentions import GroundingReport, ImageGrounding, Mention
+from captioning.evaluation.grounding.mentions import (
+    GroundingReport,
+    ImageGrounding,
+    Mention,
+    Relation,
+)
 from captioning.evaluation.grounding.shapes import (
     load_shapes_objects,
     parse_shapes_caption,
@@ -61,6 +67,7 @@ __all__ = [
     "GroundingTruth",
     "ImageGrounding",
     "Mention",
+    "Relation",
     "coco_chair",
     "find_mentions",
     "grounding_scores",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from captioning.data.records import few
 from captioning.errors import CaptioningError
 
-__all__ = ["GroundingReport", "ImageGrounding", "Mention"]
+__all__ = ["GroundingReport", "ImageGrounding", "Mention", "Relation"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,29 @@ class Mention:
 
 
 @dataclass(frozen=True)
+class Relation:
+    """A spatial relation a caption states between two of its mentions (shapes only).
+
+    Attributes:
+        subject: The object located (a mention's ``object``, e.g. ``"red circle"``).
+        relation: ``"left"``, ``"right"``, ``"above"`` or ``"below"``: where ``subject`` is
+            relative to ``object`` (:func:`captioning.data.shapes.relation`'s values).
+        object: The reference object (``"blue square"``).
+        start: Index of the relation phrase's first token ("to the left of": "to").
+        end: One past its last token.
+        holds: Whether the image's ground truth agrees; None when ``subject`` or ``object`` is
+            not in the image (not scored: CHAIR counts that).
+    """
+
+    subject: str
+    relation: str
+    object: str
+    start: int
+    end: int
+    holds: bool | None = None
+
+
+@dataclass(frozen=True)
 class ImageGrounding:
     """One image's caption, checked against its objects.
 
@@ -51,6 +74,7 @@ class ImageGrounding:
         claims: Shapes only: ``(position, number)`` for each number word ("two", "single").
         count_correct: Shapes only: see :func:`captioning.evaluation.grounding.shapes.shapes_grounding`.
         exact_match: Shapes only: the named objects equal the present ones as multisets.
+        relations: Shapes only: the spatial relations the caption states, in caption order.
     """
 
     tokens: tuple[str, ...]
@@ -61,6 +85,7 @@ class ImageGrounding:
     claims: tuple[tuple[int, int], ...] = ()
     count_correct: bool | None = None
     exact_match: bool | None = None
+    relations: tuple[Relation, ...] = ()
 
     @property
     def hallucinated(self) -> tuple[Mention, ...]:

@@ -8,8 +8,12 @@ A caption is read with the generator's own vocabulary (:mod:`captioning.data.sha
   ``tokens[1:4]``; a shape word with no colour before it names just ``circle``, which is no
   object's label, so it counts as hallucinated;
 - a *claim* is a number word: "one", "single" (as in "a single"), "two" ... "ten";
-- nothing else counts (articles, relations, "shapes", "objects", "gray background"), so every
-  caption the generator writes names exactly its objects and claims exactly their number.
+- a *relation* is a phrase such as "to the left of" or "above" between two mentions
+  (:mod:`captioning.evaluation.grounding.relations`), checked against the objects' positions as
+  the generator decides them;
+- nothing else counts (articles, "shapes", "objects", "gray background"), so every caption the
+  generator writes names exactly its objects, claims exactly their number and states only
+  relations that hold.
 
 Plural shape words ("two circles") are no mention: the generator never writes them, so a
 model trained on its captions cannot either.
@@ -33,6 +37,7 @@ from captioning.evaluation.grounding.mentions import (
     checked_ids,
     ratio,
 )
+from captioning.evaluation.grounding.relations import find_relations
 from captioning.text import tokenize
 
 __all__ = ["NUMBER_WORDS", "ParsedCaption", "load_shapes_objects", "parse_shapes_caption"]
@@ -111,6 +116,7 @@ def _ground(caption: str, objects: Sequence[ShapeObject]) -> tuple[ImageGroundin
         claims=claims,
         count_correct=len(mentions) == len(objects) and all(n == len(objects) for _, n in claims),
         exact_match=Counter(m.object for m in mentions) == Counter(present),
+        relations=find_relations(tokens, mentions, objects),
     )
     return image, sum(sized.values()), correct_sizes
 
@@ -137,6 +143,10 @@ def shapes_grounding(
       circle and a blue square" is wrong for two or three;
     - ``shapes_size_accuracy``: matched mentions with a size word whose size is right /
       matched mentions with a size word (``nan`` if none has one);
+    - ``shapes_relation_accuracy``: stated relations that hold / stated relations between two
+      objects of the image (``nan`` if none); a caption that states no relation, or one naming
+      an object the image lacks, is not counted
+      (:mod:`~captioning.evaluation.grounding.relations`);
     - ``CHAIR_i``: hallucinated mentions / mentions;
     - ``CHAIR_s``: images with at least one hallucinated mention / images.
 
@@ -169,6 +179,9 @@ def shapes_grounding(
         "correct_counts": sum(bool(im.count_correct) for im in images),
         "sized_matches": sized,
         "correct_sizes": correct_sizes,
+        "relations": sum(r.holds is not None for im in images for r in im.relations),
+        "relations_held": sum(bool(r.holds) for im in images for r in im.relations),
+        "relations_unscored": sum(r.holds is None for im in images for r in im.relations),
     }
     scores = {
         "shapes_precision": ratio(totals["matched"], totals["mentions"]),
@@ -176,6 +189,7 @@ def shapes_grounding(
         "shapes_exact_match": ratio(totals["exact_matches"], totals["images"]),
         "shapes_count_accuracy": ratio(totals["correct_counts"], totals["images"]),
         "shapes_size_accuracy": ratio(correct_sizes, sized),
+        "shapes_relation_accuracy": ratio(totals["relations_held"], totals["relations"]),
         "CHAIR_i": ratio(totals["hallucinated"], totals["mentions"]),
         "CHAIR_s": ratio(totals["hallucinated_captions"], totals["images"]),
     }

@@ -69,10 +69,14 @@ def test_every_generated_caption_parses_back_to_its_objects_and_scores_perfectly
         "shapes_exact_match": 1.0,
         "shapes_count_accuracy": 1.0,
         "shapes_size_accuracy": 1.0,
+        "shapes_relation_accuracy": 1.0,
         "CHAIR_i": 0.0,
         "CHAIR_s": 0.0,
     }
     assert report.totals["sized_matches"] > 0  # half the captions carry size words
+    assert report.totals["relations"] > 100 and report.totals["relations_unscored"] == 0
+    stated = {r.relation for im in report.per_image.values() for r in im.relations}
+    assert stated == {"left", "right", "above", "below"}
     assert all(not im.missed and not im.extra for im in report.per_image.values())
 
 
@@ -125,9 +129,11 @@ def test_wrong_captions_give_hand_computed_scores_and_details() -> None:
             "shapes_exact_match": 1 / 4,
             "shapes_count_accuracy": 3 / 4,
             "shapes_size_accuracy": 1 / 2,
+            "shapes_relation_accuracy": math.nan,  # no caption states a relation
             "CHAIR_i": 2 / 8,
             "CHAIR_s": 2 / 4,
-        }
+        },
+        nan_ok=True,
     )
     first, second, third, fourth = (report.per_image[i] for i in (1, 2, 3, 4))
     assert [m.object for m in first.hallucinated] == ["green square"]
