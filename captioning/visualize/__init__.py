@@ -16,6 +16,7 @@ from captioning.visualize.attention import (
     attention_steps,
     model_view,
     save_attention_map,
+    region_maps,
     upsample_attention,
 )
 from captioning.visualize.curves import plot_training_curves, training_curves_figure
@@ -39,6 +40,7 @@ __all__ = [
     "report_items",
     "save_attention_map",
     "training_curves_figure",
+    "region_maps",
     "upsample_attention",
     "write_html_report",
 ]
