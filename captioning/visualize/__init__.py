@@ -15,8 +15,8 @@ from captioning.visualize.attention import (
     attention_grids,
     attention_steps,
     model_view,
-    save_attention_map,
     region_maps,
+    save_attention_map,
     upsample_attention,
 )
 from captioning.visualize.curves import plot_training_curves, training_curves_figure
@@ -37,10 +37,10 @@ __all__ = [
     "attention_steps",
     "model_view",
     "plot_training_curves",
+    "region_maps",
     "report_items",
     "save_attention_map",
     "training_curves_figure",
-    "region_maps",
     "upsample_attention",
     "write_html_report",
 ]
