@@ -1,4 +1,5 @@
-"""Benchmarks: ``python -m benchmarks NAME [--quick]``, NAME one of BENCHMARKS below or all.
+"""Benchmarks: ``python -m benchmarks NAME [--quick]``, NAME one of BENCHMARKS below or all
+(``--decoders a,b``: only those decoders, for decoder and decoding).
 
 Each benchmark measures our implementation and a reference side by side in one process, prints
 a table of ratios and writes it to ``bench_results/<name>.{json,md}`` (the README quotes them);
@@ -47,7 +48,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="check that the references compute our functions, instead of timing (decoder, decoding)",
     )
+    parser.add_argument(
+        "--decoders",
+        help="comma-separated decoders to time (decoder, decoding; default: all of them), "
+        "e.g. --decoders attention,updown",
+    )
     args = parser.parse_args(argv)
+    options = {}
+    if args.decoders:
+        if args.name not in CHECKED:
+            parser.error(f"--decoders: only {', '.join(CHECKED)} time several decoders")
+        options["decoders"] = tuple(args.decoders.split(","))
     if args.check:
         names = CHECKED if args.name == "all" else (args.name,)
         if not set(names) <= set(CHECKED):
@@ -57,13 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in BENCHMARKS if args.name == "all" else (args.name,):
         module = importlib.import_module(f"benchmarks.{name}")
         start = time.perf_counter()
-        result = module.run(quick=args.quick)
+        result = module.run(quick=args.quick, **options)
         result["machine"] = machine()
         result["seconds"] = round(time.perf_counter() - start, 1)
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        header = (
-            f"<!-- python -m benchmarks {name}: {result['machine']}; {result['seconds']} s -->\n"
-        )
+        command = f"python -m benchmarks {name}" + (f" --decoders {args.decoders}" * bool(options))
+        header = f"<!-- {command}: {result['machine']}; {result['seconds']} s -->\n"
         (args.out / f"{name}.md").write_text(header + result["markdown"].rstrip() + "\n")
         print(f"\n== {name} ({result['seconds']} s) ==\n{result['markdown']}")
     return 0

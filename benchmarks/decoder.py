@@ -5,7 +5,8 @@ small sizes, that every reference computes our loss and gradients (the tests run
 
 Every decoder runs one teacher-forced training step (forward, loss, backward) at the published
 sizes (embedding 512, hidden 512, attention 512, vocabulary 10000, image vector 4096, grid
-196x512) on 64 captions of 17 input words, or of 8-17 words (uniformly drawn, seed 0). The loss
+196x512; Up-Down at its paper's sizes, 1000/1000/512 over 36 regions of 2048) on 64 captions of
+17 input words, or of 8-17 words (uniformly drawn, seed 0). The loss
 is the mean cross-entropy over the real words, plus the doubly stochastic attention penalty for
 the attention decoder (what our trainer computes). Each reference computes the *same function
 with the same weights* the way the tutorials run it (``tests/references.py``): captions
@@ -41,13 +42,17 @@ from torch import Tensor, nn
 from captioning.contracts import EncoderOutput
 from captioning.models.attention_decoder import AttentionDecoder
 from captioning.models.decoder import RNNDecoder
+from captioning.models.updown import UpDownDecoder
 from tests import references as ref
 
 SIZES = {"vocab": 10000, "embed": 512, "hidden": 512, "attention": 512, "batch": 64}
 SIZES |= {"length": 17, "shortest": 8, "vector": 4096, "regions": 196, "grid": 512}
 SMALL = {"vocab": 50, "embed": 8, "hidden": 12, "attention": 7, "batch": 6, "length": 7}
 SMALL |= {"shortest": 2, "vector": 10, "regions": 5, "grid": 6}
-DECODERS = ("rnn", "lstm", "gru", "attention-lstm")
+#: Up-Down at its paper's sizes over 36 bottom-up regions of 2048 (the released features)
+UPDOWN = {"embed": 1000, "hidden": 1000, "attention": 512, "regions": 36, "grid": 2048}
+UPDOWN_SMALL = {"regions": 4, "grid": 9}
+DECODERS = ("rnn", "lstm", "gru", "attention-lstm", "updown")
 THREADS = (1, 2)
 Batch = tuple[EncoderOutput, Tensor, Tensor, Tensor]
 
@@ -70,11 +75,22 @@ def make_batch(sizes: dict[str, int], *, varied: bool, seed: int = 0) -> Batch:
     return features, words[:, :-1], lengths, words[:, 1:]
 
 
+def sizes_of(name: str, sizes: dict[str, int]) -> dict[str, int]:
+    """The sizes decoder `name` runs at: `sizes`, Up-Down's own at the published ones."""
+    if name != "updown":
+        return sizes
+    return sizes | (UPDOWN if sizes is SIZES else UPDOWN_SMALL)
+
+
 def build(name: str, sizes: dict[str, int]) -> nn.Module:
     """Decoder `name` at `sizes`, random weights, eval mode (dropout off: the same function)."""
     torch.manual_seed(0)
     common = {"vocab_size": sizes["vocab"], "embed_dim": sizes["embed"]}
     common["hidden_dim"] = sizes["hidden"]
+    if name == "updown":
+        return UpDownDecoder(
+            grid_dim=sizes["grid"], attention_dim=sizes["attention"], **common
+        ).eval()
     if name == "attention-lstm":
         return AttentionDecoder(
             grid_dim=sizes["grid"], cell="lstm", attention_dim=sizes["attention"], **common
@@ -132,16 +148,16 @@ def compare(
     }
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, decoders: tuple[str, ...] = DECODERS) -> dict[str, Any]:
     """Every decoder, thread count and length setting; ``rows`` and ``markdown``."""
     threads_before, rows = torch.get_num_threads(), []
     try:
         for threads in THREADS:
             torch.set_num_threads(threads)
             for varied in (False, True):
-                batch = make_batch(SIZES, varied=varied)
-                tokens = int(batch[2].sum())
-                for name in DECODERS:
+                for name in _known(decoders):
+                    batch = make_batch(sizes_of(name, SIZES), varied=varied)
+                    tokens = int(batch[2].sum())
                     rows.append(measure(name, batch, threads, varied, tokens, quick))
     finally:
         torch.set_num_threads(threads_before)
@@ -152,13 +168,13 @@ def measure(
     name: str, batch: Batch, threads: int, varied: bool, tokens: int, quick: bool
 ) -> dict[str, Any]:
     """One row of the table."""
-    dec = build(name, SIZES)
+    dec = build(name, sizes_of(name, SIZES))
     sides = {
         "ours": lambda: our_loss(dec, *batch),
         "reference": lambda: ref.teacher_forced_loss(dec, *batch),
         "floor": output_layer_only(dec.out, batch[3]),
     }
-    if threads == 1 and not varied:  # the setting of the 0.1 figures
+    if threads == 1 and not varied and name != "updown":  # the setting of the 0.1 figures
         sides["old"] = lambda: ref.padded_loss(dec, *batch)
     t = compare(dec, sides, 1 if quick else 2)
     (ours, ours_wall), (ref_s, ref_wall) = t["ours"], t["reference"]
@@ -171,13 +187,23 @@ def measure(
     return row
 
 
+def _known(decoders: tuple[str, ...]) -> tuple[str, ...]:
+    """`decoders`, checked against :data:`DECODERS`."""
+    unknown = sorted(set(decoders) - set(DECODERS))
+    if unknown:
+        raise SystemExit(f"unknown decoder {unknown[0]!r}; choose from {', '.join(DECODERS)}")
+    return decoders
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The results as a Markdown table with its legend."""
     s = SIZES
     lines = [
         f"`python -m benchmarks decoder`: one training step (forward + loss + backward), "
         f"{s['batch']} captions, vocabulary {s['vocab']}, embedding/hidden/attention "
-        f"{s['embed']}, image vector {s['vector']}, grid {s['regions']}x{s['grid']}.",
+        f"{s['embed']}, image vector {s['vector']}, grid {s['regions']}x{s['grid']}; updown at "
+        f"its paper's sizes: embedding/LSTMs {UPDOWN['embed']}, attention "
+        f"{UPDOWN['attention']}, {UPDOWN['regions']} regions x {UPDOWN['grid']}.",
         "",
         "| decoder | threads | caption words | ours (words/s) | reference (words/s) | speedup "
         "| wall-clock speedup | ceiling | of ceiling | 0.1 reference (words/s) "
@@ -203,7 +229,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "reference: every caption stepped to the longest (the previous README's figures). All "
         "compute the same loss with the same weights (checked first). Ceiling: reference time "
         "over the time of the output layer and loss alone, which every side computes in full; "
-        "of ceiling: speedup / ceiling.",
+        "of ceiling: speedup / ceiling. Up-Down's reference is its reference implementation's "
+        "way (self-critical.pytorch: region embeddings and their attention projection once "
+        "per image, every caption stepped at every step to the longest, log-softmax per step).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -213,9 +241,9 @@ def check() -> int:
     torch.set_num_threads(1)
     failures = 0
     for varied in (False, True):
-        batch = make_batch(SMALL, varied=varied, seed=2)
         for name in DECODERS:
-            dec = build(name, SMALL).double()
+            batch = make_batch(sizes_of(name, SMALL), varied=varied, seed=2)
+            dec = build(name, sizes_of(name, SMALL)).double()
             feats = batch[0].apply(torch.Tensor.double)
             args = (feats, *batch[1:])
             grads = []

@@ -6,8 +6,9 @@ captions (the tests run it).
 
 Models: the LSTM decoder (``RNNDecoder``, image injected at every step) and the
 Show-Attend-and-Tell decoder (``AttentionDecoder``) at published sizes (embed 512, hidden 512,
-attention 512, vocabulary 10000, fc7 vector 4096, grid 196 x 512), random weights, random
-non-negative features, 100 images, max_len 20, length_penalty 0.
+attention 512, vocabulary 10000, fc7 vector 4096, grid 196 x 512), and Up-Down
+(``UpDownDecoder``) at its paper's (embed and LSTMs 1000, attention 512, 36 regions x 2048),
+random weights, random non-negative features, 100 images, max_len 20, length_penalty 0.
 
 Random weights give a nearly uniform next-word distribution in which `<end>` is as unlikely as any
 word, so search would never stop. :class:`EndsAfter` makes the decoder behave like a trained one:
@@ -51,12 +52,17 @@ from captioning.contracts import EncoderOutput
 from captioning.decoding import DecodingSettings, generate
 from captioning.models.attention_decoder import AttentionDecoder
 from captioning.models.decoder import RNNDecoder
+from captioning.models.updown import UpDownDecoder
 from tests import references as ref
 
 SIZES = {"vocab": 10000, "embed": 512, "hidden": 512, "attention": 512}
 SIZES |= {"vector": 4096, "regions": 196, "grid": 512}
 SMALL = {"vocab": 60, "embed": 16, "hidden": 24, "attention": 10, "vector": 20, "regions": 5}
 SMALL |= {"grid": 12}
+#: Up-Down at its paper's sizes over 36 bottom-up regions of 2048 (the released features)
+UPDOWN = {"embed": 1000, "hidden": 1000, "attention": 512, "regions": 36, "grid": 2048}
+UPDOWN_SMALL = {"regions": 4, "grid": 9}
+DECODERS = ("lstm", "attention", "updown")
 BOS, EOS = ref.BOS, ref.EOS
 MAX_LEN, IMAGES = 20, 100
 SPREAD, SLOPE, END_AT = 3.0, 1.5, 13  # see the module docstring
@@ -106,12 +112,23 @@ class EndsAfter(nn.Module):
         return logprobs, (inner, t + 1), extras
 
 
+def sizes_of(name: str, sizes: dict[str, int]) -> dict[str, int]:
+    """The sizes decoder `name` runs at: `sizes`, Up-Down's own at the published ones."""
+    if name != "updown":
+        return sizes
+    return sizes | (UPDOWN if sizes is SIZES else UPDOWN_SMALL)
+
+
 def build(name: str, sizes: dict[str, int] = SIZES, *, ends: bool = True) -> EndsAfter:
-    """The wrapped decoder `name` ("lstm" or "attention"), random weights, eval mode."""
+    """The wrapped decoder `name` ("lstm", "attention" or "updown"), random weights, eval
+    mode."""
     torch.manual_seed(0)
     common = {"vocab_size": sizes["vocab"], "embed_dim": sizes["embed"], "cell": "lstm"}
     common["hidden_dim"] = sizes["hidden"]
-    if name == "lstm":
+    if name == "updown":
+        del common["cell"]
+        decoder = UpDownDecoder(grid_dim=sizes["grid"], attention_dim=sizes["attention"], **common)
+    elif name == "lstm":
         decoder = RNNDecoder(vector_dim=sizes["vector"], image_injection="every_step", **common)
     else:
         decoder = AttentionDecoder(
@@ -218,14 +235,14 @@ def measure_row(
     return row
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, decoders: tuple[str, ...] = DECODERS) -> dict[str, Any]:
     """Every decoder, thread count, beam size and ending; ``rows`` and ``markdown``."""
     threads_before, rows = torch.get_num_threads(), []
-    feats = features(IMAGES)
     try:
-        for name in ("lstm", "attention"):
+        for name in _known(decoders):
+            feats = features(IMAGES, sizes_of(name, SIZES))
             for ends in (True, False):
-                model = build(name, ends=ends)
+                model = build(name, sizes_of(name, SIZES), ends=ends)
                 warm_up = DecodingSettings(beam_size=3, max_len=4)
                 generate(model, feats.select(torch.arange(2)), warm_up)
                 for threads in THREADS if ends else THREADS[:1]:  # never-ending: 1 thread
@@ -236,14 +253,24 @@ def run(quick: bool = False) -> dict[str, Any]:
                             rows.append({"decoder": name, **row})
     finally:
         torch.set_num_threads(threads_before)
-    rows.sort(key=lambda r: (r["decoder"] != "lstm", r["threads"], not r["ends"], r["beam"]))
+    rank = {name: i for i, name in enumerate(DECODERS)}
+    rows.sort(key=lambda r: (rank[r["decoder"]], r["threads"], not r["ends"], r["beam"]))
     return {"rows": rows, "markdown": markdown(rows)}
+
+
+def _known(decoders: tuple[str, ...]) -> tuple[str, ...]:
+    """`decoders`, checked against :data:`DECODERS`."""
+    unknown = sorted(set(decoders) - set(DECODERS))
+    if unknown:
+        raise SystemExit(f"unknown decoder {unknown[0]!r}; choose from {', '.join(DECODERS)}")
+    return decoders
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The results as a Markdown table with its legend."""
     lines = [
-        "`python -m benchmarks decoding`: 100 images, max_len 20, published sizes.",
+        "`python -m benchmarks decoding`: 100 images, max_len 20, published sizes (updown: "
+        "embedding/LSTMs 1000, attention 512, 36 regions x 2048).",
         "",
         "| decoder | threads | beam | captions end | ours (captions/s) | reference (captions/s) "
         "| speedup | wall-clock speedup | ceiling | of ceiling | 0.1 reference (captions/s) "
@@ -285,10 +312,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def check() -> int:
     """At small sizes, every reference returns our best captions and scores; 0 when they do."""
     torch.set_num_threads(1)
-    feats, failures = features(6, SMALL, seed=3), 0
-    for name in ("lstm", "attention"):
+    failures = 0
+    for name in DECODERS:
+        feats = features(6, sizes_of(name, SMALL), seed=3)
         for ends in (True, False):
-            model = build(name, SMALL, ends=ends)
+            model = build(name, sizes_of(name, SMALL), ends=ends)
             for beam in (1, 2, 3, 5):
                 got = ours(model, feats, beam)
                 refs = {"reference": reference(model, feats, beam)}

@@ -97,8 +97,8 @@ def tiny_model_config(
     """An encoder + decoder config of a few thousand parameters (vgg_tiny + LSTM or attention).
 
     Args:
-        decoder: ``"rnn"`` (RNNDecoder, an LSTM unless ``cell=`` says otherwise) or
-            ``"attention"`` (AttentionDecoder).
+        decoder: ``"rnn"`` (RNNDecoder, an LSTM unless ``cell=`` says otherwise),
+            ``"attention"`` (AttentionDecoder) or ``"updown"`` (UpDownDecoder).
         width: vgg_tiny's channel width.
         image_size: input side in pixels.
         vector_dim: the image vector's size.
@@ -108,6 +108,7 @@ def tiny_model_config(
     target = {
         "rnn": "captioning.models.decoder.RNNDecoder",
         "attention": "captioning.models.attention_decoder.AttentionDecoder",
+        "updown": "captioning.models.updown.UpDownDecoder",
     }[decoder]
     config: dict[str, Any] = {
         "encoder": {
@@ -382,26 +383,39 @@ def write_flickr(
 
 V, E, H, D, L, G = 23, 8, 12, 10, 4, 6  # vocab, embed, hidden, vector, regions, grid dim
 BOS, EOS, PAD = 1, 2, 0
-#: every decoder we have: ``cell-injection`` (RNNDecoder) and ``att-cell`` (AttentionDecoder)
+#: every decoder we have: ``cell-injection`` (RNNDecoder), ``att-cell`` (AttentionDecoder) and
+#: ``updown-lstm`` (UpDownDecoder)
 RNN_CASES = [
     f"{cell}-{inj}"
     for cell in ("rnn", "lstm", "gru")
     for inj in ("every_step", "init_state", "first_input", "none")
 ]
 ATT_CASES = [f"att-{cell}" for cell in ("lstm", "gru", "rnn")]
-DECODERS = RNN_CASES + ATT_CASES
+UPDOWN_CASES = ["updown-lstm"]
+DECODERS = RNN_CASES + ATT_CASES + UPDOWN_CASES
 
 
-def make_decoder(name: str, seed: int = 0) -> torch.nn.Module:
-    """A tiny decoder in eval mode: ``cell-injection`` (RNNDecoder) or ``att-cell``."""
+def make_decoder(name: str, seed: int = 0, vocab_size: int = V) -> torch.nn.Module:
+    """A tiny decoder in eval mode: ``cell-injection`` (RNNDecoder), ``att-cell`` or
+    ``updown-lstm``."""
     from captioning.models.attention_decoder import AttentionDecoder
     from captioning.models.decoder import RNNDecoder
+    from captioning.models.updown import UpDownDecoder
 
     torch.manual_seed(seed)
     kind, cell = name.split("-", 1)
+    if kind == "updown":
+        return UpDownDecoder(
+            vocab_size=vocab_size,
+            grid_dim=G,
+            embed_dim=E,
+            hidden_dim=H,
+            attention_dim=7,
+            dropout=0.0,
+        ).eval()
     if kind == "att":
         return AttentionDecoder(
-            vocab_size=V,
+            vocab_size=vocab_size,
             grid_dim=G,
             cell=cell,
             embed_dim=E,
@@ -410,7 +424,12 @@ def make_decoder(name: str, seed: int = 0) -> torch.nn.Module:
             dropout=0.0,
         ).eval()
     return RNNDecoder(
-        vocab_size=V, vector_dim=D, cell=kind, embed_dim=E, hidden_dim=H, image_injection=cell
+        vocab_size=vocab_size,
+        vector_dim=D,
+        cell=kind,
+        embed_dim=E,
+        hidden_dim=H,
+        image_injection=cell,
     ).eval()
 
 
@@ -420,6 +439,25 @@ def decoder_features(b: int = 4, seed: int = 0) -> Any:
 
     g = torch.Generator().manual_seed(seed)
     return EncoderOutput(torch.randn(b, D, generator=g), torch.randn(b, L, G, generator=g))
+
+
+def padded_features(counts: list[int], seed: int = 0) -> tuple[Any, list[Any]]:
+    """Images with `counts` real regions each, padded to the largest count with a mask (the
+    padding filled with large garbage, which masking must ignore), and each image alone,
+    unpadded: (EncoderOutput (B, max K, G), [EncoderOutput (1, K_b, G)])."""
+    from captioning.contracts import EncoderOutput
+
+    g = torch.Generator().manual_seed(seed)
+    k = max(counts)
+    grid = torch.full((len(counts), k, G), 1e4)  # (B, K, G) garbage where there is no region
+    mask = torch.zeros(len(counts), k, dtype=torch.bool)  # (B, K)
+    vector = torch.randn(len(counts), D, generator=g)
+    alone = []
+    for b, n in enumerate(counts):
+        grid[b, :n] = torch.randn(n, G, generator=g)
+        mask[b, :n] = True
+        alone.append(EncoderOutput(vector[b : b + 1], grid[b : b + 1, :n].clone()))
+    return EncoderOutput(vector, grid, mask), alone
 
 
 def caption_length(seq: list[int]) -> int:

@@ -16,6 +16,12 @@ each reference computes exactly our function and the benchmarks check that it do
   and concatenated at every step; finished hypotheses in Python lists. The search rules are
   ours (:func:`captioning.decoding.beam_search`), so both must find the same captions.
 * :func:`greedy`: one image at a time, one row, until `<end>`.
+* Up-Down (``UpDownDecoder``) is stepped the way its reference implementation runs it
+  (ruotianluo's self-critical.pytorch, ``AttModel._prepare_feature`` / ``UpDownCore`` /
+  ``Attention``): region and mean embeddings and ``p_att_feats`` computed once per image (expanded
+  to the k hypotheses), and in teacher forcing every caption stepped at every step up to the
+  longest one, the log-softmax per step into a (B, T, V) tensor, the masked mean of the
+  log-likelihood (its ``_forward`` and ``LanguageModelCriterion``).
 * :func:`per_hypothesis_beam_search`, :func:`padded_loss`: the references of version 0.1 (every
   hypothesis stepped on its own from Python lists; every caption stepped to the longest one),
   kept for one release so that the README can show old and new figures side by side.
@@ -46,6 +52,8 @@ def never_emitted(logprobs: Tensor) -> Tensor:
 def cell_of(decoder: nn.Module) -> nn.Module:
     """The ``nn.*Cell`` of a decoder: the attention decoder's own, or one sharing the first
     layer's parameters of an ``RNNDecoder``'s ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``."""
+    if hasattr(decoder, "att_lstm"):  # Up-Down: two cells, stepped by updown_core
+        return decoder.att_lstm
     if decoder.has_attention:
         return decoder.cell
     rnn = decoder.rnn
@@ -72,10 +80,13 @@ class Stepper:
             raise ValueError("the reference feeds [E y; v] at every step (every_step injection)")
         self.dec, self.cell = decoder, cell_of(decoder)
         self.lstm = isinstance(self.cell, nn.LSTMCell)
+        self.updown = hasattr(decoder, "att_lstm")
 
     def start(self, features: EncoderOutput, rows: int = 1) -> dict[str, Tensor]:
         """Per-row tensors before `<start>`: one row per image, or `rows` rows of one image
         (views of it, as the tutorial expands ``encoder_out`` for its k hypotheses)."""
+        if self.updown:
+            return updown_start(self.dec, features, rows)
         if not self.dec.has_attention:
             vector = features.vector.expand(rows, -1) if rows > 1 else features.vector
             h = vector.new_zeros(vector.size(0), self.cell.hidden_size)  # (N, H)
@@ -98,6 +109,9 @@ class Stepper:
         self, tokens: Tensor, s: dict[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
         dec, emb = self.dec, self.dec.embed(tokens)  # (N, E)
+        if self.updown:
+            h2, s, alpha = updown_core(dec, tokens, s)
+            return never_emitted(dec.out(h2).log_softmax(dim=1)), s, alpha
         if not dec.has_attention:
             s = self.recur(torch.cat([emb, s["v"]], dim=1), s)  # W_ih v recomputed every step
             return never_emitted(dec.out(dec.drop(s["h"])).log_softmax(dim=1)), s, None
@@ -116,13 +130,63 @@ def attend(dec: nn.Module, grid: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
     return (grid * alpha.unsqueeze(2)).sum(dim=1), alpha  # (N, D_g), (N, L)
 
 
+def updown_start(dec: nn.Module, features: EncoderOutput, rows: int = 1) -> dict[str, Tensor]:
+    """self-critical.pytorch's ``_prepare_feature`` with our weights (eval mode: no dropout):
+    ``fc_embed`` of the mean region, ``att_embed`` of the regions, ``ctx2att`` once; zero
+    states; `rows` > 1 expands one image to its hypotheses."""
+    fc = torch.relu(dec.mean_embed(features.grid.mean(dim=1)))  # (M, H)
+    att = torch.relu(dec.region_embed(features.grid))  # (M, L, H)
+    p_att = dec.attention.grid_proj(att)  # (M, L, A)
+    zeros = fc.new_zeros(fc.size(0), dec.att_lstm.hidden_size)  # (M, H)
+    s = {"fc": fc, "att": att, "p_att": p_att, "h1": zeros, "c1": zeros, "h2": zeros}
+    s["c2"] = zeros
+    if rows > 1:
+        s = {key: value.expand(rows, *value.shape[1:]) for key, value in s.items()}
+    return s
+
+
+def updown_core(
+    dec: nn.Module, tokens: Tensor, s: dict[str, Tensor]
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """``UpDownCore.forward`` + ``Attention.forward`` with our weights: h2 (N, H), the new
+    per-row tensors and the weights (N, L)."""
+    x = torch.relu(dec.embed(tokens))  # (N, E)
+    h1, c1 = dec.att_lstm(torch.cat([s["h2"], s["fc"], x], dim=1), (s["h1"], s["c1"]))
+    att_h = dec.attention.hidden_proj(h1).unsqueeze(1)  # (N, 1, A)
+    dot = dec.attention.score(torch.tanh(s["p_att"] + att_h)).squeeze(2)  # (N, L)
+    weight = dot.softmax(dim=1)  # (N, L)
+    v_hat = torch.bmm(weight.unsqueeze(1), s["att"]).squeeze(1)  # (N, H)
+    h2, c2 = dec.lang_lstm(torch.cat([v_hat, h1], dim=1), (s["h2"], s["c2"]))
+    return h2, {**s, "h1": h1, "c1": c1, "h2": h2, "c2": c2}, weight
+
+
+def updown_loss(
+    decoder: nn.Module, features: EncoderOutput, inputs: Tensor, lengths: Tensor, targets: Tensor
+) -> Tensor:
+    """self-critical.pytorch's ``_forward`` + ``LanguageModelCriterion``: every caption at every
+    step up to the longest, log-probabilities per step, the masked mean log-likelihood."""
+    s = updown_start(decoder, features)
+    t_max = int(lengths.max())
+    outputs = []
+    for t in range(t_max):
+        h2, s, _ = updown_core(decoder, inputs[:, t], s)
+        outputs.append(decoder.out(h2).log_softmax(dim=1))  # (B, V)
+    logprobs = torch.stack(outputs, dim=1)  # (B, T, V)
+    mask = (torch.arange(t_max) < lengths.unsqueeze(1)).to(logprobs.dtype)  # (B, T)
+    picked = logprobs.gather(2, targets[:, :t_max].unsqueeze(2)).squeeze(2)  # (B, T)
+    return -(picked * mask).sum() / mask.sum()
+
+
 # -- teacher forcing -------------------------------------------------------------------------
 
 
 def teacher_forced_loss(
     decoder: nn.Module, features: EncoderOutput, inputs: Tensor, lengths: Tensor, targets: Tensor
 ) -> Tensor:
-    """Mean cross-entropy over the real words (+ the attention penalty), the tutorial's way."""
+    """Mean cross-entropy over the real words (+ the attention penalty), the tutorial's way
+    (Up-Down: its reference implementation's way, :func:`updown_loss`)."""
+    if hasattr(decoder, "att_lstm"):
+        return updown_loss(decoder, features, inputs, lengths, targets)
     lengths, order = lengths.sort(descending=True)
     inputs, targets, features = inputs[order], targets[order], features.select(order)
     decode = lengths.tolist()
@@ -153,7 +217,10 @@ def padded_loss(
     decoder: nn.Module, features: EncoderOutput, inputs: Tensor, lengths: Tensor, targets: Tensor
 ) -> Tensor:
     """Version 0.1's reference: every caption stepped to the longest, the output layer per step
-    on every row, the attention grid projected again at every step."""
+    on every row, the attention grid projected again at every step (Up-Down, new since:
+    :func:`updown_loss`, which already runs that way)."""
+    if hasattr(decoder, "att_lstm"):
+        return updown_loss(decoder, features, inputs, lengths, targets)
     stepper, dec = Stepper(decoder), decoder
     s, logits, alphas = stepper.start(features), [], []
     for t in range(inputs.size(1)):

@@ -27,7 +27,7 @@ class RowFeatures:
     """The encoder output of N decoding rows that point at B images, gathered on first use.
 
     It offers what decoders read from an :class:`EncoderOutput` (``vector``, ``grid``,
-    ``select``). Each tensor is gathered per row only when a decoder reads it, once per set of
+    ``mask``, ``select``). Each tensor is gathered per row only when a decoder reads it, once per set of
     rows: the LSTM reads ``vector`` (N, D_v) at every step, the attention decoder keeps its grid
     in its state and reads neither, so dropping finished rows never copies the (N, L, D_g) grid.
 
@@ -54,6 +54,11 @@ class RowFeatures:
     def grid(self) -> Tensor:
         """(N, L, D_g) region features of each row."""
         return self._rows("grid")
+
+    @property
+    def mask(self) -> Tensor | None:
+        """(N, L) bool real regions of each row, or None when every region is real."""
+        return None if self.images.mask is None else self._rows("mask")
 
     def select(self, index: Tensor) -> RowFeatures:
         """Rows `index` (no copy of any feature until one is read)."""

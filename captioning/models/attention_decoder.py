@@ -11,7 +11,10 @@ At every step t, with the previous word ``y_{t-1}`` and state ``h_{t-1}``:
 The gate is part of the context z_t itself (section 4.2.1: phi({a_i}, {alpha_i}) = beta sum_i
 alpha_i a_i), so the deep output layer sees the gated context too. The initial state is
 ``h_0 = tanh(init_h(mean_i a_i))`` (and ``c_0 = tanh(init_c(...))`` for the LSTM), as in the
-authors' code. Training adds the doubly stochastic regulariser
+authors' code. Images with fewer real regions than L (``features.mask``, pre-extracted object
+features) are attended over their real regions only: padding gets weight exactly 0, the mean is
+over real regions, and the regulariser counts real regions only, so a padded image gets the
+outputs it gets unpadded. Training adds the doubly stochastic regulariser
 ``lambda * sum_i (1 - sum_t alpha_ti)^2`` (eq. 14) to each caption's summed negative
 log-likelihood, as the paper does (``alpha_c_per="caption"``), see
 :meth:`AttentionDecoder.attention_penalty`.
@@ -33,7 +36,12 @@ from torch import Tensor, nn
 
 from captioning.contracts import EncoderOutput
 from captioning.errors import CaptioningError
-from captioning.models.attention import SoftAttention
+from captioning.models.attention import (
+    SoftAttention,
+    attention_penalty,
+    region_mean,
+    zero_padding,
+)
 
 __all__ = ["AttentionDecoder", "AttentionState"]
 
@@ -63,7 +71,8 @@ def _first_rows(state: AttentionState, n: int) -> AttentionState:
     if state.h.size(0) == n:
         return state
     c = state.c[:n] if state.c is not None else None
-    return AttentionState(state.h[:n], c, state.projected[:n], state.grid[:n], state.image)
+    mask = state.mask[:n] if state.mask is not None else None
+    return AttentionState(state.h[:n], c, state.projected[:n], state.grid[:n], state.image, mask)
 
 
 class AttentionState(NamedTuple):
@@ -76,6 +85,7 @@ class AttentionState(NamedTuple):
         grid: (M, L, D_g) the region features of the same images.
         image: (N,) the image of each row, or None while row n is image n. Reordering rows (beam
             search) gathers this index, never the images' tensors.
+        mask: (M, L) bool, ``True`` for real regions, or None when every region is real.
     """
 
     h: Tensor
@@ -83,6 +93,7 @@ class AttentionState(NamedTuple):
     projected: Tensor
     grid: Tensor
     image: Tensor | None = None
+    mask: Tensor | None = None
 
 
 class AttentionDecoder(nn.Module):
@@ -150,17 +161,19 @@ class AttentionDecoder(nn.Module):
         """The state before `<start>` is fed, with the grid projected once.
 
         Args:
-            features: the encoder output for N images; only ``grid`` (N, L, D_g) is used.
+            features: the encoder output for N images; ``grid`` (N, L, D_g) and ``mask`` (N, L)
+                are used.
 
         Returns:
-            AttentionState with h (and c) from an MLP of the mean region, the projected grid and
-            the grid.
+            AttentionState with h (and c) from an MLP of the mean real region, the projected
+            grid, the grid (padding zeroed) and the mask.
         """
-        grid = features.grid
-        mean = grid.mean(dim=1)  # (N, D_g)
+        mask = features.mask
+        grid = zero_padding(features.grid, mask)  # (N, L, D_g)
+        mean = region_mean(grid, mask)  # (N, D_g)
         h = torch.tanh(self.init_h(mean))  # (N, H)
         c = torch.tanh(self.init_c(mean)) if self.init_c is not None else None
-        return AttentionState(h, c, self.attention.project(grid), grid)
+        return AttentionState(h, c, self.attention.project(grid), grid, mask=mask)
 
     def reorder_state(self, state: AttentionState, index: Tensor) -> AttentionState:
         """Rows `index` of the state (beam search): gathers h, c and the row-to-image index."""
@@ -176,7 +189,7 @@ class AttentionDecoder(nn.Module):
         """One recurrence step: attend with h_{t-1}, gate the context, run the cell; returns the
         new state, the gated context z_t (N, D_g) and alpha_t (N, L)."""
         h, c = state.h, state.c
-        context, alpha = self.attention(state.projected, state.grid, h, state.image)
+        context, alpha = self.attention(state.projected, state.grid, h, state.image, state.mask)
         beta = torch.sigmoid(self.f_beta(h))  # (N, 1)
         context = beta * context  # (N, D_g): z_t
         x = torch.cat([embedded, context], dim=-1)  # (N, E + D_g)
@@ -276,32 +289,19 @@ class AttentionDecoder(nn.Module):
         alpha = _cat(alphas, (0, features.grid.size(1)), emb)  # (P, L)
         return logits, _scatter(alpha, dst, b * t_max).view(b, t_max, -1)  # (B, T, L)
 
-    def attention_penalty(self, alphas: Tensor, lengths: Tensor) -> Tensor:
-        """The doubly stochastic regulariser (eq. 14) of a batch, to add to its summed loss.
-
-        Per caption, ``P = sum_i (1 - sum_t alpha_ti)^2`` pushes every region to receive, over
-        the whole caption, about as much attention as any other; only the real steps of each
-        row (t < length) count. When a caption has fewer words T than regions L, P cannot reach
-        zero: its minimum, at uniform attention, is ``(L - T)^2 / L`` (e.g. 45 for L = 64,
-        T = 10), a constant in the reported loss. The convention (``alpha_c_per``):
-
-        * ``"caption"`` (the paper): ``alpha_c * sum_b P_b``, each caption's penalty added once
-          to its summed negative log-likelihood;
-        * ``"word"``: ``alpha_c * sum_b T_b P_b``, the penalty added to every word's loss, so it
-          weighs about T times more than the paper's next to a cross-entropy summed over words.
+    def attention_penalty(
+        self, alphas: Tensor, lengths: Tensor, mask: Tensor | None = None
+    ) -> Tensor:
+        """The doubly stochastic regulariser (eq. 14) of a batch, to add to its summed loss:
+        :func:`captioning.models.attention.attention_penalty` with this decoder's ``alpha_c``
+        and ``alpha_c_per``.
 
         Args:
             alphas: (B, T, L) attention weights from ``forward(..., return_alphas=True)``.
             lengths: (B,) real steps per row.
+            mask: (B, L) bool, ``True`` for real regions (None: all L are real).
 
         Returns:
             A scalar to add to the batch's loss summed over target words.
         """
-        t_max = alphas.size(1)
-        lengths = lengths.to(alphas.device)
-        mask = torch.arange(t_max, device=alphas.device) < lengths.unsqueeze(1)
-        total = (alphas * mask.unsqueeze(-1)).sum(dim=1)  # (B, L) attention each region received
-        per_caption = ((1.0 - total) ** 2).sum(dim=1)  # (B,)
-        if self.alpha_c_per == "word":
-            per_caption = per_caption * lengths.to(per_caption.dtype)
-        return self.alpha_c * per_caption.sum()
+        return attention_penalty(alphas, lengths, mask, weight=self.alpha_c, per=self.alpha_c_per)

@@ -16,6 +16,7 @@ from captioning.visualize.attention import (
     attention_grids,
     attention_steps,
     model_view,
+    region_maps,
     save_attention_map,
     upsample_attention,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "attention_steps",
     "model_view",
     "plot_training_curves",
+    "region_maps",
     "report_items",
     "save_attention_map",
     "training_curves_figure",

@@ -27,7 +27,7 @@ from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
 
 __all__ = ["COLORMAP", "OPACITY", "ImageSource", "attention_colormap", "attention_figure"]
-__all__ += ["attention_grids", "attention_steps", "model_view", "save_attention_map"]
+__all__ += ["attention_grids", "attention_steps", "model_view", "region_maps", "save_attention_map"]
 __all__ += ["upsample_attention"]
 
 ImageSource = str | os.PathLike | Image.Image
@@ -104,6 +104,42 @@ def upsample_attention(
     return maps.clamp_(min=0).squeeze(1).numpy()  # (T, H, W)
 
 
+def region_maps(
+    alphas: Tensor | np.ndarray, boxes: Tensor | np.ndarray, size: tuple[int, int]
+) -> np.ndarray:
+    """Attention over object regions as maps: each pixel gets the summed weight of the boxes
+    that hold it (the Up-Down paper's figures).
+
+    Args:
+        alphas: (T, L) weights over L >= K regions; columns K.. are padding (weight 0, dropped).
+        boxes: (K, 4) the real regions' boxes ``x1, y1, x2, y2`` in pixels of an image of `size`.
+        size: (H, W) of the image.
+
+    Returns:
+        float32 maps (T, H, W).
+
+    Raises:
+        CaptioningError: shapes that do not fit, or weight on a column with no box.
+    """
+    a = torch.as_tensor(np.asarray(alphas, dtype=np.float32))  # (T, L)
+    b = torch.as_tensor(np.asarray(boxes, dtype=np.float32))  # (K, 4)
+    if a.dim() != 2 or b.dim() != 2 or b.size(1) != 4 or b.size(0) > a.size(1):
+        raise CaptioningError(
+            f"region maps need weights (T, L) and boxes (K <= L, 4), got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}"
+        )
+    if bool((a[:, b.size(0) :] != 0).any()):
+        raise CaptioningError(
+            f"attention on regions past the {b.size(0)} boxes given; pass every real region's box"
+        )
+    h, w = size
+    ys, xs = torch.arange(h).float() + 0.5, torch.arange(w).float() + 0.5  # pixel centres
+    inside_y = (ys >= b[:, 1:2]) & (ys < b[:, 3:4])  # (K, H)
+    inside_x = (xs >= b[:, 0:1]) & (xs < b[:, 2:3])  # (K, W)
+    inside = (inside_y.unsqueeze(2) & inside_x.unsqueeze(1)).float()  # (K, H, W)
+    return torch.einsum("tk,khw->thw", a[:, : b.size(0)], inside).numpy()  # (T, H, W)
+
+
 #: the attention colour map: perceptually uniform, drawn over a gray version of the image so
 #: that neither the objects' own colours nor the map's blend into each other
 COLORMAP = "viridis"
@@ -134,6 +170,7 @@ def attention_figure(
     grid_shape: tuple[int, int] | None = None,
     columns: int = 5,
     panel_size: int = 224,
+    boxes: Tensor | np.ndarray | None = None,
 ) -> Any:
     """The figure :func:`save_attention_map` saves: the image, then one panel per word.
 
@@ -151,6 +188,9 @@ def attention_figure(
         grid_shape: (h, w) of the encoder grid; None infers a square one.
         columns: panels per row.
         panel_size: longer side of each panel in pixels.
+        boxes: (K, 4) boxes ``x1, y1, x2, y2`` (pixels of `image`) of the real regions, for
+            weights over object regions (pre-extracted features): each pixel shows the summed
+            weight of the boxes that hold it (:func:`region_maps`); padding columns dropped.
 
     Returns:
         A ``matplotlib.figure.Figure``: axes 0 the image, axes 1..T the words (each with the
@@ -163,7 +203,7 @@ def attention_figure(
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    grids = attention_grids(alphas, grid_shape)  # (T, h, w)
+    grids = attention_grids(alphas, grid_shape) if boxes is None else np.asarray(alphas)
     if len(words) != grids.shape[0]:
         raise CaptioningError(
             f"{len(words)} words but {grids.shape[0]} attention steps; pass "
@@ -176,7 +216,11 @@ def attention_figure(
         Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS,
     )
     gray = np.asarray(picture.convert("L").convert("RGB"))  # (H, W, 3), R = G = B
-    maps = upsample_attention(grids, (picture.height, picture.width))  # (T, H, W)
+    if boxes is None:
+        maps = upsample_attention(grids, (picture.height, picture.width))  # (T, H, W)
+    else:
+        scaled = np.asarray(boxes, dtype=np.float32) * scale  # (K, 4) on the resized picture
+        maps = region_maps(grids, scaled, (picture.height, picture.width))  # (T, H, W)
     norm = Normalize(vmin=0.0, vmax=max(float(maps.max()), 1e-12))  # one scale for all words
     cmap = attention_colormap()
     panels = 1 + len(words)
@@ -216,6 +260,7 @@ def save_attention_map(
     grid_shape: tuple[int, int] | None = None,
     columns: int = 5,
     panel_size: int = 224,
+    boxes: Tensor | np.ndarray | None = None,
 ) -> Path:
     """Draws the image and one panel per word with its attention overlaid; saves it (PNG, ...).
 
@@ -225,7 +270,13 @@ def save_attention_map(
         The path written.
     """
     fig = attention_figure(
-        image, words, alphas, grid_shape=grid_shape, columns=columns, panel_size=panel_size
+        image,
+        words,
+        alphas,
+        grid_shape=grid_shape,
+        columns=columns,
+        panel_size=panel_size,
+        boxes=boxes,
     )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from helpers import (
     EOS,
     PAD,
     ROOT,
+    UPDOWN_CASES,
     A,
     C,
     D,
@@ -167,7 +168,9 @@ def every_caption(dec, feats, max_len, length_penalty):
     return sorted(found, key=lambda f: f[0], reverse=True)
 
 
-@pytest.mark.parametrize("name", ["lstm-every_step", "gru-first_input", *ATT_CASES[:1]])
+@pytest.mark.parametrize(
+    "name", ["lstm-every_step", "gru-first_input", *ATT_CASES[:1], *UPDOWN_CASES]
+)
 @pytest.mark.parametrize("length_penalty", [0.0, 0.7])
 @pytest.mark.parametrize("n_best", [1, 7])
 def test_beam_search_equals_exhaustive_enumeration(name, length_penalty, n_best):
@@ -180,6 +183,8 @@ def test_beam_search_equals_exhaustive_enumeration(name, length_penalty, n_best)
     sizes = {"vocab_size": vocab, "embed_dim": E, "hidden_dim": H}
     if kind == "att":
         dec = AttentionDecoder(grid_dim=G, cell=rest, attention_dim=7, dropout=0.0, **sizes)
+    elif kind == "updown":
+        dec = make_decoder(name, seed=3, vocab_size=vocab)
     else:
         dec = RNNDecoder(vector_dim=D, cell=kind, image_injection=rest, **sizes)
     dec.eval()

@@ -354,3 +354,40 @@ def test_cross_entropy_adds_the_regulariser_once_per_caption():
     penalty = ((1 - received) ** 2).sum(1)  # (B,) one per caption
     assert int(words) == 9
     torch.testing.assert_close(total, nll + 2.0 * penalty.sum())
+
+
+@pytest.mark.parametrize("sample_prob", [0.0, 1e-9])  # the fused pass, and the stepwise one
+def test_padded_images_train_as_they_do_unpadded(sample_prob):
+    """Images with 3, 1 and 5 regions in one padded batch: teacher-forced logits and weights,
+    and the training loss (cross-entropy + the regulariser over real regions), equal those of
+    each image alone; padding gets weight exactly 0."""
+    from helpers import padded_features
+
+    from captioning.models.caption_model import CaptionModel
+    from captioning.training.objectives import caption_cross_entropy
+
+    torch.manual_seed(0)
+    dec = AttentionDecoder(
+        vocab_size=V, grid_dim=6, embed_dim=E, hidden_dim=H, attention_dim=A, dropout=0.0
+    ).eval()
+    feats, alone = padded_features([3, 1, 5], seed=3)
+    captions = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, 0, 0], [1, 9, 9, 2, 0], [1, 4, 2, 0, 0]])
+    lengths, index = torch.tensor([5, 3, 4, 3]), torch.tensor([0, 1, 2, 1])
+    model = CaptionModel(torch.nn.Identity(), dec)
+    options = {"sample_prob": sample_prob}
+    total, _ = caption_cross_entropy(model, feats, captions, lengths, index, **options)
+    expected = 0.0
+    for b, one in enumerate(alone):
+        rows = (index == b).nonzero().squeeze(1)
+        n = int(lengths[rows].max())
+        caps, lens = captions[rows, :n], lengths[rows]
+        loss, _ = caption_cross_entropy(model, one, caps, lens, torch.zeros_like(rows), **options)
+        expected = expected + loss
+        inputs = caps[:, :-1]
+        logits, alphas = dec(feats.select(index[rows]), inputs, lens - 1, return_alphas=True)
+        lo, al = dec(one.select(torch.zeros_like(rows)), inputs, lens - 1, return_alphas=True)
+        k = one.grid.size(1)
+        torch.testing.assert_close(logits, lo, atol=1e-6, rtol=0)
+        torch.testing.assert_close(alphas[..., :k], al, atol=1e-6, rtol=0)
+        assert (alphas[..., k:] == 0).all()
+    torch.testing.assert_close(total, expected, atol=0, rtol=1e-6)

@@ -18,6 +18,7 @@ from captioning.visualize import (
     attention_grids,
     attention_steps,
     model_view,
+    region_maps,
     save_attention_map,
     upsample_attention,
 )
@@ -203,3 +204,22 @@ def test_model_view_is_what_the_encoder_sees_at_the_photos_own_shape(crop: bool)
     got = torch.from_numpy(np.array(seen)).permute(2, 0, 1) / 255.0  # (3, 64, 64)
     assert (got - expected.clamp(0, 1)).abs().mean() < 0.03
     assert model_view(_picture((3000, 1500)), pre, max_side=500).size[0] <= 500
+
+
+def test_region_maps_sum_the_weights_of_the_boxes_over_each_pixel() -> None:
+    """Object regions (pre-extracted features): a pixel shows the summed weight of the boxes
+    holding it; padding columns (weight 0, no box) are dropped; weight on them is an error."""
+    boxes = np.array([[0, 0, 4, 2], [2, 0, 6, 4]], dtype=np.float32)  # x1, y1, x2, y2
+    alphas = torch.tensor([[0.25, 0.75, 0.0], [1.0, 0.0, 0.0]])  # (T, L = 3): one padded
+    maps = region_maps(alphas, boxes, (4, 6))  # (T, H, W)
+    assert maps.shape == (2, 4, 6)
+    assert maps[0, 0, 0] == 0.25 and maps[0, 0, 3] == 1.0 and maps[0, 3, 5] == 0.75
+    assert maps[0, 3, 0] == 0.0 and maps[1, 1, 3] == 1.0 and maps[1, 3, 3] == 0.0
+    with pytest.raises(CaptioningError, match="past the 1 boxes"):
+        region_maps(alphas, boxes[:1], (4, 6))
+    image = _picture((60, 40))
+    fig = attention_figure(image, ["a", "b"], alphas, boxes=boxes * 10, panel_size=60)
+    heat = np.asarray(fig.axes[1].images[1].get_array())  # (H, W) of the first word
+    np.testing.assert_allclose(
+        heat, region_maps(alphas, boxes, (4, 6))[0].repeat(10, 0).repeat(10, 1)
+    )

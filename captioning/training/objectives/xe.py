@@ -193,16 +193,21 @@ def cross_entropy_parts(
     steps = lengths - 1  # input words per caption
     decoder = model.decoder
     attention = bool(getattr(decoder, "has_attention", False))
-    alphas = None
+    alphas = mask = None
     if sample_prob > 0:
         features = images if isinstance(images, EncoderOutput) else model.encode(images)
         features = features.select(image_index)  # (B, ...) one row per caption
         logits, alphas = sampled_forward(
             decoder, features, inputs, sample_prob, return_alphas=attention
         )
+        mask = features.mask  # (B, L) real regions, or None
     elif attention:
-        # attention decoders also return alpha (B, T, L) for their regulariser
-        logits, alphas = model(images, inputs, steps, image_index, return_alphas=True)
+        # attention decoders also return alpha (B, T, L) for their regulariser, which counts
+        # the real regions of each caption's image only (mask (B, L))
+        features = images if isinstance(images, EncoderOutput) else model.encode(images)
+        logits, alphas = model(features, inputs, steps, image_index, return_alphas=True)
+        if features.mask is not None:
+            mask = features.mask.index_select(0, image_index.to(features.mask.device))
     else:
         logits = model(images, inputs, steps, image_index)  # (B, T, V)
     penalty = None
@@ -216,7 +221,7 @@ def cross_entropy_parts(
             label_smoothing=label_smoothing,
         )
         if alphas is not None:
-            penalty = decoder.attention_penalty(alphas.float(), steps.to(logits.device))
+            penalty = decoder.attention_penalty(alphas.float(), steps.to(logits.device), mask)
     return xe, penalty, words
 
 

@@ -37,6 +37,7 @@ DECODERS = {
     "lstm": ("rnn", {"cell": "lstm"}),
     "gru": ("rnn", {"cell": "gru", "image_injection": "first_input"}),
     "attention": ("attention", {}),
+    "updown": ("updown", {}),
 }
 REFS = {
     1: ["a red circle", "a big red circle"],
