@@ -16,6 +16,9 @@ each reference computes exactly our function and the benchmarks check that it do
   and concatenated at every step; finished hypotheses in Python lists. The search rules are
   ours (:func:`captioning.decoding.beam_search`), so both must find the same captions.
 * :func:`greedy`: one image at a time, one row, until `<end>`.
+* :class:`PerWordImageTerm`: an ``every_step`` ``RNNDecoder`` stepped as version 0.2 did, with
+  ``[x_t; v]`` through the module at every step (``W_ih v`` recomputed per word and per
+  hypothesis), the "before" of the once-per-image image term.
 * :func:`per_hypothesis_beam_search`, :func:`padded_loss`: the references of version 0.1 (every
   hypothesis stepped on its own from Python lists; every caption stepped to the longest one),
   kept for one release so that the README can show old and new figures side by side.
@@ -106,6 +109,41 @@ class Stepper:
         s = self.recur(torch.cat([emb, z], dim=1), s)
         logits = dec.out(dec.drop(emb + dec.out_h(s["h"]) + dec.out_z(z)))  # (N, V)
         return never_emitted(logits.log_softmax(dim=1)), s, alpha
+
+
+class PerWordImageTerm(nn.Module):
+    """An ``every_step`` ``RNNDecoder`` with the step contract computed the straightforward way:
+    every step feeds ``[E y_{t-1}; v]`` of each row to the module, so the first layer computes
+    ``W_xh x_t + W_ih v + b`` and ``W_ih v`` again at every word of every row (hypothesis).
+
+    Args:
+        decoder: the ``RNNDecoder`` (``image_injection="every_step"``) whose weights to use.
+    """
+
+    has_attention = False
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        if decoder.image_injection != "every_step":
+            raise ValueError("the per-word image term needs every_step injection")
+        self.dec, self.vocab_size = decoder, decoder.vocab_size
+
+    def init_state(self, features: EncoderOutput) -> Any:
+        """Zero state (num_layers, N, H) (and cell state for the LSTM)."""
+        return self.dec._zeros(features.vector.size(0), features.vector)
+
+    def reorder_state(self, state: Any, index: Tensor) -> Any:
+        if isinstance(state, Tensor):
+            return state.index_select(1, index)
+        return tuple(s.index_select(1, index) for s in state)
+
+    def step(
+        self, tokens: Tensor, state: Any, features: EncoderOutput
+    ) -> tuple[Tensor, Any, dict[str, Tensor]]:
+        dec = self.dec
+        x = torch.cat([dec.embed(tokens), features.vector], dim=1).unsqueeze(1)  # (N, 1, E + D_v)
+        out, state = dec.rnn(x, state)  # (N, 1, H)
+        return dec.out(dec.drop(out.squeeze(1))).log_softmax(dim=-1), state, {}
 
 
 def attend(dec: nn.Module, grid: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
