@@ -16,6 +16,8 @@ each reference computes exactly our function and the benchmarks check that it do
   and concatenated at every step; finished hypotheses in Python lists. The search rules are
   ours (:func:`captioning.decoding.beam_search`), so both must find the same captions.
 * :func:`greedy`: one image at a time, one row, until `<end>`.
+* :func:`per_word_image_loss`: our fused teacher-forced pass of an ``every_step`` decoder fed
+  ``[x_t; v]`` at every word (``W_ih v`` per word), the "before" of the once-per-row image term.
 * :class:`PerWordImageTerm`: an ``every_step`` ``RNNDecoder`` stepped as version 0.2 did, with
   ``[x_t; v]`` through the module at every step (``W_ih v`` recomputed per word and per
   hypothesis), the "before" of the once-per-image image term.
@@ -32,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from captioning.contracts import EncoderOutput
 
@@ -185,6 +187,21 @@ def teacher_forced_loss(
     words = pack_padded_sequence(targets, decode, batch_first=True).data  # (P,)
     loss = F.cross_entropy(scores, words)
     return loss + dec.attention_penalty(alphas, lengths) if dec.has_attention else loss
+
+
+def per_word_image_loss(
+    decoder: nn.Module, features: EncoderOutput, inputs: Tensor, lengths: Tensor, targets: Tensor
+) -> Tensor:
+    """Mean cross-entropy of an ``every_step`` ``RNNDecoder``'s fused teacher-forced pass fed
+    ``[x_t; v]`` at every word, so that ``W_ih v`` is computed once per word (the pass before the
+    image term was folded into the kernel's input weight); same kernel and output layer as ours."""
+    x = decoder._inputs(decoder.embed(inputs), features)  # (B, T, E + D_v)
+    state = decoder._initial(features, inputs.size(0), features.vector)
+    out, _ = decoder._run(x, lengths.cpu(), state, None, x.device.type != "cpu")
+    if isinstance(out, PackedSequence):
+        out = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))[0]
+    logits = decoder._real_logits(out, lengths.to(out.device))  # (B, T, V)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD)
 
 
 def padded_loss(
