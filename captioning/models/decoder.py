@@ -295,17 +295,18 @@ class RNNDecoder(nn.Module):
         else:
             if image_step:
                 out = out[:, 1:]  # (B, T, H): drop the image step's output
-            logits = self._real_logits(out, lengths.to(out.device))  # (B, T, V)
+            logits = self._real_logits(out, lengths.cpu())  # (B, T, V)
         return (logits, state) if return_state else logits
 
     def _real_logits(self, out: Tensor, lengths: Tensor) -> Tensor:
         """The output layer on the real positions (t < length) of `out` (B, T, H) only; zero
-        logits (B, T, V) at padded positions."""
+        logits (B, T, V) at padded positions. `lengths` (B,) are on the host, as the positions
+        are worked out there (no read back from the device)."""
         b, t, _ = out.shape
         if bool((lengths >= t).all()):
             return self.out(self.drop(out))  # (B, T, V)
-        real = (torch.arange(t, device=out.device) < lengths.unsqueeze(1)).flatten()  # (B * T,)
-        at = real.nonzero().squeeze(1)  # (P,)
+        real = (torch.arange(t) < lengths.unsqueeze(1)).flatten()  # (B * T,)
+        at = real.nonzero().squeeze(1).to(out.device, non_blocking=True)  # (P,)
         logits = self.out(self.drop(out.reshape(b * t, -1).index_select(0, at)))  # (P, V)
         return logits.new_zeros(b * t, logits.size(-1)).index_copy(0, at, logits).view(b, t, -1)
 

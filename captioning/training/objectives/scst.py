@@ -289,10 +289,10 @@ class SelfCriticalObjective(Objective):
         logs = {
             "reward": float(rewards.mean()),
             "baseline": float(baseline.mean()),
-            "sample_len": float((lengths - stopped.long()).float().mean()),
+            "sample_len": (lengths - stopped.long()).float().mean(),  # stays on the device
             "better": float((rewards > baseline).mean()),
         }
-        return StepLoss(total, lengths.sum(), {key: torch.tensor(v) for key, v in logs.items()})
+        return StepLoss(total, lengths.sum(), {key: torch.as_tensor(v) for key, v in logs.items()})
 
     def _score(self, sequences: Tensor, image_ids: list[int]) -> np.ndarray:
         """Rewards of (N, T) or (N, K, T) captions of the N images (timed)."""
