@@ -658,16 +658,19 @@ def folder_data(root: Path, *overrides: str):
 
 #: the Tensor methods that read a value back to the host: on a GPU each waits for the device
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
-#: (file, function) -> why the tensors read there live on the host by design (no wait on a GPU);
-#: only integer or 0-dimensional tensors are accepted there
+#: (file, function, method) -> why the tensors read there live on the host by design (no wait
+#: on a GPU); only integer or 0-dimensional tensors are accepted there
 HOST_SIDE_SITES = {
-    ("optimizer.py", "_get_value"): "torch.optim keeps the step count on the CPU to read it free",
-    ("decoder.py", "forward"): "a batch's caption lengths stay on the host (packing needs them)",
-    ("decoder.py", "_real_logits"): "the padded positions, worked out from those host lengths",
-    ("attention_decoder.py", "forward"): "its step schedule, worked out from the host lengths",
-    ("decoder.py", "_run"): "packing checks the host lengths",
-    ("decoder.py", "_pad"): "a PackedSequence's batch_sizes are on the host",
-    ("rnn.py", "pack_padded_sequence"): "torch packs with host lengths",
+    ("optimizer.py", "_get_value", "item"): "torch.optim keeps the step count on the CPU",
+    ("decoder.py", "forward", "cpu"): "a batch's caption lengths stay on the host (packing)",
+    ("decoder.py", "_real_logits", "__bool__"): "padded positions, from those host lengths",
+    ("attention_decoder.py", "forward", "cpu"): "its step schedule, from the host lengths",
+    ("attention_decoder.py", "forward", "__bool__"): "the same",
+    ("attention_decoder.py", "forward", "tolist"): "the same",
+    ("decoder.py", "_run", "__bool__"): "packing checks the host lengths",
+    ("decoder.py", "_pad", "tolist"): "a PackedSequence's batch_sizes are on the host",
+    ("scst.py", "_image_ids", "tolist"): "the image ids, once copied to the host",
+    ("rewards.py", "_rows", "tolist"): "the sampled words, once copied to the host for the reward",
 }
 
 
@@ -692,7 +695,7 @@ class HostSyncs:
                     frame = sys._getframe(1)
                     code = frame.f_code
                     site = (_name, Path(code.co_filename).name, code.co_name, frame.f_lineno)
-                    host = (site[1], site[2]) in HOST_SIDE_SITES and (
+                    host = (site[1], site[2], _name) in HOST_SIDE_SITES and (
                         not t.is_floating_point() or t.dim() == 0
                     )
                     (self.host_side if host else self.syncs).append(site)
