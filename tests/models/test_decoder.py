@@ -384,3 +384,15 @@ def test_step_accepts_a_bare_recurrent_state():
     bare, state, _ = dec.step(tokens, torch.zeros(1, 3, H), feats)
     torch.testing.assert_close(full, bare, atol=0, rtol=0)
     assert isinstance(state, ImageTermState)
+
+
+def test_checkpoint_keys_and_shapes_are_those_of_the_module():
+    """The image term lives in the state, not in new parameters: an every_step decoder's state
+    dict is nn.LSTM's, with W_xh and W_ih side by side in weight_ih_l0 (old checkpoints load)."""
+    dec = make("lstm", "every_step", 2)
+    shapes = {k: tuple(v.shape) for k, v in dec.state_dict().items()}
+    layer = {"weight_hh": (4 * H, H), "bias_ih": (4 * H,), "bias_hh": (4 * H,)}
+    want = {"embed.weight": (V, E), "out.weight": (V, H), "out.bias": (V,)}
+    want |= {"rnn.weight_ih_l0": (4 * H, E + D), "rnn.weight_ih_l1": (4 * H, H)}
+    want |= {f"rnn.{name}_l{i}": shape for name, shape in layer.items() for i in (0, 1)}
+    assert shapes == want
