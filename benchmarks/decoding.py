@@ -26,6 +26,11 @@ cost is linear in images, so it decodes every 10th image only). Version 0.1's re
 hypothesis stepped on its own) is timed beside it at one thread on captions that end (the setting
 of the 0.1 figures), for one release.
 
+For the LSTM a third side, "W_ih v per word", runs our same batched search with the decoder
+stepped the straightforward way (``ref.PerWordImageTerm``: ``[E y; v]`` through ``nn.LSTM`` at
+every step, so ``W_ih v`` is computed per word and per hypothesis): the before of keeping the
+image term, computed once per image, in the decoding state. It must find our captions too.
+
 Timing: captions per CPU second (robust to other processes on a shared machine; at two threads
 it counts both threads' time, so it measures work, not latency), from the best of the repeats;
 the wall-clock speedup beside it is what two threads buy on an idle machine. Ceiling: the reference's time over the
@@ -117,6 +122,28 @@ def sizes_of(name: str, sizes: dict[str, int]) -> dict[str, int]:
     if name != "updown":
         return sizes
     return sizes | (UPDOWN if sizes is SIZES else UPDOWN_SMALL)
+
+
+class PerWordSteps(nn.Module):
+    """`model` (an :class:`EndsAfter` over an ``every_step`` LSTM) stepped with ``W_ih v``
+    computed at every step (``ref.PerWordImageTerm``); the same `<end>` bias schedule."""
+
+    def __init__(self, model: EndsAfter) -> None:
+        super().__init__()
+        self.model, self.per_word = model, ref.PerWordImageTerm(model.inner)
+        self.has_attention, self.vocab_size = False, model.inner.vocab_size
+
+    def init_state(self, features: EncoderOutput) -> tuple[Any, int]:
+        return self.per_word.init_state(features), 0
+
+    def reorder_state(self, state: tuple[Any, int], index: Tensor) -> tuple[Any, int]:
+        return self.per_word.reorder_state(state[0], index), state[1]
+
+    def step(self, tokens: Tensor, state: tuple[Any, int], features: EncoderOutput):
+        inner, t = state
+        self.model.at_step(t + 1)
+        logprobs, inner, extras = self.per_word.step(tokens, inner, features)  # (N, V)
+        return logprobs, (inner, t + 1), extras
 
 
 def build(name: str, sizes: dict[str, int] = SIZES, *, ends: bool = True) -> EndsAfter:
@@ -216,12 +243,23 @@ def measure_row(
     sample = torch.arange(n_ref) * (len(got) // n_ref)  # images spread over the batch
     ref_s, ref_wall, want = timed(partial(reference, model, feats.select(sample), beam), 1)
     floor = ours_s * matmul_share(partial(ours, model, feats, beam))  # our matmul time
+    if not model.has_attention:  # W_ih v per word and hypothesis: the before, same search
+        per_word = PerWordSteps(model)
+        before_s, _, before = timed(partial(ours, per_word, feats, beam), repeats)
+        per_word_row = {"per_word_captions_per_s": len(got) / before_s}
+        per_word_row |= {
+            "image_term_speedup": before_s / ours_s,
+            "image_term_ceiling": before_s / floor,  # over our matmuls, which both must do
+            "per_word_same": same(got, before),
+        }
     n, picked = len(got), [got[i] for i in sample.tolist()]
     row = {"beam": beam, "threads": threads, "images": n, "ends": model.ends}
     row |= {"ours_captions_per_s": n / ours_s, "ref_captions_per_s": n_ref / ref_s}
     row |= {"speedup": (n / ours_s) / (n_ref / ref_s), "ceiling": (n / floor) / (n_ref / ref_s)}
     row |= {"speedup_wall": (n / ours_wall) / (n_ref / ref_wall), "steps_per_image": steps}
     row |= {"same": same(picked, want), "checked": n_ref}
+    if not model.has_attention:
+        row |= per_word_row
     row["mean_words"] = sum(len([w for w in s if w != EOS]) for s, _ in got) / n
     if threads == 1 and model.ends:  # version 0.1's reference, in the 0.1 figures' setting
         n_old = 1 if quick else OLD_REF_IMAGES
@@ -274,10 +312,19 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "",
         "| decoder | threads | beam | captions end | ours (captions/s) | reference (captions/s) "
         "| speedup | wall-clock speedup | ceiling | of ceiling | 0.1 reference (captions/s) "
-        "| speedup vs 0.1 | same output | mean words | steps/image |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| speedup vs 0.1 | same output | mean words | steps/image "
+        "| W_ih v per word (captions/s) | once per image: speedup | its ceiling |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        per_word = ("-", "-", "-")
+        if "per_word_captions_per_s" in r:
+            same_words = "" if r["per_word_same"] else " (output differs)"
+            per_word = (
+                f"{r['per_word_captions_per_s']:.1f}",
+                f"{r['image_term_speedup']:.2f}x{same_words}",
+                f"{r['image_term_ceiling']:.2f}x",
+            )
         old = ("-", "-")
         if "old_speedup" in r:
             old = (f"{r['old_ref_captions_per_s']:.2f}", f"{r['old_speedup']:.1f}x")
@@ -291,7 +338,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['speedup']:.1f}x | {r['speedup_wall']:.1f}x | {r['ceiling']:.1f}x "
             f"| {r['speedup'] / r['ceiling']:.0%} "
             f"| {old[0]} | {old[1]} | {checks} | {r['mean_words']:.1f} "
-            f"| {r['steps_per_image']:.1f} |"
+            f"| {r['steps_per_image']:.1f} | {per_word[0]} | {per_word[1]} | {per_word[2]} |"
         )
     lines += [
         "",
@@ -304,7 +351,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "Ceiling: reference time over our time in matrix products alone (with their bias; "
         "their share of a profiled run); of ceiling: speedup / ceiling. Steps/image: "
         "decoder steps each image took part in (the search's stopping rule; words + `<end>` is "
-        "the least). Random weights with a growing `<end>` bias (benchmarks/decoding.py).",
+        "the least). Random weights with a growing `<end>` bias (benchmarks/decoding.py). "
+        "W_ih v per word (LSTM): the same batched search with the image term computed at every "
+        "step for every hypothesis ([E y; v] through nn.LSTM), all 100 images; once per image: "
+        "its time over ours (same captions and scores checked); its ceiling: its time over our "
+        "time in matrix products, which both sides compute.",
     ]
     return "\n".join(lines)
 
@@ -323,6 +374,8 @@ def check() -> int:
                 refs["0.1 reference"] = ref.per_hypothesis_beam_search(
                     model, feats, beam_size=beam, max_len=MAX_LEN
                 )
+                if name == "lstm":
+                    refs["W_ih v per word"] = ours(PerWordSteps(model), feats, beam)
                 for label, want in refs.items():
                     ok = same(got, want)
                     failures += not ok

@@ -693,3 +693,70 @@ def write_rows(path: Path, lines: list[str]) -> Path:
 def folder_data(root: Path, *overrides: str):
     cfg = compose_train("data=folder", f"data.root={root}", *overrides)
     return parse_config(cfg).data
+
+
+# -- host synchronisations --------------------------------------------------------------------
+
+#: the Tensor methods that read a value back to the host: on a GPU each waits for the device
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
+#: (file, function, method) -> why the tensors read there live on the host by design (no wait
+#: on a GPU); only integer or 0-dimensional tensors are accepted there
+HOST_SIDE_SITES = {
+    ("optimizer.py", "_get_value", "item"): "torch.optim keeps the step count on the CPU",
+    ("decoder.py", "forward", "cpu"): "a batch's caption lengths stay on the host (packing)",
+    ("decoder.py", "_real_logits", "__bool__"): "padded positions, from those host lengths",
+    ("attention_decoder.py", "forward", "cpu"): "its step schedule, from the host lengths",
+    ("attention_decoder.py", "forward", "__bool__"): "the same",
+    ("attention_decoder.py", "forward", "tolist"): "the same",
+    ("decoder.py", "_run", "__bool__"): "packing checks the host lengths",
+    ("decoder.py", "_pad", "tolist"): "a PackedSequence's batch_sizes are on the host",
+    ("scst.py", "_image_ids", "tolist"): "the image ids, once copied to the host",
+    ("rewards.py", "_rows", "tolist"): "the sampled words, once copied to the host for the reward",
+}
+
+
+class HostSyncs:
+    """Counts the reads of tensor values by the host (each a synchronisation with a GPU) while
+    active: the Tensor methods of :data:`HOST_READS` and ``torch.cuda.synchronize``, patched with
+    `monkeypatch`. Reads at :data:`HOST_SIDE_SITES` of integer or 0-dim tensors are host-side by
+    design and kept apart (``host_side``); every other read is a sync (``syncs``: method, file,
+    function, line)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import sys
+
+        self.syncs: list[tuple[str, str, str, int]] = []
+        self.host_side: list[tuple[str, str, str, int]] = []
+        self.active = False
+        for name in HOST_READS:
+            original = getattr(torch.Tensor, name)
+
+            def read(t, *args, _original=original, _name=name, **kwargs):
+                if self.active:
+                    frame = sys._getframe(1)
+                    code = frame.f_code
+                    site = (_name, Path(code.co_filename).name, code.co_name, frame.f_lineno)
+                    host = (site[1], site[2], _name) in HOST_SIDE_SITES and (
+                        not t.is_floating_point() or t.dim() == 0
+                    )
+                    (self.host_side if host else self.syncs).append(site)
+                return _original(t, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, read)
+        original_sync = torch.cuda.synchronize
+
+        def synchronize(*args, **kwargs):
+            if self.active:
+                self.syncs.append(("synchronize", "", "", 0))
+            return original_sync(*args, **kwargs)
+
+        monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
+
+    def count(self, fn: Callable[[], Any]) -> int:
+        """The syncs while `fn()` runs."""
+        before, self.active = len(self.syncs), True
+        try:
+            fn()
+        finally:
+            self.active = False
+        return len(self.syncs) - before

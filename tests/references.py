@@ -22,6 +22,11 @@ each reference computes exactly our function and the benchmarks check that it do
   to the k hypotheses), and in teacher forcing every caption stepped at every step up to the
   longest one, the log-softmax per step into a (B, T, V) tensor, the masked mean of the
   log-likelihood (its ``_forward`` and ``LanguageModelCriterion``).
+* :func:`per_word_image_loss`: our fused teacher-forced pass of an ``every_step`` decoder fed
+  ``[x_t; v]`` at every word (``W_ih v`` per word), the "before" of the once-per-row image term.
+* :class:`PerWordImageTerm`: an ``every_step`` ``RNNDecoder`` stepped as version 0.2 did, with
+  ``[x_t; v]`` through the module at every step (``W_ih v`` recomputed per word and per
+  hypothesis), the "before" of the once-per-image image term.
 * :func:`per_hypothesis_beam_search`, :func:`padded_loss`: the references of version 0.1 (every
   hypothesis stepped on its own from Python lists; every caption stepped to the longest one),
   kept for one release so that the README can show old and new figures side by side.
@@ -35,7 +40,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from captioning.contracts import EncoderOutput
 
@@ -120,6 +125,41 @@ class Stepper:
         s = self.recur(torch.cat([emb, z], dim=1), s)
         logits = dec.out(dec.drop(emb + dec.out_h(s["h"]) + dec.out_z(z)))  # (N, V)
         return never_emitted(logits.log_softmax(dim=1)), s, alpha
+
+
+class PerWordImageTerm(nn.Module):
+    """An ``every_step`` ``RNNDecoder`` with the step contract computed the straightforward way:
+    every step feeds ``[E y_{t-1}; v]`` of each row to the module, so the first layer computes
+    ``W_xh x_t + W_ih v + b`` and ``W_ih v`` again at every word of every row (hypothesis).
+
+    Args:
+        decoder: the ``RNNDecoder`` (``image_injection="every_step"``) whose weights to use.
+    """
+
+    has_attention = False
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        if decoder.image_injection != "every_step":
+            raise ValueError("the per-word image term needs every_step injection")
+        self.dec, self.vocab_size = decoder, decoder.vocab_size
+
+    def init_state(self, features: EncoderOutput) -> Any:
+        """Zero state (num_layers, N, H) (and cell state for the LSTM)."""
+        return self.dec._zeros(features.vector.size(0), features.vector)
+
+    def reorder_state(self, state: Any, index: Tensor) -> Any:
+        if isinstance(state, Tensor):
+            return state.index_select(1, index)
+        return tuple(s.index_select(1, index) for s in state)
+
+    def step(
+        self, tokens: Tensor, state: Any, features: EncoderOutput
+    ) -> tuple[Tensor, Any, dict[str, Tensor]]:
+        dec = self.dec
+        x = torch.cat([dec.embed(tokens), features.vector], dim=1).unsqueeze(1)  # (N, 1, E + D_v)
+        out, state = dec.rnn(x, state)  # (N, 1, H)
+        return dec.out(dec.drop(out.squeeze(1))).log_softmax(dim=-1), state, {}
 
 
 def attend(dec: nn.Module, grid: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -211,6 +251,21 @@ def teacher_forced_loss(
     words = pack_padded_sequence(targets, decode, batch_first=True).data  # (P,)
     loss = F.cross_entropy(scores, words)
     return loss + dec.attention_penalty(alphas, lengths) if dec.has_attention else loss
+
+
+def per_word_image_loss(
+    decoder: nn.Module, features: EncoderOutput, inputs: Tensor, lengths: Tensor, targets: Tensor
+) -> Tensor:
+    """Mean cross-entropy of an ``every_step`` ``RNNDecoder``'s fused teacher-forced pass fed
+    ``[x_t; v]`` at every word, so that ``W_ih v`` is computed once per word (the pass before the
+    image term was folded into the kernel's input weight); same kernel and output layer as ours."""
+    x = decoder._inputs(decoder.embed(inputs), features)  # (B, T, E + D_v)
+    state = decoder._initial(features, inputs.size(0), features.vector)
+    out, _ = decoder._run(x, lengths.cpu(), state, None, x.device.type != "cpu")
+    if isinstance(out, PackedSequence):
+        out = pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))[0]
+    logits = decoder._real_logits(out, lengths.to(out.device))  # (B, T, V)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD)
 
 
 def padded_loss(

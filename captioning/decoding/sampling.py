@@ -73,8 +73,9 @@ def _rollout(
                 attention = alpha.new_zeros(n, max_len, alpha.size(-1))
             attention[live, t] = alpha
         going = tokens != eos_id  # (A,)
-        if not going.all():
-            if not going.any():
+        running = int(going.sum())  # the step's one read from the device: rows that go on
+        if running < going.numel():
+            if running == 0:
                 break
             index = going.nonzero().squeeze(1)  # (A',) rows that go on
             live, tokens = live[index], tokens[index]

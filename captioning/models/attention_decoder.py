@@ -253,11 +253,12 @@ class AttentionDecoder(nn.Module):
             logits (B, T, V), or (logits, alphas (B, T, L)), both zero at padded positions.
         """
         b, t_max = inputs.shape
-        lengths = lengths.to(inputs.device)
+        lengths = lengths.cpu()  # the schedule is worked out on the host: no read from a GPU
         order = torch.sort(lengths, descending=True, stable=True).indices  # (B,) longest first
-        if not bool((order == torch.arange(b, device=order.device)).all()):
-            features, inputs = features.select(order), inputs.index_select(0, order)
-        steps = torch.arange(t_max, device=lengths.device)  # (T,)
+        if not bool((order == torch.arange(b)).all()):
+            on_device = order.to(inputs.device, non_blocking=True)
+            features, inputs = features.select(on_device), inputs.index_select(0, on_device)
+        steps = torch.arange(t_max)  # (T,)
         running = (lengths.unsqueeze(1) > steps).sum(0).tolist()  # n_t: rows running at step t
         running = [n for n in running if n > 0]
         embedded = self.embed(inputs)  # (B, T, E), rows sorted
@@ -274,11 +275,12 @@ class AttentionDecoder(nn.Module):
             logits = self._logits(embedded, hidden, context)  # (B, T, V)
             return (logits, torch.stack(alphas, dim=1)) if return_alphas else logits  # (B, T, L)
         # the P real positions, step by step: row i < n_t of the sorted batch at step t
-        rows = torch.arange(b, device=lengths.device)  # (B,)
+        rows = torch.arange(b)  # (B,)
         src = torch.cat(
             [rows[:0]] + [rows[:n] * t_max + t for t, n in enumerate(running)]
         )  # (P,) in the sorted (B * T) layout
         dst = order[src // t_max] * t_max + src % t_max  # (P,) the same, in the caller's order
+        src, dst = (i.to(inputs.device, non_blocking=True) for i in (src, dst))
         emb = embedded.flatten(0, 1).index_select(0, src)  # (P, E)
         hidden = _cat(hiddens, (0, self.cell.hidden_size), emb)  # (P, H)
         context = _cat(contexts, (0, features.grid.size(-1)), emb)  # (P, D_g)

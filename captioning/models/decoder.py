@@ -1,6 +1,6 @@
 """Recurrent caption decoder: vanilla RNN, LSTM or GRU with the image injected into the recurrence.
 
-Kept as one file (about 350 lines): the three cells share one fused teacher-forced pass, one
+Kept as one file (about 390 lines): the three cells share one fused teacher-forced pass, one
 step and the image fold, which must stay equal to each other (tested).
 
 Image injection (`image_injection`):
@@ -8,9 +8,13 @@ Image injection (`image_injection`):
 * ``every_step`` (neuraltalk / the lectures): the image vector ``v`` is part of every step's input,
   so the first layer computes ``h_t = tanh(W_xh x_t + W_hh h_{t-1} + W_ih v + b)`` for the vanilla
   RNN, and adds the same ``W_ih v`` term to every gate pre-activation for LSTM / GRU. It is
-  implemented by feeding ``[x_t; v]`` to the cell, whose input weight is ``[W_xh | W_ih]``; the
-  teacher-forced pass computes ``W_ih v`` once per caption instead of once per word (see
-  :meth:`RNNDecoder._fold_image`).
+  implemented by feeding ``[x_t; v]`` to the cell, whose input weight is ``[W_xh | W_ih]``
+  (checkpoints hold that one weight). ``W_ih v`` is the same for the whole caption, so it is
+  computed once per caption row in the teacher-forced pass (:meth:`RNNDecoder._fold_image`) and
+  once per image in step-wise decoding: :meth:`RNNDecoder.init_state` returns an
+  :class:`ImageTermState` that carries ``W_ih v + b_ih`` (beam search and sampling expand it with
+  the rest of the state, so a beam's hypotheses share their image's), and each step multiplies
+  only the word by ``W_xh`` (:func:`captioning.models.cells.stacked_step`).
 * ``init_state``: ``v`` is projected into the initial hidden (and cell) state of every layer.
 * ``first_input`` (Show and Tell): ``v``, projected to the embedding size, is the input at step 0,
   before ``<start>``.
@@ -25,16 +29,18 @@ time for decoding, so both paths compute the same function.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from captioning.contracts import EncoderOutput
 from captioning.errors import CaptioningError
+from captioning.models.cells import stacked_step
 
-__all__ = ["CELLS", "INJECTIONS", "RNNDecoder", "State", "reorder_state"]
+__all__ = ["CELLS", "INJECTIONS", "ImageTermState", "RNNDecoder", "State", "reorder_state"]
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 # The fused kernels behind nn.RNN / nn.LSTM / nn.GRU, called with a weight list of our own.
@@ -44,11 +50,26 @@ INJECTIONS = ("every_step", "init_state", "first_input", "none")
 State = Any  # a tensor, or a tuple of tensors, with the batch on dim 1 (num_layers, N, H)
 
 
+class ImageTermState(NamedTuple):
+    """The step-wise state of an ``every_step`` decoder: the recurrent state and the first
+    layer's image term, computed once per image by :meth:`RNNDecoder.init_state`.
+
+    Attributes:
+        recurrent: (num_layers, N, H), or ``(h, c)`` for the LSTM.
+        image: (1, N, G) ``W_ih v + b_ih`` of each row (G = gates x H); batch on dim 1 like the
+            rest, so :func:`reorder_state` gathers it with the hypotheses.
+    """
+
+    recurrent: State
+    image: Tensor
+
+
 def reorder_state(state: State, index: Tensor) -> State:
     """Gather batch rows `index` of every tensor in `state` (batch on dim 1)."""
     if isinstance(state, Tensor):
         return state.index_select(1, index)
-    return type(state)(reorder_state(s, index) for s in state)
+    parts = (reorder_state(s, index) for s in state)
+    return type(state)(*parts) if hasattr(state, "_fields") else type(state)(parts)
 
 
 class RNNDecoder(nn.Module):
@@ -167,7 +188,15 @@ class RNNDecoder(nn.Module):
         if self.image_injection == "first_input":
             x0 = self.image_embed(features.vector).unsqueeze(1)  # (N, 1, E)
             _, state = self.rnn(x0, state)
+        elif self.image_injection == "every_step":
+            state = ImageTermState(state, self._image_term(features.vector))
         return state
+
+    def _image_term(self, vector: Tensor) -> Tensor:
+        """``W_ih v + b_ih`` (1, N, G) of the first layer for image vectors `vector` (N, D_v)."""
+        w_in = self.rnn.weight_ih_l0  # (G, E + D_v)
+        w_ih = w_in[:, self.embed.embedding_dim :]  # (G, D_v)
+        return F.linear(vector.to(w_in.dtype), w_ih, self.rnn.bias_ih_l0).unsqueeze(0)
 
     def reorder_state(self, state: State, index: Tensor) -> State:
         """Gather rows of the state (beam search)."""
@@ -182,15 +211,26 @@ class RNNDecoder(nn.Module):
 
         Args:
             tokens: (N,) previous words.
-            state: the state from :meth:`init_state` or the previous step.
-            features: the encoder output for the same N rows.
+            state: the state from :meth:`init_state` or the previous step (for ``every_step``
+                also a bare recurrent state, e.g. one returned by :meth:`forward`; the image
+                term is then computed from `features`).
+            features: the encoder output for the same N rows (not read by ``every_step`` when
+                `state` carries the image term).
 
         Returns:
             log-probabilities (N, V), the new state, and extras (none for this decoder).
         """
-        x = self._inputs(self.embed(tokens).unsqueeze(1), features)  # (N, 1, E [+ D_v])
-        out, state = self.rnn(x, state)  # (N, 1, H)
-        logits = self.out(self.drop(out.squeeze(1)))  # (N, V)
+        if self.image_injection == "every_step":
+            if not isinstance(state, ImageTermState):
+                state = ImageTermState(state, self._image_term(features.vector))
+            x = self.embed(tokens)  # (N, E)
+            out, recurrent = stacked_step(self.rnn, self.cell, x, state.image[0], state.recurrent)
+            state = ImageTermState(recurrent, state.image)  # out: (N, H)
+        else:
+            x = self._inputs(self.embed(tokens).unsqueeze(1), features)  # (N, 1, E)
+            out, state = self.rnn(x, state)  # (N, 1, H)
+            out = out.squeeze(1)
+        logits = self.out(self.drop(out))  # (N, V)
         if torch.is_grad_enabled():
             return logits.log_softmax(dim=-1), state, {}
         return torch.log_softmax(logits, -1, out=logits), state, {}  # in place: one buffer less
@@ -216,7 +256,8 @@ class RNNDecoder(nn.Module):
             lengths: (B,) number of real input words per row.
             state: start from this state (batch on dim 1) instead of the initial one, e.g. the
                 previous chunk's final state in truncated backpropagation through time; the image
-                step of ``first_input`` is then not run again.
+                step of ``first_input`` is then not run again. An :class:`ImageTermState` is
+                read for its recurrent part.
             return_state: also return the state after each row's last real word.
 
         Returns:
@@ -231,6 +272,8 @@ class RNNDecoder(nn.Module):
             x, weights = self._fold_image(embedded, features.vector)  # (B, T, E + B)
         else:
             x = self._inputs(embedded, features)  # (B, T, E [+ D_v])
+        if isinstance(state, ImageTermState):
+            state = state.recurrent
         steps = lengths.cpu()
         image_step = state is None and self.image_injection == "first_input"
         if state is None:
@@ -252,17 +295,18 @@ class RNNDecoder(nn.Module):
         else:
             if image_step:
                 out = out[:, 1:]  # (B, T, H): drop the image step's output
-            logits = self._real_logits(out, lengths.to(out.device))  # (B, T, V)
+            logits = self._real_logits(out, lengths.cpu())  # (B, T, V)
         return (logits, state) if return_state else logits
 
     def _real_logits(self, out: Tensor, lengths: Tensor) -> Tensor:
         """The output layer on the real positions (t < length) of `out` (B, T, H) only; zero
-        logits (B, T, V) at padded positions."""
+        logits (B, T, V) at padded positions. `lengths` (B,) are on the host, as the positions
+        are worked out there (no read back from the device)."""
         b, t, _ = out.shape
         if bool((lengths >= t).all()):
             return self.out(self.drop(out))  # (B, T, V)
-        real = (torch.arange(t, device=out.device) < lengths.unsqueeze(1)).flatten()  # (B * T,)
-        at = real.nonzero().squeeze(1)  # (P,)
+        real = (torch.arange(t) < lengths.unsqueeze(1)).flatten()  # (B * T,)
+        at = real.nonzero().squeeze(1).to(out.device, non_blocking=True)  # (P,)
         logits = self.out(self.drop(out.reshape(b * t, -1).index_select(0, at)))  # (P, V)
         return logits.new_zeros(b * t, logits.size(-1)).index_copy(0, at, logits).view(b, t, -1)
 

@@ -99,6 +99,9 @@ class TrainerConfig:
     dist_backend: str | None
     dist_timeout_minutes: float = bounded(gt=0.0)
     find_unused_parameters: bool
+    # steps between the progress bar's loss updates, the only reads of the training statistics
+    # from the device within an epoch (a default, so configs saved before it still parse)
+    log_every: int = field(default=20, metadata={"ge": 1})
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,20 @@
-"""What one training epoch did (:class:`EpochStats`), an interrupted epoch's sums carried over a
-resume (:func:`merge_stats`), and the checks that stop training on non-finite numbers."""
+"""What one training epoch did (:class:`EpochStats`), the sums of its steps kept on the device
+(:class:`StepSums`), an interrupted epoch's sums carried over a resume (:func:`merge_stats`), and
+the checks that stop training on non-finite numbers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from captioning.errors import CaptioningError
 
-__all__ = ["EpochStats", "NonFiniteLossError", "check_finite", "merge_stats"]
+__all__ = ["EpochStats", "NonFiniteLossError", "StepSums", "check_finite", "merge_stats"]
 
 #: the sums of an interrupted epoch that a checkpoint keeps (and a resumed epoch adds to)
 _PARTIAL = ("loss_sum", "words", "steps", "skipped", "seconds", "nonfinite", "bad_images")
@@ -59,6 +60,53 @@ class EpochStats:
             log_sums=dict(self.log_sums),
         )
         return part
+
+
+class StepSums:
+    """The summed loss, units and objective logs of an epoch's updated steps, kept where they are
+    computed: adding a step reads nothing back to the host (on a GPU, no stall per step).
+
+    Tensors are summed on the device in float64, in step order, so the sums are the host sums of
+    ``float(value)`` they replace, bit for bit; logs an objective gives as Python numbers (self-
+    critical rewards are computed on the host) are summed on the host.
+
+    Args:
+        names: the objective's ``log_names``.
+        device: where training runs.
+    """
+
+    def __init__(self, names: Sequence[str], device: torch.device) -> None:
+        self.names, self.device = tuple(names), device
+        self.tensors = torch.zeros(2 + len(self.names), dtype=torch.float64, device=device)
+        self.host = dict.fromkeys(self.names, 0.0)  # the logs given as numbers
+        self._zero = torch.zeros((), device=device)
+
+    def add(self, out: Any) -> None:
+        """Add one step's :class:`~captioning.training.objectives.StepLoss` (no host read)."""
+        parts = [out.total.detach(), out.count]
+        for name in self.names:
+            value = out.logs[name]
+            if isinstance(value, Tensor):
+                parts.append(value.detach())
+            else:
+                self.host[name] += float(value)
+                parts.append(self._zero)
+        step = [p.reshape(()).to(self.device, torch.float64, non_blocking=True) for p in parts]
+        self.tensors += torch.stack(step)  # (2 + K,)
+
+    def totals(self, steps: int) -> Tensor:
+        """(3 + K,) float64 on the device: summed loss, units, `steps`, then each log's sum."""
+        host = self.tensors.new_tensor([float(steps), *self.host.values()])  # (1 + K,)
+        return torch.cat([self.tensors[:2], host[:1], self.tensors[2:] + host[1:]])
+
+    def shown(self, steps: int, summed: set[str]) -> dict[str, str]:
+        """The progress bar's figures so far (one host read): the loss per unit and each log
+        (per unit when it is summed, else per step)."""
+        loss_sum, units, _, *logs = self.totals(steps).tolist()
+        shown = {"loss": f"{loss_sum / max(units, 1):.3f}"}
+        for name, value in zip(self.names, logs, strict=True):
+            shown[name] = f"{value / (max(units, 1) if name in summed else steps):.3f}"
+        return shown
 
 
 def merge_stats(partial: Mapping[str, Any] | None, stats: EpochStats) -> EpochStats:

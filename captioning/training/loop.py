@@ -4,8 +4,17 @@
 precision, limits) and :meth:`TrainLoop.run_epoch` runs one epoch. The loss of a step is what
 the objective returns (:class:`~captioning.training.objectives.StepLoss`): a sum over the
 step's units divided by their number. Under DDP each rank divides its sum by the *global*
-count (one all-reduce) and multiplies by the world size, so DDP's gradient averaging yields
-exactly the gradient of one process holding all ranks' batches, whatever each rank's count.
+count and multiplies by the world size, so DDP's gradient averaging yields exactly the gradient
+of one process holding all ranks' batches, whatever each rank's count.
+
+Host synchronisations (a GPU stall each): a step reads one value back, whether to update (the
+gradient norm and the loss are checked on the device, and the word count and the loss's
+finiteness travel in one all-reduce of a stacked tensor under DDP); the summed loss, words and
+logs stay on the device (:class:`~captioning.training.epoch_stats.StepSums`) and are read every
+``log_every`` steps for the progress bar and once at the epoch's end. Under DDP, polling
+``should_stop`` adds one all-reduce and read per step; float16's ``GradScaler.step`` reads its
+own overflow flag; self-critical steps add their sampling's reads
+(:mod:`captioning.training.objectives.scst`).
 
 Faults do not end the epoch: a step whose loss or gradient norm is not finite is skipped (no
 update; counted in ``nonfinite``), and images the loader could not read (``batch.skipped``) are
@@ -29,7 +38,7 @@ from tqdm.auto import tqdm
 from captioning.data.loader import CaptionBatch
 from captioning.distributed import DistContext, all_reduce_sum, is_distributed
 from captioning.errors import CaptioningError
-from captioning.training.epoch_stats import EpochStats, NonFiniteLossError
+from captioning.training.epoch_stats import EpochStats, NonFiniteLossError, StepSums
 from captioning.training.objectives import CrossEntropyObjective, Objective, TrainStep
 
 __all__ = ["TrainLoop", "wrap_step"]
@@ -110,6 +119,8 @@ class TrainLoop:
         grad_clip: clip the global gradient norm to this (None: no clipping).
         channels_last: feed the encoder channels-last images.
         progress: show a tqdm bar.
+        log_every: steps between the bar's loss updates: the statistics stay on the device and
+            are read back (one host synchronisation) only then, and once at the epoch's end.
         max_bad_images: most unreadable images allowed per epoch (None: no limit).
         max_nonfinite_steps: stop after this many consecutive non-finite steps (None: never).
     """
@@ -128,6 +139,7 @@ class TrainLoop:
         grad_clip: float | None = None,
         channels_last: bool = False,
         progress: bool = False,
+        log_every: int = 20,
         max_bad_images: int | None = None,
         max_nonfinite_steps: int | None = None,
     ) -> None:
@@ -136,6 +148,7 @@ class TrainLoop:
         self.step = step if step is not None else TrainStep(model, self.objective)
         self.scheduler, self.scaler, self.autocast_dtype = scheduler, scaler, autocast_dtype
         self.grad_clip, self.channels_last, self.progress = grad_clip, channels_last, progress
+        self.log_every = log_every
         self.max_bad_images, self.max_nonfinite_steps = max_bad_images, max_nonfinite_steps
 
     def _skip_unreadable(self, batch: CaptionBatch, epoch: int, bad: int) -> int:
@@ -190,9 +203,9 @@ class TrainLoop:
         device, scaler = self.device, self.scaler
         self.model.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        loss_sum, words, steps, skipped, start = 0.0, 0, 0, 0, time.perf_counter()
+        steps, skipped, start = 0, 0, time.perf_counter()
         interrupted, nonfinite, streak, bad = False, 0, nonfinite_streak, 0
-        logs = dict.fromkeys(self.objective.log_names, 0.0)  # the same keys on every rank
+        sums = StepSums(self.objective.log_names, device)  # on the device, read per interval
         summed = set(self.objective.summed_logs)  # per unit, like the loss; others per step
         batch_norm_1d = any(
             isinstance(m, nn.BatchNorm1d) and m.training for m in self.model.modules()
@@ -230,13 +243,17 @@ class TrainLoop:
                 device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
             ):
                 out = self.step(batch)
-            local = int(out.count)
-            global_count = all_reduce_sum(torch.tensor([float(local)], device=device))  # (1,)
-            loss = out.total * world / global_count.clamp(min=1.0)  # (1,)
+            # one collective per step: the word count and whether the loss is finite, stacked
+            counts = all_reduce_sum(
+                torch.stack([out.count.float(), torch.isfinite(out.total.detach()).float()])
+            )  # (2,) global words, ranks with a finite loss
+            loss = out.total * world / counts[0].clamp(min=1.0)  # scalar
             norm = self._backward(loss, params)
-            # the norm of the (all-reduced) gradient is the same on every rank: all skip together
-            loss_ok = world > 1 or bool(torch.isfinite(out.total))
-            finite = bool(torch.isfinite(norm)) and loss_ok
+            # decided on the device; the norm of the (all-reduced) gradient is the same on every
+            # rank and the loss flags are summed over ranks, so all ranks skip together
+            loss_ok = counts[1] == world
+            # the step's one host read: whether to update (GradScaler's .item() does the same)
+            finite = bool(torch.isfinite(norm) & loss_ok)
             if scaler is not None:
                 scaler.step(self.optimizer)  # skips the update itself when gradients are not finite
                 scaler.update()
@@ -245,8 +262,8 @@ class TrainLoop:
             if not finite:
                 skipped, nonfinite = skipped + 1, nonfinite + 1
                 # float16 loss scaling overflows now and then by design: only a non-finite loss
-                # counts towards the streak there
-                streak += 1 if scaler is None or not loss_ok else 0
+                # counts towards the streak there (a host read taken on this rare path only)
+                streak += 1 if scaler is None or not bool(loss_ok) else 0
                 log.warning(
                     "non-finite loss or gradient at epoch %d, batch %d: step skipped",
                     epoch,
@@ -263,24 +280,19 @@ class TrainLoop:
             streak = 0
             if self.scheduler is not None:
                 self.scheduler.step()
-            loss_sum, words, steps = loss_sum + out.total.item(), words + local, steps + 1
-            for key in logs:
-                logs[key] += float(out.logs[key])
+            sums.add(out)
+            steps += 1
             bar.update(1)
-            shown = {
-                k: f"{v / (max(words, 1) if k in summed else steps):.3f}" for k, v in logs.items()
-            }
-            bar.set_postfix(loss=f"{loss_sum / max(words, 1):.3f}", **shown)
+            if self.progress and (steps == 1 or steps % self.log_every == 0):
+                bar.set_postfix(**sums.shown(steps, summed))  # a host read per interval
         bar.close()
-        sums = [loss_sum, float(words), float(steps), *logs.values()]
-        totals = all_reduce_sum(torch.tensor(sums, device=device, dtype=torch.float64))
-        loss_sum, words, all_steps = float(totals[0]), int(totals[1]), float(totals[2])
-        log_sums = {k: float(v) for k, v in zip(logs, totals[3:], strict=True) if k in summed}
+        totals = all_reduce_sum(sums.totals(steps)).tolist()  # over ranks; one read per epoch
+        loss_sum, words, all_steps, log_totals = totals[0], int(totals[1]), totals[2], totals[3:]
+        logs = dict(zip(self.objective.log_names, log_totals, strict=True))
+        log_sums = {k: v for k, v in logs.items() if k in summed}
         extra = {
-            k: (float(v) / words if words else math.nan)
-            if k in summed
-            else float(v) / max(all_steps, 1.0)
-            for k, v in zip(logs, totals[3:], strict=True)
+            k: (v / words if words else math.nan) if k in summed else v / max(all_steps, 1.0)
+            for k, v in logs.items()
         }
         return EpochStats(
             loss=loss_sum / words if words else math.nan,

@@ -243,6 +243,7 @@ class Trainer:
             grad_clip=self.config.optim.grad_clip,
             channels_last=t.channels_last,
             progress=t.progress and ctx.is_main,
+            log_every=t.log_every,
             max_bad_images=run_data.bad_image_budget(
                 self.config.data, len(run.loader.dataset) // ctx.world_size
             ),

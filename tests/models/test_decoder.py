@@ -7,10 +7,11 @@ import itertools
 import pytest
 import torch
 from helpers import caption_loss, fixed_captions, overfit
+from references import PerWordImageTerm
 
 from captioning.contracts import EncoderOutput
-from captioning.decoding import greedy
-from captioning.models.decoder import RNNDecoder, reorder_state
+from captioning.decoding import beam_search, greedy, sample
+from captioning.models.decoder import ImageTermState, RNNDecoder, reorder_state
 
 V, E, H, D = 23, 8, 12, 10
 COMBOS = list(
@@ -302,3 +303,96 @@ def test_detached_state_stops_gradients_at_the_chunk_boundary(cell):
     assert torch.count_nonzero(truncated[4:7]) == 0  # first-chunk words: nothing flows back
     assert torch.count_nonzero(full[4:7]) > 0  # ... unless the state carries the gradient
     torch.testing.assert_close(truncated[7:13], full[7:13], rtol=0, atol=0)  # second chunk alike
+
+
+# -- the image term once per image in step-wise decoding ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "layers"), [(c, n) for c in ("rnn", "lstm", "gru") for n in (1, 2)]
+)
+def test_steps_with_the_image_term_once_equal_the_per_word_formula(cell, layers):
+    """Steps from init_state (W_ih v + b_ih kept in the state) give the log-probabilities,
+    states and gradients of feeding [x_t; v] through the module at every step, to 1e-6."""
+    dec, (inputs, _) = make(cell, "every_step", layers), batch()
+    per_word = PerWordImageTerm(dec)
+    runs = []
+    for stepper in (dec, per_word):
+        feats = features()
+        feats.vector.requires_grad_(True)
+        dec.zero_grad()
+        state, outs = stepper.init_state(feats), []
+        for t in range(inputs.size(1)):
+            logprobs, state, _ = stepper.step(inputs[:, t], state, feats)
+            outs.append(logprobs)
+        recurrent = state.recurrent if isinstance(state, ImageTermState) else state
+        torch.stack(outs).pow(2).sum().backward()
+        runs.append((torch.stack(outs), recurrent, feats.vector.grad, dec.rnn.weight_ih_l0.grad))
+    (ours, our_state, *our_grads), (ref, ref_state, *ref_grads) = runs
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(our_state, ref_state, atol=1e-6, rtol=1e-6)
+    for a, b in zip(our_grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def _count_image_terms(dec: RNNDecoder) -> list[int]:
+    """Rows of every image-term computation of `dec` (patched on the instance)."""
+    rows, term = [], dec._image_term
+    dec._image_term = lambda vector: rows.append(vector.size(0)) or term(vector)
+    return rows
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_decoding_computes_the_image_term_once_per_image(cell):
+    """Greedy, sampling (3 samples per image) and beam search (beam 4) compute W_ih v once for
+    the B images, and find the captions and scores of the per-word formula."""
+    dec, feats = make(cell, "every_step", 2), features(b=3)
+    rows = _count_image_terms(dec)
+    per_word = PerWordImageTerm(dec)
+    for run in (
+        lambda m: greedy(m, feats, max_len=6),
+        lambda m: sample(m, feats, max_len=6, num_samples=3, generator=torch.Generator()),
+        lambda m: beam_search(m, feats, beam_size=4, max_len=6, n_best=2),
+    ):
+        rows.clear()
+        ours, ref = run(dec), run(per_word)
+        assert rows == [3]
+        assert torch.equal(ours.sequences, ref.sequences)
+        torch.testing.assert_close(ours.scores, ref.scores, atol=1e-5, rtol=1e-6)
+
+
+def test_beam_hypotheses_share_their_images_term():
+    """After beam search's reorder the K hypotheses of an image carry that image's term."""
+    dec, feats = make("lstm", "every_step"), features(b=2)
+    state = dec.init_state(feats)
+    rows = torch.tensor([0, 0, 0, 1, 1, 1])
+    expanded = dec.reorder_state(state, rows)
+    assert isinstance(expanded, ImageTermState)
+    assert torch.equal(expanded.image, state.image[:, rows])
+    e = dec.embed.embedding_dim
+    w_ih = dec.rnn.weight_ih_l0[:, e:]
+    direct = feats.vector @ w_ih.T + dec.rnn.bias_ih_l0  # (B, G)
+    torch.testing.assert_close(expanded.image[0], direct[rows])
+
+
+def test_step_accepts_a_bare_recurrent_state():
+    """A state without the image term (e.g. from forward(return_state=True)) still steps: the
+    term is then computed from the features."""
+    dec, feats = make("gru", "every_step"), features()
+    tokens = torch.tensor([1, 5, 7])
+    full, _, _ = dec.step(tokens, dec.init_state(feats), feats)
+    bare, state, _ = dec.step(tokens, torch.zeros(1, 3, H), feats)
+    torch.testing.assert_close(full, bare, atol=0, rtol=0)
+    assert isinstance(state, ImageTermState)
+
+
+def test_checkpoint_keys_and_shapes_are_those_of_the_module():
+    """The image term lives in the state, not in new parameters: an every_step decoder's state
+    dict is nn.LSTM's, with W_xh and W_ih side by side in weight_ih_l0 (old checkpoints load)."""
+    dec = make("lstm", "every_step", 2)
+    shapes = {k: tuple(v.shape) for k, v in dec.state_dict().items()}
+    layer = {"weight_hh": (4 * H, H), "bias_ih": (4 * H,), "bias_hh": (4 * H,)}
+    want = {"embed.weight": (V, E), "out.weight": (V, H), "out.bias": (V,)}
+    want |= {"rnn.weight_ih_l0": (4 * H, E + D), "rnn.weight_ih_l1": (4 * H, H)}
+    want |= {f"rnn.{name}_l{i}": shape for name, shape in layer.items() for i in (0, 1)}
+    assert shapes == want

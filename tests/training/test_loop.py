@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from helpers import WORDS, random_captions, tiny_model_config
+from helpers import WORDS, HostSyncs, random_captions, tiny_model_config
 
 from captioning.data.loader import CaptionBatch
 from captioning.devices import autocast_dtype
@@ -277,3 +277,39 @@ def test_summed_logs_are_reported_per_unit_and_merge_exactly_after_a_resume():
     for key in ("xe", "attention_penalty"):
         assert merged.extra[key] == pytest.approx(whole.extra[key], rel=1e-12)
     assert merged.loss == pytest.approx(whole.loss, rel=1e-12)
+
+
+# -- host synchronisations ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "decoder", [{"cell": "lstm"}, {"cell": "gru", "image_injection": "first_input"}, "attention"]
+)
+def test_a_cross_entropy_step_reads_one_value_back_to_the_host(decoder, monkeypatch):
+    """Without DDP a step synchronises with the device once (whether to update); the loss,
+    words and logs are read once at the epoch's end. Counted as the reads of two epochs of
+    different lengths: (reads(4 steps) - reads(2 steps)) / 2 per step."""
+    kind = {"decoder": "attention"} if decoder == "attention" else decoder
+    model, batches = _model_and_batches(4)
+    torch.manual_seed(0)
+    model = build_model(_model_config(**kind), vocab_size=20)
+    loop = TrainLoop(model, build_optimizer(model, lr=1e-2), device=torch.device("cpu"))
+    loop.run_epoch(batches[:1])  # the optimizer's state exists from here on
+    syncs = HostSyncs(monkeypatch)
+    two = syncs.count(lambda: loop.run_epoch(batches[:2]))
+    four = syncs.count(lambda: loop.run_epoch(batches))
+    assert (four - two) / 2 == 1, syncs.syncs
+    assert two - 2 == 1, syncs.syncs  # the epoch's sums, once
+
+
+def test_the_progress_bar_reads_the_sums_once_per_interval(monkeypatch):
+    """trainer.log_every=2 over 4 steps: the bar's figures are read at steps 1, 2 and 4."""
+    model, batches = _model_and_batches(4)
+    syncs = HostSyncs(monkeypatch)
+    counts = {}
+    for progress in (False, True):
+        opt = build_optimizer(model, lr=1e-2)
+        loop = TrainLoop(model, opt, device=torch.device("cpu"), progress=progress, log_every=2)
+        loop.run_epoch(batches[:1])
+        counts[progress] = syncs.count(lambda loop=loop: loop.run_epoch(batches))
+    assert counts[True] - counts[False] == 3

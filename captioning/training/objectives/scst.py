@@ -22,6 +22,13 @@ CIDEr-D with `<end>`, as self-critical.pytorch computes it, document frequencies
 training references); then the sampled words are teacher-forced through the
 decoder's fused ``forward`` to get their log-probabilities with gradients.
 
+Host synchronisations (a GPU stall each; counted by a test): sampling reads one value per
+generated word (how many rows go on: decoding ends when every row has ended, which only the host
+can decide), and so does the greedy baseline; the step then copies the caption-to-image index
+to the host (1), the sampled and greedy captions for the reward, computed on the CPU (1 each),
+and the sampled lengths, which packing needs on the host (1). The logs (rewards are host numbers
+already, the sample length stays on the device) add none; the training loop adds its one.
+
 Dropout: by default the objective puts the decoder in eval mode itself (whatever mode the
 training loop left it in) for the whole step (sampling, the greedy
 baseline and the log-probabilities), so the log-probabilities with gradients are exactly those of
@@ -289,10 +296,10 @@ class SelfCriticalObjective(Objective):
         logs = {
             "reward": float(rewards.mean()),
             "baseline": float(baseline.mean()),
-            "sample_len": float((lengths - stopped.long()).float().mean()),
+            "sample_len": (lengths - stopped.long()).float().mean(),  # stays on the device
             "better": float((rewards > baseline).mean()),
         }
-        return StepLoss(total, lengths.sum(), {key: torch.tensor(v) for key, v in logs.items()})
+        return StepLoss(total, lengths.sum(), {key: torch.as_tensor(v) for key, v in logs.items()})
 
     def _score(self, sequences: Tensor, image_ids: list[int]) -> np.ndarray:
         """Rewards of (N, T) or (N, K, T) captions of the N images (timed)."""

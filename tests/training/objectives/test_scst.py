@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import fit, small_cfg, tiny_model_config
+from helpers import HostSyncs, fit, small_cfg, tiny_model_config
 from torch import nn
 
 from captioning.checkpoint import load_checkpoint
@@ -352,3 +352,21 @@ def test_presets_compose():
         assert cfg.optim.lr == 5e-5 and cfg.decoding.beam_size > 1
         assert cfg.trainer.monitor == "CIDEr" and cfg.decoder == base.decoder
         assert cfg.trainer.init_from == f"outputs/{name.removesuffix('_scst')}"
+
+
+@pytest.mark.parametrize("baseline", ["greedy", "mean"])
+def test_a_self_critical_step_reads_the_device_once_per_generated_word_and_per_copy(
+    baseline, monkeypatch
+):
+    """What a self-critical step reads back from the device (the module docstring): one value
+    per decoding step (whether rows go on), then the image index, the captions for each reward
+    (sampled, and greedy with baseline=greedy) and the sampled lengths for packing."""
+    model, batch = tiny_model("lstm"), refs_batch(torch.randn(4, 3, 16, 16))
+    obj = objective(baseline=baseline, num_samples=3)
+    steps, step = [], model.decoder.step
+    model.decoder.step = lambda *args: steps.append(1) or step(*args)
+    syncs = HostSyncs(monkeypatch)
+    count = syncs.count(lambda: obj.loss(model, batch))
+    rewards = 2 if baseline == "greedy" else 1
+    # _image_ids copies image_index (from the device) and image_ids (on the host) in one line
+    assert count == len(steps) + 2 + rewards + 1, syncs.syncs
