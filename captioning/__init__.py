@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 # ruff: noqa: E402
 from captioning.openmp import set_wait_policy
 
-set_wait_policy()  # OMP_WAIT_POLICY=PASSIVE unless the user set it (see captioning.openmp)
+set_wait_policy()  # OMP_WAIT_POLICY=PASSIVE on a busy machine, unless the user set it
 
 from captioning.checkpoint import load_checkpoint, save_checkpoint
 from captioning.contracts import CaptionDecoder, EncoderOutput

@@ -74,7 +74,7 @@ def configure_torch(
         tf32: allow TF32 matmuls and convolutions for the float32 parts of the model.
     """
     torch.set_num_threads(int(threads) if threads else default_threads())
-    policy = os.environ.get("OMP_WAIT_POLICY") or "unset: OpenMP threads spin while they wait"
+    policy = os.environ.get("OMP_WAIT_POLICY") or "unset: threads spin a while before they sleep"
     log.info("torch CPU threads: %d (OMP_WAIT_POLICY %s)", torch.get_num_threads(), policy)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
