@@ -221,8 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     out = write_scores(args.out or results.with_name(results.stem + "_scores.json"), scored.scores)
     html = None
     if args.html:
+        # rows show file names: from the references file where no --images folder is given
+        names = (
+            {}
+            if args.checkpoint
+            else {i: p.name for i, p in image_files(args.references, ".").items()}
+        )
         html = write_scored_page(
-            args.html, scored, references, predictions, images=images, title=title
+            args.html, scored, references, predictions, images=images, title=title, names=names
         )
     for note in scored.notes:
         print(note if note.startswith("tokenizer") else f"note: {note}")

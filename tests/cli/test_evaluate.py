@@ -117,6 +117,9 @@ def test_cli_agrees_with_cocoevalcap(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert ours[key] == pytest.approx(official.eval[key], abs=1e-12), key
     rows = _html_scores(page.read_text())  # CIDEr, BLEU-4, METEOR, ROUGE-L per image
     assert len(rows) == 200
+    # rows name the images' files (from the references file: no --images folder was given)
+    names = [im["file_name"] for im in json.loads(REFS_FILE.read_text())["images"]]
+    assert all(f">{name}<" in page.read_text() for name in names[:10])
     for image_id, values in rows.items():
         want = official.imgToEval[image_id]
         got = dict(zip(["CIDEr", "Bleu_4", "METEOR", "ROUGE_L"], values, strict=True))
