@@ -223,14 +223,14 @@ class Trainer:
     def _loop(self, run: RunSetup) -> TrainLoop:
         """The epoch loop over the model as it trains now (wrapped for DDP / compile)."""
         t, ctx = self.config.trainer, run.ctx
-        step = wrap_step(
-            run.model,
-            self.objective,
-            self.device,
-            ctx,
-            compile=t.compile,
-            unused=t.find_unused_parameters,
+        model = run.model
+        # attention decoders read the grid only: a learning encoder's vector layers (VGG fc6/fc7)
+        # get no gradient, which DDP must be told about
+        unused = t.find_unused_parameters or (
+            bool(getattr(model.decoder, "has_attention", False))
+            and any(p.requires_grad for p in model.encoder.parameters())
         )
+        step = wrap_step(model, self.objective, self.device, ctx, compile=t.compile, unused=unused)
         return TrainLoop(
             run.model,
             run.optimizer,

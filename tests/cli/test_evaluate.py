@@ -390,7 +390,7 @@ def test_results_mode_on_shapes_reports_relation_accuracy_in_table_json_and_html
     assert scores["shapes_relation_accuracy"] == pytest.approx(expected)
     assert re.search(rf"shapes_relation_accuracy\s+{expected:.4f}", done.stdout), done.stdout
     assert "relation" in done.stdout.split("grounded metrics (shapes)")[1]
-    assert "<th>shapes_relation_accuracy</th>" in page.read_text()
+    assert "<dt>shapes_relation_accuracy</dt>" in page.read_text()
 
 
 def test_evaluate_usage_errors_are_one_line_and_help_is_whole(capsys: pytest.CaptureFixture):

@@ -87,8 +87,14 @@ def _saved(shapes_root):
 
 def test_resumed_config_is_the_runs_own_with_only_resumable_overrides(shapes_root):
     saved = _saved(shapes_root)
-    given = OmegaConf.to_container(  # defaults (an LSTM), the user's epochs and progress bar
-        tiny_cfg_full(shapes_root, "trainer.epochs=5", "trainer.progress=true", "trainer.resume=R")
+    given = OmegaConf.to_container(  # an LSTM, the user's epochs and progress bar
+        tiny_cfg_full(
+            shapes_root,
+            "decoder=lstm",
+            "trainer.epochs=5",
+            "trainer.progress=true",
+            "trainer.resume=R",
+        )
     )
     merged = resumed_config(saved, given, ["trainer.epochs", "trainer.progress"], "R")
     assert merged["decoder"] == saved["decoder"]  # the attention decoder, not the default LSTM
@@ -111,7 +117,7 @@ def test_resumed_config_refuses_a_changed_model_in_one_line_naming_the_keys(shap
     assert "start a new run" in message and "trainer.init_from=R" in message
     assert "\n" not in message
     # a group choice touches its whole section: decoder=lstm on an attention run
-    lstm = OmegaConf.to_container(tiny_cfg_full(shapes_root))
+    lstm = OmegaConf.to_container(tiny_cfg_full(shapes_root, "decoder=lstm"))
     with pytest.raises(CaptioningError, match=r"decoder\._target_"):
         resumed_config(saved, lstm, ["decoder"], "R")
 

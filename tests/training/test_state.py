@@ -101,6 +101,7 @@ def test_resume_mid_epoch_is_exact_with_the_attention_losses_logged_apart(shapes
     regulariser per word (``train_attention_penalty``) beside their sum, ``train_loss``; the
     partial sums of an interrupted epoch carry them through a resume."""
     args = ("trainer.epochs=1", "decoder=attention", "decoder.embed_dim=8", "decoder.hidden_dim=8")
+    args += ("decoder.alpha_c=1.0",)  # the regulariser on (the demo's default is off)
     ckpt, rows, expected = _interrupt_and_resume(shapes_root, tmp_path, args, (1, 2))
     assert set(ckpt["trainer_state"]["partial"]["log_sums"]) == {"xe", "attention_penalty"}
     for a, b in zip(rows, expected, strict=True):

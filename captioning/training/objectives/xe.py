@@ -203,11 +203,12 @@ def cross_entropy_parts(
         mask = features.mask  # (B, L) real regions, or None
     elif attention:
         # attention decoders also return alpha (B, T, L) for their regulariser, which counts
-        # the real regions of each caption's image only (mask (B, L))
-        features = images if isinstance(images, EncoderOutput) else model.encode(images)
-        logits, alphas = model(features, inputs, steps, image_index, return_alphas=True)
-        if features.mask is not None:
-            mask = features.mask.index_select(0, image_index.to(features.mask.device))
+        # the real regions of each caption's image only (mask (B, L)). Images go through the
+        # model's own forward (under DDP the encoder must run inside it); only features read
+        # from files (pre-extracted regions) have a mask: an image encoder's grid has none
+        logits, alphas = model(images, inputs, steps, image_index, return_alphas=True)
+        if isinstance(images, EncoderOutput) and images.mask is not None:
+            mask = images.mask.index_select(0, image_index.to(images.mask.device))
     else:
         logits = model(images, inputs, steps, image_index)  # (B, T, V)
     penalty = None
