@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from captioning.contracts import EncoderOutput
 from captioning.data.transforms import Preprocess, imagenet_preprocess, preprocess_from_weights
 from captioning.errors import CaptioningError
+from captioning.models.stages import keep_frozen_parts_in_eval
 from captioning.models.weights import (
     Weights,
     build_torchvision,
@@ -146,14 +147,7 @@ class VGGEncoder(nn.Module):
             ``self``.
         """
         super().train(mode)
-        if mode and self.frozen:
-            for child in self.children():
-                child.train(False)
-        elif mode:
-            for module in self.features.modules():
-                is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
-                if is_bn and not any(p.requires_grad for p in module.parameters()):
-                    module.eval()
+        keep_frozen_parts_in_eval(self, mode)  # (fc BatchNorms learn whenever the encoder does)
         return self
 
     def forward(self, images: Tensor) -> EncoderOutput:

@@ -13,7 +13,23 @@ from torch import nn
 
 from captioning.errors import CaptioningError
 
-__all__ = ["StagedEncoder"]
+__all__ = ["StagedEncoder", "keep_frozen_parts_in_eval"]
+
+
+def keep_frozen_parts_in_eval(encoder: nn.Module, mode: bool) -> None:
+    """After ``encoder.train(mode)``: a wholly frozen encoder goes back to eval mode, and in a
+    partly frozen one every BatchNorm whose parameters do not learn keeps its running statistics
+    (eval mode). Shared by every encoder with ``trainable`` / ``fine_tune_from``."""
+    if not mode:
+        return
+    if not any(p.requires_grad for p in encoder.parameters()):
+        for child in encoder.children():
+            child.train(False)
+        return
+    for module in encoder.modules():
+        is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
+        if is_bn and not any(p.requires_grad for p in module.parameters()):
+            module.eval()
 
 
 class StagedEncoder(nn.Module):
@@ -82,12 +98,5 @@ class StagedEncoder(nn.Module):
             ``self``.
         """
         super().train(mode)
-        if mode and self.frozen:
-            for child in self.children():
-                child.train(False)
-        elif mode:
-            for module in self.modules():
-                is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
-                if is_bn and not any(p.requires_grad for p in module.parameters()):
-                    module.eval()
+        keep_frozen_parts_in_eval(self, mode)
         return self
