@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -78,13 +79,21 @@ def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
         try:
-            return int(main(*args, **kwargs) or 0)
+            try:
+                return int(main(*args, **kwargs) or 0)
+            finally:
+                sys.stdout.flush()  # (a closed output pipe shows here, not at exit)
         except CaptioningError as exc:
             print(error_line(exc), file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:
+            # the reader of the output left (`... | head`): stop quietly, as Unix tools do, and
+            # send what Python still flushes at exit nowhere (else: a second BrokenPipeError)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141  # 128 + SIGPIPE, what the shell reports for such a tool
 
     return wrapper
 

@@ -21,10 +21,13 @@ __all__ = ["LEGACY_DATA_DEFAULTS", "DataConfig", "FeaturesConfig", "data_config"
 LEGACY_DATA_DEFAULTS: dict[str, Any] = {
     "format": "coco",
     "max_len": None,
+    "captions_per_image": None,
     "min_count": 1,
     "strict": True,
     "augment": False,
     "feature_cache": "auto",
+    "image_cache": "auto",
+    "image_cache_gb": 2.0,
     "cache_dir": "cache/features",
     "max_bad_image_fraction": 0.001,
     "max_pixels": MAX_PIXELS,
@@ -60,11 +63,14 @@ class DataConfig:
     format: Literal["coco", "karpathy", "folder"]
     splits: dict[str, Any]
     max_len: int | None = bounded(ge=1)
+    captions_per_image: int | None = bounded(ge=1)  # per image and epoch, drawn afresh (null: all)
     min_count: int = bounded(ge=1)
     strict: bool
     augment: bool
     feature_cache: Literal["auto", "true", "false", True, False]
     cache_dir: str
+    image_cache: Literal["auto", "true", "false", True, False]
+    image_cache_gb: float = bounded(ge=0.0)
     max_bad_image_fraction: float = bounded(ge=0.0, le=1.0)
     max_pixels: int | None = bounded(ge=1)
     instances: str | None  # COCO instance annotations (relative to root), for CHAIR

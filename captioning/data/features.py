@@ -42,12 +42,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from captioning.contracts import EncoderOutput
-from captioning.data.captions import EncodedCaptions, TokenizedCaptions
-from captioning.data.datasets import ImageDataset, decode_min_side
+from captioning.data.datasets import ImageDataset, PerImageCaptions, decode_min_side
 from captioning.data.images import MAX_PIXELS, ImageLoadError, load_image
 from captioning.data.loader import collate_images
 from captioning.data.records import ImageRecord, SkippedImage
@@ -203,15 +202,15 @@ class FeatureStore:
         return EncoderOutput(vector, grid)
 
 
-class FeatureCaptionDataset(Dataset):
+class FeatureCaptionDataset(PerImageCaptions):
     """Training view over cached features: item i is (EncoderOutput of image i, [caption ids], id).
 
     Args:
         store: the cache, built from the same `records` in the same order.
         records: the images and their captions.
         vocab: maps words to ids.
-        max_len: caption length cap in words.
-        tokens: the records' captions already tokenized (None: tokenized here).
+        **captions: ``max_len``, ``tokens``, ``captions_per_image``, ``seed``
+            (:class:`~captioning.data.datasets.PerImageCaptions`).
     """
 
     def __init__(
@@ -219,29 +218,18 @@ class FeatureCaptionDataset(Dataset):
         store: FeatureStore,
         records: Sequence[ImageRecord],
         vocab: Vocabulary,
-        *,
-        max_len: int | None = None,
-        tokens: TokenizedCaptions | None = None,
+        **captions: Any,
     ) -> None:
-        self.records = list(records)
+        super().__init__(records, vocab, **captions)
         if [r.image_id for r in self.records] != store.image_ids:
             raise CaptioningError(f"feature cache {store.folder} was built for other images")
         self.store = store
-        self.captions = EncodedCaptions(self.records, vocab, max_len=max_len, tokens=tokens)
 
-    @property
-    def num_captions(self) -> int:
-        """Captions in one epoch."""
-        return len(self.captions)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> tuple[EncoderOutput, list[Tensor], int] | SkippedImage:
+    def _input(self, index: int) -> EncoderOutput | SkippedImage:
         image_id = self.records[index].image_id
         if image_id in self.store.skipped:
             return SkippedImage(image_id, self.store.skipped[image_id])
-        return self.store[index], self.captions.image(index), image_id
+        return self.store[index]
 
 
 def _folder(cache_dir: Path, key: str, with_grid: bool) -> Path:

@@ -35,16 +35,16 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from captioning.contracts import EncoderOutput
-from captioning.data.captions import EncodedCaptions, TokenizedCaptions
 from captioning.data.config import DataConfig
+from captioning.data.datasets import PerImageCaptions
 from captioning.data.records import ImageRecord, SkippedImage, few
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
@@ -256,15 +256,15 @@ def keep_with_features(
     return [r for r in records if r.image_id not in bad]
 
 
-class RegionCaptionDataset(Dataset):
+class RegionCaptionDataset(PerImageCaptions):
     """Training view: item i is (features of image i, [caption ids], id), like the feature cache's.
 
     Args:
         features: the feature reader.
         records: the images and their captions.
         vocab: maps words to ids.
-        max_len: caption length cap in words.
-        tokens: the records' captions already tokenized (None: tokenized here).
+        **captions: ``max_len``, ``tokens``, ``captions_per_image``, ``seed``
+            (:class:`~captioning.data.datasets.PerImageCaptions`).
     """
 
     def __init__(
@@ -272,27 +272,13 @@ class RegionCaptionDataset(Dataset):
         features: RegionFeatures,
         records: Sequence[ImageRecord],
         vocab: Vocabulary,
-        *,
-        max_len: int | None = None,
-        tokens: TokenizedCaptions | None = None,
+        **captions: Any,
     ) -> None:
-        self.features, self.records = features, list(records)
-        self.captions = EncodedCaptions(self.records, vocab, max_len=max_len, tokens=tokens)
+        super().__init__(records, vocab, **captions)
+        self.features = features
 
-    @property
-    def num_captions(self) -> int:
-        """Captions in one epoch."""
-        return len(self.captions)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> tuple[EncoderOutput, list[Tensor], int] | SkippedImage:
-        record = self.records[index]
-        item = self.features.item(record)
-        if isinstance(item, SkippedImage):
-            return item
-        return item, self.captions.image(index), record.image_id
+    def _input(self, index: int) -> EncoderOutput | SkippedImage:
+        return self.features.item(self.records[index])
 
 
 class RegionImageDataset(Dataset):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import PIL.Image
 import torch
 from torch import Tensor
+from torchvision import tv_tensors
 from torchvision.models import WeightsEnum
 from torchvision.transforms import InterpolationMode, v2
 
@@ -165,15 +166,54 @@ class _Resize:
 class ImageTransform(v2.Compose):
     """A PIL image -> tensor pipeline that knows the smallest image it needs.
 
+    A deterministic pipeline (no augmentation) is also two halves, :meth:`pixels` (PIL image ->
+    the resized ``uint8`` tensor) and :meth:`finish` (-> normalised float), so that
+    :class:`~captioning.data.image_cache.ImageCache` can keep the first half's output:
+    ``transform(image)`` equals ``transform.finish(transform.pixels(image))`` exactly.
+
     Attributes:
         decode_min_side: Both sides of the image before the first resize must be at least this
             for the resize to only shrink (the resize size with ``crop``, else the crop size);
             :func:`~captioning.data.images.load_image` takes it as ``min_side``.
+        output_size: ``(3, side, side)``, the shape of every output.
+        deterministic: the same image always gives the same tensor (no random step).
     """
 
-    def __init__(self, steps: list[Callable], decode_min_side: int) -> None:
+    def __init__(
+        self,
+        steps: list[Callable],
+        decode_min_side: int,
+        *,
+        output_side: int,
+        pixel_steps: int | None = None,
+    ) -> None:
+        """Args:
+        steps: the pipeline.
+        decode_min_side: see the class attributes.
+        output_side: the side of the square output.
+        pixel_steps: for a deterministic pipeline, how many leading steps make the resized
+            ``uint8`` tensor (the rest only convert and normalise it); None: not deterministic.
+        """
         super().__init__(steps)
         self.decode_min_side = decode_min_side
+        self.output_size = (3, output_side, output_side)
+        self.deterministic = pixel_steps is not None
+        self._split = pixel_steps
+
+    def pixels(self, image: PIL.Image.Image) -> Tensor:
+        """The resized image as a ``(3, side, side)`` ``uint8`` tensor (deterministic only)."""
+        if self._split is None:
+            raise CaptioningError("pixels() needs a deterministic transform (no augmentation)")
+        for step in self.transforms[: self._split]:
+            image = step(image)
+        return image.as_subclass(Tensor)
+
+    def finish(self, pixels: Tensor) -> Tensor:
+        """``uint8`` pixels from :meth:`pixels` -> the normalised float tensor."""
+        out = tv_tensors.Image(pixels)
+        for step in self.transforms[self._split :]:
+            out = step(out)
+        return out.as_subclass(Tensor)
 
 
 def _min_side(pre: Preprocess) -> int:
@@ -189,9 +229,8 @@ def _resize(pre: Preprocess) -> list[Callable]:
 
 
 def _to_tensor(pre: Preprocess) -> list[Callable]:
-    """PIL RGB -> float tensor (3, H, W) in [0, 1] -> normalised."""
+    """``uint8`` image tensor (3, H, W) -> float in [0, 1] -> normalised."""
     return [
-        v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
     ]
@@ -211,7 +250,13 @@ def eval_transform(pre: Preprocess) -> ImageTransform:
     Returns:
         A callable mapping a PIL image to a float tensor of shape ``(3, crop_size, crop_size)``.
     """
-    return ImageTransform([_ToRGB(), *_resize(pre), *_to_tensor(pre)], _min_side(pre))
+    steps = [_ToRGB(), *_resize(pre), v2.ToImage()]
+    return ImageTransform(
+        [*steps, *_to_tensor(pre)],
+        _min_side(pre),
+        output_side=pre.crop_size,
+        pixel_steps=len(steps),
+    )
 
 
 def train_transform(
@@ -252,5 +297,5 @@ def train_transform(
     if hflip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))
     steps.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1, hue=0.0))
-    steps += _to_tensor(pre)
-    return ImageTransform(steps, _min_side(pre))
+    steps += [v2.ToImage(), *_to_tensor(pre)]
+    return ImageTransform(steps, _min_side(pre), output_side=pre.crop_size)

@@ -44,6 +44,8 @@ RESUMABLE = (
     "trainer.tensorboard",
     "data.root",
     "data.cache_dir",
+    "data.image_cache",
+    "data.image_cache_gb",
     "trainer.device",
     "trainer.threads",
     "trainer.num_workers",

@@ -18,6 +18,7 @@ from captioning.data.captions import TokenizedCaptions
 from captioning.data.config import DataConfig
 from captioning.data.datasets import CaptionDataset
 from captioning.data.features import FeatureCaptionDataset, build_feature_cache, use_feature_cache
+from captioning.data.image_cache import use_image_cache
 from captioning.data.loader import build_train_loader, prepare_data
 from captioning.data.records import ImageRecord
 from captioning.data.regions import RegionCaptionDataset, feature_sizes, features_for
@@ -124,7 +125,8 @@ def train_dataset(
         records: the training records.
         vocab: the vocabulary.
         encoder_config: the ``encoder`` settings (part of the cache's fingerprint).
-        seed: seeds the random augmentation (with the epoch and the item).
+        seed: seeds the random augmentation and the choice of captions (with the epoch and the
+            item).
         fine_tuning: encoder fine-tuning is scheduled (``optim.finetune_encoder_after``).
         device: where the encoder runs to build the cache.
         ctx: the process's place in a DDP run.
@@ -138,24 +140,42 @@ def train_dataset(
     Returns:
         The dataset, or None when the cache build was stopped.
     """
+    # what each image trains on: its captions, capped and sampled as data.* says
+    captions = {
+        "max_len": data.max_len,
+        "tokens": tokens,
+        "captions_per_image": data.captions_per_image,
+        "seed": seed,
+    }
     features = features_for(data, model.encoder)
     if features is not None:  # pre-extracted features: the items are already encoder outputs
         log.info("training from pre-extracted features in %s", features.att_dir)
-        return RegionCaptionDataset(features, records, vocab, max_len=data.max_len, tokens=tokens)
+        return RegionCaptionDataset(features, records, vocab, **captions)
     pre = model.encoder.preprocess
     frozen = not any(p.requires_grad for p in model.encoder.parameters())
     cached = use_feature_cache(
         data.feature_cache, frozen=frozen, fine_tuning=fine_tuning, augment=data.augment
     )
     if not cached:
+        transform = train_transform(pre, augment=data.augment)
+        in_memory = use_image_cache(
+            data.image_cache,
+            images=len(records),
+            transform=transform,
+            num_workers=num_workers,
+            max_gb=data.image_cache_gb,
+        )
         return CaptionDataset(
             records,
             vocab,
-            train_transform(pre, augment=data.augment),
+            transform,
             max_len=data.max_len,
             max_pixels=data.max_pixels,
             seed=seed if data.augment else None,
             tokens=tokens,
+            cache_images=in_memory,
+            captions_per_image=data.captions_per_image,
+            caption_seed=seed,
         )
     cache_dir = Path(data.cache_dir)
     if ctx.is_main:
@@ -185,7 +205,7 @@ def train_dataset(
     if store is None:
         store = build_cache()  # ... and the others find it complete
     log.info("training the decoder from cached encoder features (%s)", store.folder)
-    return FeatureCaptionDataset(store, records, vocab, max_len=data.max_len, tokens=tokens)
+    return FeatureCaptionDataset(store, records, vocab, **captions)
 
 
 def train_loader(

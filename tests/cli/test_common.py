@@ -1,6 +1,12 @@
 """What the commands share (captioning.cli.common): the decoding flags."""
 
-from helpers import run_tool
+import os
+import subprocess
+import sys
+
+from helpers import ROOT, TOOLS, run_tool
+
+from captioning.cli import common
 
 
 def _options(help_text: str) -> dict[str, str]:
@@ -33,3 +39,32 @@ def test_caption_and_evaluate_share_the_decoding_flags():
     sampling = ["--sample", "--temperature", "--top-k", "--num-samples", "--seed"]
     for flag in ["--n-best", *sampling]:
         assert flag in caption and flag not in evaluate, flag
+
+
+def test_a_closed_output_pipe_ends_a_tool_quietly_with_status_141():
+    """``tools/evaluate.py --help | head -0``: the reader is gone before the tool's output is
+    flushed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONUNBUFFERED", None)
+    proc = subprocess.Popen(
+        [sys.executable, str(TOOLS / "evaluate.py"), "--help"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    proc.stdout.close()  # nobody reads: the flush of the tool's output fails with EPIPE
+    stderr = proc.stderr.read().decode()
+    assert proc.wait() == 141
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+def test_a_broken_pipe_inside_a_tool_is_status_141_with_its_output_sent_nowhere(monkeypatch):
+    """(With ``PYTHONUNBUFFERED=1`` a print itself fails; ``| head`` in ``make demo`` did.)"""
+    redirected = []
+    monkeypatch.setattr(common.os, "dup2", lambda fd, to: redirected.append(to))
+
+    @common.one_line_errors
+    def tool() -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    assert tool() == 141 and redirected == [sys.stdout.fileno()]

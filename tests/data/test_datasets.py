@@ -80,3 +80,67 @@ def test_augmentation_depends_only_on_seed_epoch_and_item(shapes_root):
     other = CaptionDataset(records, vocab, augment, seed=8)
     other.set_epoch(1)
     assert not torch.equal(other[2][0], first)
+
+
+def _five_caption_records(tmp_path, n: int = 6) -> list[ImageRecord]:
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    words = "one two three four five"
+    return [
+        ImageRecord(i + 1, tmp_path / "a.png", tuple(f"{w} {i}" for w in words.split()[: 2 + i]))
+        for i in range(n)
+    ]
+
+
+def test_captions_per_image_draws_k_distinct_captions_afresh_each_epoch(tmp_path):
+    records = _five_caption_records(tmp_path)  # 2 .. 7 captions per image
+    vocab = Vocabulary.build(c for r in records for c in r.captions)
+    data = CaptionDataset(
+        records, vocab, lambda image: torch.zeros(1), captions_per_image=3, caption_seed=4
+    )
+    assert data.num_captions == 2 + 3 * 5  # the 2-caption image brings both
+    seen: dict[int, set[str]] = {i: set() for i in range(len(records))}
+    for epoch in range(1, 9):
+        data.set_epoch(epoch)
+        for i, record in enumerate(records):
+            texts = [vocab.decode(c) for c in data[i][1]]
+            assert len(texts) == min(3, len(record.captions)) == len(set(texts))
+            assert set(texts) <= set(record.captions)
+            assert texts == sorted(texts, key=record.captions.index)  # in their file order
+            seen[i].update(texts)
+    assert all(seen[i] == set(r.captions) for i, r in enumerate(records))  # none left out
+    # the draw depends on (seed, epoch, item) only: the same in a new process or a resumed run
+    again = CaptionDataset(
+        records, vocab, lambda image: torch.zeros(1), captions_per_image=3, caption_seed=4
+    )
+    again.set_epoch(8)
+    assert [c.tolist() for c in again[5][1]] == [c.tolist() for c in data[5][1]]
+    other = CaptionDataset(
+        records, vocab, lambda image: torch.zeros(1), captions_per_image=3, caption_seed=5
+    )
+    draws = {}
+    for name, ds in (("a", again), ("b", other)):
+        draws[name] = []
+        for epoch in range(1, 9):
+            ds.set_epoch(epoch)
+            draws[name].append([c.tolist() for c in ds[5][1]])
+    assert draws["a"] != draws["b"]
+
+
+def test_every_training_view_draws_the_same_captions(tmp_path):
+    records = _five_caption_records(tmp_path)
+    vocab = Vocabulary.build(c for r in records for c in r.captions)
+
+    class Store:
+        image_ids, skipped, folder = [r.image_id for r in records], {}, "cache"
+
+        def __getitem__(self, row):
+            return "features"
+
+    images = CaptionDataset(
+        records, vocab, lambda image: torch.zeros(1), captions_per_image=2, caption_seed=1
+    )
+    features = FeatureCaptionDataset(Store(), records, vocab, captions_per_image=2, seed=1)
+    for data in (images, features):
+        data.set_epoch(3)
+    for i in range(len(records)):
+        assert [c.tolist() for c in images[i][1]] == [c.tolist() for c in features[i][1]]
