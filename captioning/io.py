@@ -1,4 +1,5 @@
-"""File-system helpers every writer uses: atomic writes and the output-folder check.
+"""File-system helpers every writer uses: atomic writes, the output-folder check and the lock
+that keeps two processes from writing one generated data set at once.
 
 An atomic write goes to a temporary file in the destination's folder (created with mode 0666
 less the umask, as ``open()`` would create the file itself), is flushed and fsync'ed, and is
@@ -9,16 +10,18 @@ the old file as it was and no temporary file behind.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import secrets
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from captioning.errors import CaptioningError
 
-__all__ = ["atomic_write", "check_writable", "write_text_atomic"]
+__all__ = ["atomic_write", "check_writable", "exclusive_lock", "write_text_atomic"]
 
 
 def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
@@ -115,3 +118,33 @@ def check_writable(folder: str | os.PathLike, setting: str) -> None:
             f"cannot write to {folder} ({exc.strerror or type(exc).__name__}); "
             f"set {setting} to a folder you can write to"
         ) from None
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) while the block runs, waiting for a
+    process that holds it: two runs started together on a data set that is not there yet then
+    write it once, not both at the same time (the second finds it written). POSIX ``flock``;
+    where there is none (Windows) the block runs unlocked.
+
+    Args:
+        path: the lock file.
+        what: what is being written, for the message shown while waiting.
+    """
+    try:
+        import fcntl  # (POSIX only)
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.getLogger(__name__).info("waiting for another process writing %s", what)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from captioning.errors import CaptioningError
-from captioning.io import write_text_atomic
+from captioning.io import exclusive_lock, write_text_atomic
 
 __all__ = [
     "COLOURS",
@@ -65,6 +65,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SIZES = {"small": (18, 28), "large": (38, 52)}
 SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
 MANIFEST_NAME = "shapes_manifest.json"
+LOCK_NAME = ".generating.lock"  # held while the data set is checked or written
 
 _GAP = 2  # minimum free pixels between two bounding boxes
 _BACKGROUND = (200, 255)  # gray level range, inclusive
@@ -347,6 +348,15 @@ def generate_shapes(
             raise CaptioningError(f"{split} size must be in 0..{_MAX_SPLIT - 1}, got {count}")
     manifest = {"generator": "captioning.data.shapes", "version": GENERATOR_VERSION, "seed": seed}
     manifest.update(sizes=sizes, image_size=image_size, captions_per_image=_NUM_CAPTIONS)
+    with exclusive_lock(root / LOCK_NAME, f"the shapes data set in {root}"):
+        _generate(root, manifest, sizes, seed, image_size, overwrite)
+    return root
+
+
+def _generate(
+    root: Path, manifest: dict, sizes: dict[str, int], seed: int, image_size: int, overwrite: bool
+) -> None:
+    """:func:`generate_shapes`, once its lock is held."""
     manifest_path = root / MANIFEST_NAME
     ann_paths = [root / "annotations" / f"captions_{split}.json" for split in SPLITS]
     if not overwrite and manifest_path.is_file() and all(p.is_file() for p in ann_paths):
@@ -356,7 +366,7 @@ def generate_shapes(
             current = None
         if current == manifest:
             logger.info("shapes dataset up to date in %s", root)
-            return root
+            return
     start = time.perf_counter()
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)  # an interrupted run is redone next time
@@ -365,4 +375,3 @@ def generate_shapes(
         logger.info("wrote %d %s images to %s", sizes[split], split, root / "images" / split)
     _write_json_atomic(manifest_path, manifest)
     logger.info("generated shapes dataset in %s (%.1f s)", root, time.perf_counter() - start)
-    return root

@@ -39,9 +39,9 @@ from torchvision.ops import roi_align
 from tqdm.auto import tqdm
 
 from captioning.data.records import read_json
-from captioning.data.shapes import MANIFEST_NAME, SPLITS
+from captioning.data.shapes import LOCK_NAME, MANIFEST_NAME, SPLITS
 from captioning.errors import CaptioningError
-from captioning.io import atomic_write, write_text_atomic
+from captioning.io import atomic_write, exclusive_lock, write_text_atomic
 
 __all__ = ["POOL", "VERSION", "extract_shapes_regions", "object_boxes", "region_features"]
 
@@ -124,6 +124,19 @@ def extract_shapes_regions(
         True when features were written, False when the existing ones were up to date.
     """
     root = Path(root)
+    with exclusive_lock(Path(att_dir).parent / LOCK_NAME, f"shapes region features in {att_dir}"):
+        return _extract(root, att_dir, fc_dir, box_dir, progress=progress)
+
+
+def _extract(
+    root: Path,
+    att_dir: str | os.PathLike,
+    fc_dir: str | os.PathLike | None,
+    box_dir: str | os.PathLike | None,
+    *,
+    progress: bool,
+) -> bool:
+    """:func:`extract_shapes_regions`, once its lock is held."""
     manifest = root / MANIFEST_NAME
     if not manifest.is_file():
         raise CaptioningError(

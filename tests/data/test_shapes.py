@@ -218,3 +218,32 @@ def test_caching(tmp_path: Path) -> None:
     time.sleep(0.05)
     generate_shapes(tmp_path, **SMALL, overwrite=True)
     assert (root / "shapes_manifest.json").stat().st_mtime_ns != before
+
+
+def test_a_second_generator_waits_for_the_first_and_reuses_its_data(tmp_path: Path) -> None:
+    """Two runs started together on a missing data set: the one that finds it being written
+    waits for the lock, then finds it up to date (before the lock both wrote at once and one
+    failed on the other's half-written folders)."""
+    import fcntl
+    import threading
+
+    from captioning.data.shapes import LOCK_NAME
+
+    root = tmp_path / "shapes"
+    root.mkdir()
+    done: list[Path] = []
+    with open(root / LOCK_NAME, "a+b") as held:  # another process is generating
+        fcntl.flock(held, fcntl.LOCK_EX)
+        second = threading.Thread(
+            target=lambda: done.append(generate_shapes(root, train=4, val=2, test=2))
+        )
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive() and not done  # waiting, having written nothing
+        assert not (root / "shapes_manifest.json").exists() and not (root / "images").exists()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    second.join(timeout=60)
+    assert done == [root] and (root / "shapes_manifest.json").is_file()
+    before = (root / "annotations" / "captions_train.json").stat().st_mtime_ns
+    generate_shapes(root, train=4, val=2, test=2)  # up to date: not written again
+    assert (root / "annotations" / "captions_train.json").stat().st_mtime_ns == before
