@@ -236,7 +236,7 @@ def test_checkpoint_mode_cli_reports_the_decoding_it_used(tiny_run: Path, tmp_pa
     )
     assert done.returncode == 0, done.stderr
     assert "decoded 20 images of split 'test', each once (" in done.stdout
-    assert "max_len=4" in done.stdout and "beam_size=1" in done.stdout
+    assert "max_len=4" in done.stdout and "beam_size=3" in done.stdout  # the run's own (beam 3)
     assert "images scored: 20" in done.stdout and "HTML report written" in done.stdout
     assert len(json.loads(results.read_text())) == 20
     assert json.loads((tmp_path / "res_scores.json").read_text())["num_images"] == 20

@@ -195,7 +195,9 @@ def test_end_to_end(shapes_root, tmp_path):
     )
     assert "decoded 20 images" in ev.stdout
     assert (run / "test_results.json").read_bytes() == training_results  # not overwritten
-    scores = json.loads((run / "eval" / "test_greedy_results_scores.json").read_text())
+    scores = json.loads(
+        (run / "eval" / "test_beam3_results_scores.json").read_text()
+    )  # its decoding
     assert scores["num_images"] == 20
     assert scores["Bleu_4"] == pytest.approx(summary["test"]["Bleu_4"], abs=1e-12)
 

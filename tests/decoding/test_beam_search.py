@@ -209,8 +209,10 @@ def test_beam_config_composes():
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        greedy_cfg = compose(config_name="train").decoding
+        greedy_cfg = compose(config_name="train", overrides=["decoding=greedy"]).decoding
         beam_cfg = compose(config_name="train", overrides=["decoding=beam"]).decoding
+        default = compose(config_name="train").decoding
+    assert default == beam_cfg  # beam 3 is the default decoding (the demo's)
     assert set(greedy_cfg) == set(beam_cfg)
     assert greedy_cfg.beam_size == 1 and beam_cfg.beam_size == 3
     dec, feats = make_decoder("lstm-every_step"), decoder_features()

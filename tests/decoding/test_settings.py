@@ -63,7 +63,7 @@ def test_run_config_decoding_is_the_settings_and_n_best_is_checked():
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         good = compose(config_name="train", overrides=["decoding=beam"])
-        bad = compose(config_name="train", overrides=["decoding.n_best=3"])
+        bad = compose(config_name="train", overrides=["decoding=greedy", "decoding.n_best=3"])
     assert parse_config(good).decoding == DecodingSettings(beam_size=3)
     with pytest.raises(CaptioningError) as info:
         parse_config(bad)

@@ -81,14 +81,17 @@ def test_checkpoint_mode_passes_only_given_decoding_options(
 
 @pytest.mark.slow
 def test_checkpoint_mode_beam_size_one_equals_greedy(tiny_run: Path) -> None:
-    """Greedy captions of the test split (the run's config) equal a beam search of width one
-    run through `beam_search` itself (`generate` would route beam size one to greedy)."""
+    """Greedy captions of the test split (the run's config with ``beam_size=1``) equal a beam
+    search of width one run through `beam_search` itself (`generate` would route beam size one
+    to greedy)."""
     import torch
 
     from captioning.data.splits import load_split
     from captioning.decoding import beam_search
 
-    greedy = evaluate_checkpoint(tiny_run, metrics=("Bleu",)).predictions
+    greedy = evaluate_checkpoint(tiny_run, metrics=("Bleu",), decoding={"beam_size": 1})
+    assert greedy.decoding.beam_size == 1
+    greedy = greedy.predictions
     captioner = Captioner.from_checkpoint(tiny_run, device="cpu")
     records = load_split(captioner_data(tiny_run), "test")
     images = torch.stack([captioner.preprocess(r.path) for r in records])  # (N, 3, H, W)
