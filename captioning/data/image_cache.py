@@ -16,9 +16,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import PIL.Image
 import torch
 from torch import Tensor
 
+from captioning.data.records import SkippedImage
 from captioning.data.transforms import ImageTransform
 from captioning.errors import CaptioningError
 
@@ -112,12 +114,14 @@ class ImageCache:
         """Images cached so far."""
         return int(self.filled.sum())
 
-    def get(self, index: int, load: Callable[[], object]) -> Tensor | object:
-        """Item `index` transformed: from memory, or ``load()`` (a PIL image, or anything else
-        such as a skipped-image marker, which is returned as it is and not cached)."""
+    def get(
+        self, index: int, load: Callable[[], PIL.Image.Image | SkippedImage]
+    ) -> Tensor | SkippedImage:
+        """Item `index` transformed: from memory, or ``load()``'s PIL image (an unreadable
+        image's :class:`SkippedImage` is returned as it is, and asked for again next time)."""
         if not bool(self.filled[index]):
             image = load()
-            if not hasattr(image, "mode"):  # not a PIL image: an unreadable one
+            if isinstance(image, SkippedImage):
                 return image
             self.pixels[index] = self.transform.pixels(image)
             self.filled[index] = True
