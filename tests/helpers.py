@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -696,6 +697,33 @@ def folder_data(root: Path, *overrides: str):
 
 
 # -- host synchronisations --------------------------------------------------------------------
+
+
+def count_tokenizations(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """How many times each caption is tokenized from now on: :mod:`captioning.text`'s tokenizers
+    patched with `monkeypatch` (chunks count their ASCII captions, the others go through
+    ``tokenize``), also where modules import ``tokenize`` and where the reward scorers take it
+    as a default argument (bound when they were defined)."""
+    from captioning import rewards, text
+
+    seen: Counter[str] = Counter()
+    chunk, one = text._tokenize_chunk, text.tokenize
+
+    def counted_chunk(captions: list[str]) -> Any:
+        seen.update(c for c in captions if c.isascii() and "\x00" not in c)
+        return chunk(captions)
+
+    def counted_one(caption: str) -> list[str]:
+        seen[caption] += 1
+        return one(caption)
+
+    monkeypatch.setattr(text, "_tokenize_chunk", counted_chunk)
+    for module in ("captioning.text", "captioning.vocab", "captioning.rewards"):
+        monkeypatch.setattr(f"{module}.tokenize", counted_one)
+    for scorer in (rewards.CiderD, rewards.SelfCriticalReward):
+        monkeypatch.setitem(scorer.__init__.__kwdefaults__, "tokenizer", counted_one)
+    return seen
+
 
 #: the Tensor methods that read a value back to the host: on a GPU each waits for the device
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")

@@ -17,6 +17,8 @@ from helpers import FIXTURES
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
+from captioning.data.captions import TokenizedCaptions
+from captioning.data.records import ImageRecord
 from captioning.errors import CaptioningError
 from captioning.evaluation import load_references, load_results
 from captioning.rewards import CiderD, SelfCriticalReward
@@ -128,6 +130,25 @@ def test_token_ids_score_like_the_decoded_words(karpathy) -> None:
     assert by_image.shape == (10, 3)
     flat = scorer.score_ids(rows[:30], [i for i in ids[:10] for _ in range(3)])
     np.testing.assert_array_equal(by_image.reshape(-1), flat)
+
+
+def test_references_as_the_runs_tokens_give_the_rewards_of_the_raw_captions(karpathy) -> None:
+    """What self-critical training passes (the references as the run tokenized them for the
+    vocabulary, :class:`TokenizedCaptions`) scores exactly like the raw captions (500 images
+    of the Karpathy test split)."""
+    refs, preds = karpathy
+    ids = sorted(refs)[:500]
+    refs = {i: refs[i] for i in ids}
+    records = [ImageRecord(i, Path(f"{i}.jpg"), tuple(refs[i])) for i in ids]
+    tokens = dict(zip(ids, TokenizedCaptions(records).by_record(), strict=True))
+    vocab = Vocabulary.build([c for i in ids for c in refs[i]], min_count=5)
+    raw = SelfCriticalReward(refs, vocab=vocab, bleu_weight=0.5)
+    tokenized = SelfCriticalReward(tokens, vocab=vocab, bleu_weight=0.5)
+    assert all(tokenized.cider.references(i) == raw.cider.references(i) for i in ids)
+    cands = [preds[i] for i in ids]
+    np.testing.assert_array_equal(tokenized.score(cands, ids), raw.score(cands, ids))
+    rows = [vocab.encode(c)[1:] for c in cands]  # sampled ids, <unk> among them
+    np.testing.assert_array_equal(tokenized(rows, ids), raw(rows, ids))
 
 
 def test_repeated_images_reuse_cached_reference_vectors(karpathy) -> None:

@@ -8,8 +8,9 @@ cache's :class:`~captioning.data.features.FeatureCaptionDataset`) hand out an im
 as tensors cut from it.
 
 A run tokenizes its training captions once (:class:`TokenizedCaptions`): the vocabulary is
-counted from those tokens (:meth:`TokenizedCaptions.word_counts`) and the same tokens are
-encoded (``EncodedCaptions(..., tokens=...)``).
+counted from those tokens (:meth:`TokenizedCaptions.word_counts`), the same tokens are encoded
+(``EncodedCaptions(..., tokens=...)``), and self-critical training's reward takes them as its
+references (:meth:`TokenizedCaptions.by_record`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,16 @@ class TokenizedCaptions:
         """How many times each word is used (what :meth:`Vocabulary.from_counts` takes)."""
         used = np.bincount(self.ids, minlength=len(self.words))  # (distinct words,)
         return Counter(dict(zip(self.words, used.tolist(), strict=True)))
+
+    def by_record(self) -> list[list[tuple[str, ...]]]:
+        """Each record's captions as tuples of words (:func:`captioning.text.tokenize` of each
+        caption), in record order."""
+        words = self.words
+        tokens = [words[i] for i in self.ids.tolist()]  # (W,) as strings
+        ends, last = np.cumsum(self.counts), np.cumsum(self.per_image)  # (C,), (I,)
+        starts, first = (ends - self.counts).tolist(), (last - self.per_image).tolist()
+        captions = [tuple(tokens[a:b]) for a, b in zip(starts, ends.tolist(), strict=True)]
+        return [captions[a:b] for a, b in zip(first, last.tolist(), strict=True)]
 
     def matches(self, records: Sequence[ImageRecord]) -> bool:
         """Whether these are the tokens of `records` (same images, same numbers of captions)."""

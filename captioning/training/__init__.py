@@ -8,8 +8,8 @@ epoch), ``epoch_stats`` (what an epoch did, finiteness checks), ``objectives`` (
 minimises), ``state`` (run state in checkpoints), ``resume`` (the checkpoint to resume and its
 checks), ``run_data`` (records, vocabulary, the feature-cache decision, the training loader),
 ``run_log`` (metrics.csv, TensorBoard and the epoch line), ``warm_start``, ``finetune``
-(encoder phases), ``optim`` (optimizer and schedules), ``scoring`` (validation and test),
-``signals``.
+(encoder phases), ``optim`` (optimizer and schedules), ``run_eval`` (validation and test
+scoring), ``setup`` (what a run builds first), ``signals`` (interrupts).
 """
 
 from captioning.training.config import RunConfig, parse_config

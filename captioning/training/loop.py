@@ -29,6 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -40,8 +41,13 @@ from captioning.distributed import DistContext, all_reduce_sum, is_distributed
 from captioning.errors import CaptioningError
 from captioning.training.epoch_stats import EpochStats, NonFiniteLossError, StepSums
 from captioning.training.objectives import CrossEntropyObjective, Objective, TrainStep
+from captioning.training.run_data import bad_image_budget
 
-__all__ = ["TrainLoop", "wrap_step"]
+if TYPE_CHECKING:
+    from captioning.training.config import RunConfig
+    from captioning.training.setup import RunSetup
+
+__all__ = ["TrainLoop", "build_loop", "wrap_step"]
 
 log = logging.getLogger(__name__)
 
@@ -308,3 +314,34 @@ class TrainLoop:
             bad_images=bad,
             log_sums=log_sums,
         )
+
+
+def build_loop(
+    config: RunConfig, run: RunSetup, objective: Objective, device: torch.device
+) -> TrainLoop:
+    """The epoch loop of a run over its model as it trains now: the step wrapped for DDP /
+    compile (:func:`wrap_step`), so it is built again when the trainable set changes."""
+    t, ctx, model = config.trainer, run.ctx, run.model
+    # attention decoders read the grid only: a learning encoder's vector layers (VGG fc6/fc7)
+    # get no gradient, which DDP must be told about
+    unused = t.find_unused_parameters or (
+        bool(getattr(model.decoder, "has_attention", False))
+        and any(p.requires_grad for p in model.encoder.parameters())
+    )
+    step = wrap_step(model, objective, device, ctx, compile=t.compile, unused=unused)
+    return TrainLoop(
+        model,
+        run.optimizer,
+        step=step,
+        device=device,
+        objective=objective,
+        scheduler=run.scheduler,
+        scaler=run.scaler,
+        autocast_dtype=run.amp,
+        grad_clip=config.optim.grad_clip,
+        channels_last=t.channels_last,
+        progress=t.progress and ctx.is_main,
+        log_every=t.log_every,
+        max_bad_images=bad_image_budget(config.data, len(run.loader.dataset) // ctx.world_size),
+        max_nonfinite_steps=t.max_nonfinite_steps,
+    )

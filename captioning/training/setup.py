@@ -171,7 +171,14 @@ def set_up_run(
         seed_everything(config.seed + ctx.rank)  # ranks draw different dropout masks
     attention = bool(getattr(model.decoder, "has_attention", False))
     objective.setup(
-        ObjectiveContext(vocab, records["train"], device, config.decoding, attention=attention)
+        ObjectiveContext(
+            vocab,
+            records["train"],
+            device,
+            config.decoding,
+            attention=attention,
+            train_tokens=tokens,
+        )
     )
     loader = run_data.train_loader(
         config, model, records["train"], vocab, device, ctx, should_stop, tokens=tokens

@@ -10,7 +10,8 @@ What a signal does depends on the phase the run is in (:attr:`StopOnSignal.phase
   abandoned; the trainer saves the epoch's finished training and the resume re-runs the
   validation (or the test).
 
-A second SIGINT always interrupts at once (``KeyboardInterrupt``).
+A second SIGINT always interrupts at once (``KeyboardInterrupt``). :func:`save_interrupted`
+writes what a stopped epoch finished.
 """
 
 from __future__ import annotations
@@ -19,10 +20,16 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
-__all__ = ["Interrupted", "StopOnSignal", "exit_status", "stop_name"]
+if TYPE_CHECKING:
+    from captioning.training.epoch_stats import EpochStats
+    from captioning.training.setup import RunSetup
+
+__all__ = ["Interrupted", "StopOnSignal", "exit_status", "save_interrupted", "stop_name"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +100,19 @@ class StopOnSignal:
         finally:
             self._at_once = False
 
+    def run_at_once(self, phase: str, work: Callable[[], T], *, enabled: bool = True) -> T:
+        """``work()`` in a phase that a signal interrupts at once (:meth:`at_once`). An error
+        after a signal counts as the interrupt (:class:`Interrupted`): a scorer subprocess that
+        received the signal too fails, it is not at fault."""
+        with self.at_once(phase, enabled=enabled):
+            try:
+                return work()
+            except Exception as exc:
+                if self.signum is None:
+                    raise
+                log.debug("%s stopped by %s: %s", phase, stop_name(self.signum), exc)
+                raise Interrupted(self.signum, phase) from None
+
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -107,6 +127,29 @@ class StopOnSignal:
 def stop_name(signum: int | None) -> str:
     """What stopped a run: a signal name, or ``"stop requested"`` (the ``should_stop`` hook)."""
     return signal.Signals(signum).name if signum is not None else "stop requested"
+
+
+def save_interrupted(
+    run: RunSetup, epoch: int, stats: EpochStats, stop: StopOnSignal, monitor: str
+) -> str:
+    """A stopped epoch (in training, or in its validation): ``last.pt`` with the batches done,
+    to resume exactly (a validation is re-run), and a log line saying how to continue.
+
+    Returns:
+        what stopped it (:func:`stop_name`).
+    """
+    run.state.epoch = epoch - 1
+    run.save(("last.pt",), metrics={f"best_{monitor}": run.state.best}, partial=stats)
+    log.warning(
+        "stopped in epoch %d%s after %d training batches: checkpoints/last.pt holds them; "
+        "resume with trainer.resume=%s%s",
+        epoch,
+        " during validation" if stop.stopped_in == "validation" else "",
+        stats.steps + stats.skipped,
+        run.run_dir,
+        " (it validates the epoch)" if stop.stopped_in == "validation" else "",
+    )
+    return stop_name(stop.signum)
 
 
 def exit_status(name: str) -> int:

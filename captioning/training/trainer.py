@@ -1,7 +1,9 @@
 """The :class:`Trainer`: one training run, from a config to scored checkpoints.
 
-About 440 lines, one class: the public API (``fit``, ``evaluate``, ``test``) and the steps of
-``fit``, each a screen or less; what a run builds first is :mod:`captioning.training.setup`.
+One class: the public API (``fit``, ``evaluate``, ``test``) and the steps of ``fit``, each a
+screen or less. What a run builds first is :mod:`captioning.training.setup`, its epoch loop
+:func:`captioning.training.loop.build_loop`, its scoring :mod:`captioning.training.run_eval`,
+and what a signal saves :mod:`captioning.training.signals`.
 
     from captioning.training import Trainer
     summary = Trainer.from_config(cfg, run_dir="outputs/my-run").fit()
@@ -25,30 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from captioning.checkpoint import get_rng_state, load_checkpoint, restore_model, set_rng_state
 from captioning.data.loader import start_epoch
-from captioning.data.regions import features_for
 from captioning.devices import resolve_device
 from captioning.distributed import (
     DistContext,
-    barrier,
     cleanup_distributed,
     gather_objects,
     init_distributed,
-    is_distributed,
 )
 from captioning.errors import CaptioningError
-from captioning.evaluation import (
-    TEST_METRICS,
-    VALIDATION_SCORERS,
-    Evaluation,
-    evaluate_checkpoint,
-    evaluate_split,
-    write_results,
-    write_scores,
-)
+from captioning.evaluation import VALIDATION_SCORERS, Evaluation
 from captioning.models.caption_model import CaptionModel
 from captioning.training import run_data
 from captioning.training.config import RunConfig, parse_config
@@ -59,13 +49,14 @@ from captioning.training.epoch_stats import (
     merge_stats,
 )
 from captioning.training.finetune import encoder_learns
-from captioning.training.loop import TrainLoop, wrap_step
+from captioning.training.loop import TrainLoop, build_loop
 from captioning.training.objectives import Objective, build_objective
 from captioning.training.optim import last_step_lr
 from captioning.training.resume import resume_source, run_directory
+from captioning.training.run_eval import evaluate_model, score_test_split
 from captioning.training.run_log import epoch_row, log_epoch
 from captioning.training.setup import RunSetup, seed_everything, set_up_run
-from captioning.training.signals import Interrupted, StopOnSignal, stop_name
+from captioning.training.signals import Interrupted, StopOnSignal, save_interrupted, stop_name
 from captioning.training.warm_start import warm_start
 
 __all__ = ["Trainer", "seed_everything"]
@@ -175,21 +166,19 @@ class Trainer:
                 fine_tune_from=self.config.encoder.fine_tune_from,
             )
             if learns != phase:  # (re)wrap for DDP / compile when the trainable set changes
-                phase, loop = learns, self._loop(run)
+                phase, loop = learns, build_loop(self.config, run, self.objective, self.device)
             stop.phase = "training"
             stats = self._train_epoch(run, loop, epoch, epoch == first, streak, stop)
             streak = stats.nonfinite_streak
             if stats.interrupted:
-                interrupted = self._save_interrupted(run, epoch, stats, stop)
+                interrupted = save_interrupted(run, epoch, stats, stop, t.monitor)
                 break
             rng = get_rng_state()  # (validation may draw loader seeds: a resume re-runs it)
             try:
-                val = self._at_once(
-                    stop, "validation", lambda: self._evaluate("val", run.records["val"], loss=True)
-                )
+                val = self._at_once(stop, "validation", lambda: self._validate(run))
             except Interrupted:
                 set_rng_state(rng)
-                interrupted = self._save_interrupted(run, epoch, stats, stop)
+                interrupted = save_interrupted(run, epoch, stats, stop, t.monitor)
                 break
             stop.phase = "end of epoch"
             interrupted, done = self._end_epoch(run, epoch, stats, val.scores, stop)
@@ -208,46 +197,21 @@ class Trainer:
         return summary
 
     def _at_once(self, stop: StopOnSignal, phase: str, work: Callable[[], Any]) -> Any:
-        """``work()`` in a phase that a signal interrupts at once (:class:`Interrupted`; one
-        process: several must stop together, after it). An error after a signal counts as the
-        interrupt: a scorer subprocess that received the signal too fails, it is not at fault."""
-        with stop.at_once(phase, enabled=self.ctx.world_size == 1):
-            try:
-                return work()
-            except Exception as exc:
-                if stop.signum is None:
-                    raise
-                log.debug("%s stopped by %s: %s", phase, stop_name(stop.signum), exc)
-                raise Interrupted(stop.signum, phase) from None
+        """``work()`` interrupted at once by a signal (one process: several must stop together,
+        after it; :meth:`StopOnSignal.run_at_once`)."""
+        return stop.run_at_once(phase, work, enabled=self.ctx.world_size == 1)
 
-    def _loop(self, run: RunSetup) -> TrainLoop:
-        """The epoch loop over the model as it trains now (wrapped for DDP / compile)."""
-        t, ctx = self.config.trainer, run.ctx
-        model = run.model
-        # attention decoders read the grid only: a learning encoder's vector layers (VGG fc6/fc7)
-        # get no gradient, which DDP must be told about
-        unused = t.find_unused_parameters or (
-            bool(getattr(model.decoder, "has_attention", False))
-            and any(p.requires_grad for p in model.encoder.parameters())
-        )
-        step = wrap_step(model, self.objective, self.device, ctx, compile=t.compile, unused=unused)
-        return TrainLoop(
+    def _validate(self, run: RunSetup) -> Evaluation:
+        """The epoch's validation: scores and ``loss`` (the references' cross-entropy)."""
+        return evaluate_model(
             run.model,
-            run.optimizer,
-            step=step,
+            run.vocab,
+            run.records["val"],
+            self.config,
             device=self.device,
-            objective=self.objective,
-            scheduler=run.scheduler,
-            scaler=run.scaler,
-            autocast_dtype=run.amp,
-            grad_clip=self.config.optim.grad_clip,
-            channels_last=t.channels_last,
-            progress=t.progress and ctx.is_main,
-            log_every=t.log_every,
-            max_bad_images=run_data.bad_image_budget(
-                self.config.data, len(run.loader.dataset) // ctx.world_size
-            ),
-            max_nonfinite_steps=t.max_nonfinite_steps,
+            ctx=self.ctx,
+            split="val",
+            loss=True,
         )
 
     def _end_epoch(
@@ -283,25 +247,6 @@ class Trainer:
             log.info("early stop: no better %s for %d epochs", t.monitor, waited)
             return None, True
         return None, False
-
-    def _save_interrupted(
-        self, run: RunSetup, epoch: int, stats: EpochStats, stop: StopOnSignal
-    ) -> str | None:
-        """A stopped epoch (in training, or in its validation): ``last.pt`` with the batches
-        done, to resume exactly (a validation is re-run); what stopped it."""
-        run.state.epoch = epoch - 1
-        metrics = {f"best_{self.config.trainer.monitor}": run.state.best}
-        run.save(("last.pt",), metrics=metrics, partial=stats)
-        log.warning(
-            "stopped in epoch %d%s after %d training batches: checkpoints/last.pt holds them; "
-            "resume with trainer.resume=%s%s",
-            epoch,
-            " during validation" if stop.stopped_in == "validation" else "",
-            stats.steps + stats.skipped,
-            run.run_dir,
-            " (it validates the epoch)" if stop.stopped_in == "validation" else "",
-        )
-        return stop_name(stop.signum)
 
     def _train_epoch(
         self,
@@ -359,35 +304,6 @@ class Trainer:
 
     # -- scoring -----------------------------------------------------------------------------
 
-    def _evaluate(
-        self,
-        split: str,
-        records: list,
-        metrics: tuple[str, ...] = VALIDATION_SCORERS,
-        *,
-        loss: bool = False,
-    ) -> Evaluation:
-        """Decode `records` once per image with this trainer's model (sharded over ranks) and
-        score them (`loss`: with the references' cross-entropy per word as ``loss``)."""
-        t = self.config.trainer
-        return evaluate_split(
-            self.model,
-            self.vocab,
-            records,
-            device=self.device,
-            decoding=self.config.decoding,
-            metrics=metrics,
-            batch_size=t.eval_batch_size,
-            num_workers=t.num_workers,
-            max_pixels=self.config.data.max_pixels,
-            rank=self.ctx.rank,
-            world_size=self.ctx.world_size,
-            split=split,
-            loss=loss,
-            loss_max_len=self.config.data.max_len,
-            features=features_for(self.config.data, self.model.encoder),
-        )
-
     def evaluate(
         self,
         split: str = "val",
@@ -413,7 +329,16 @@ class Trainer:
             self.model, self.vocab = restore_model(load_checkpoint(source), source=source)
             self.model.to(self.device)
         records = run_data.load_records(self.config.data, self.ctx, (split,))[split]
-        evaluation = self._evaluate(split, records, metrics)
+        evaluation = evaluate_model(
+            self.model,
+            self.vocab,
+            records,
+            self.config,
+            device=self.device,
+            ctx=self.ctx,
+            split=split,
+            metrics=metrics,
+        )
         return evaluation.scores, evaluation.predictions
 
     def test(self) -> dict[str, Any]:
@@ -427,26 +352,4 @@ class Trainer:
         """
         if self.run_dir is None:
             raise CaptioningError("Trainer.test() needs run_dir (the run whose best.pt to score)")
-        barrier()  # best.pt is on disk
-        ctx = self.ctx
-        if is_distributed():  # (a trainer used after fit() shards as the run did)
-            ctx = DistContext(dist.get_rank(), 0, dist.get_world_size())
-        t = self.config.trainer
-        evaluation = evaluate_checkpoint(
-            self.run_dir / "checkpoints" / "best.pt",
-            split="test",
-            data=self.config.data,
-            metrics=TEST_METRICS,
-            device=str(self.device),
-            batch_size=t.eval_batch_size,
-            num_workers=t.num_workers,
-            max_pixels=self.config.data.max_pixels,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-        )
-        if ctx.is_main:
-            write_scores(self.run_dir / "test_scores.json", evaluation.scores)
-            write_results(self.run_dir / "test_results.json", evaluation.predictions)
-        predictions, paths = evaluation.predictions, evaluation.images
-        examples = [(str(paths[i]), predictions[i]) for i in sorted(predictions)[:5]]
-        return {"test": evaluation.scores, "examples": examples}
+        return score_test_split(self.run_dir, self.config, device=self.device, ctx=self.ctx)

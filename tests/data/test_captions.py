@@ -65,32 +65,38 @@ def test_tokenized_captions_give_the_same_vocabulary_and_encodings():
         EncodedCaptions(recs[:2], Vocabulary.build(captions), tokens=tokens)
 
 
+def test_tokenized_captions_by_record_are_tokenize_of_each_caption():
+    """What self-critical training's reward takes as references: each record's captions as
+    :func:`tokenize` gives them (ASCII ones went through the chunked tokenizer)."""
+    from captioning.data.captions import TokenizedCaptions
+    from captioning.text import tokenize
+
+    recs = records(
+        [
+            ["A red circle.", "a man's t-shirt, 3.5 <end>"],
+            ["Naïve café, très bien", "?!", ""],  # non-ASCII; captions left with no word
+            [],
+            ["one __ under_score", "nul\x00inside"],
+        ]
+    )
+    by_record = TokenizedCaptions(recs).by_record()
+    assert by_record == [[tuple(tokenize(c)) for c in r.captions] for r in recs]
+    assert by_record[0][1] == ("a", "man", "s", "t", "shirt", "3", "5", "end")
+    assert TokenizedCaptions([]).by_record() == []
+
+
 def test_a_run_set_up_tokenizes_each_training_caption_once(shapes_root, tmp_path, monkeypatch):
     """The vocabulary and the encoded captions come from one tokenization (fails if two)."""
     from collections import Counter
 
-    from helpers import small_cfg
+    from helpers import count_tokenizations, small_cfg
 
-    from captioning import text
     from captioning.distributed import DistContext
     from captioning.training.config import parse_config
     from captioning.training.objectives import build_objective
     from captioning.training.setup import set_up_run
 
-    seen: Counter[str] = Counter()
-    chunk, one = text._tokenize_chunk, text.tokenize
-
-    def counted_chunk(captions: list[str]):
-        seen.update(c for c in captions if c.isascii() and "\x00" not in c)
-        return chunk(captions)
-
-    def counted_one(caption: str) -> list[str]:
-        seen[caption] += 1
-        return one(caption)
-
-    monkeypatch.setattr(text, "_tokenize_chunk", counted_chunk)
-    for module in ("captioning.text", "captioning.vocab", "captioning.rewards"):
-        monkeypatch.setattr(f"{module}.tokenize", counted_one)
+    seen = count_tokenizations(monkeypatch)
     config = parse_config(small_cfg(shapes_root, "data.feature_cache=false"))
     run = set_up_run(
         config,

@@ -18,8 +18,7 @@ from captioning.checkpoint import load_checkpoint
 from captioning.cli.resume import interrupted_message, resume_command
 from captioning.distributed import DistContext
 from captioning.errors import CaptioningError
-from captioning.training import Trainer, run_data
-from captioning.training import trainer as trainer_module
+from captioning.training import Trainer, run_data, run_eval
 from captioning.training.loop import TrainLoop
 from captioning.training.run_log import read_metrics_csv
 from captioning.training.signals import Interrupted, StopOnSignal
@@ -106,7 +105,7 @@ def test_sigterm_in_validation_keeps_the_epoch_and_the_resume_validates_it(
     full = fit(small_cfg(shapes_root, *args), run_dir=tmp_path / "full")
     run = tmp_path / "run"
     with monkeypatch.context() as patch:
-        _sigterm_on_call(patch, trainer_module, "evaluate_split", call=1)
+        _sigterm_on_call(patch, run_eval, "evaluate_split", call=1)
         summary = fit(small_cfg(shapes_root, *args), run_dir=run)
     assert (summary["interrupted"], summary["phase"]) == ("SIGTERM", "validation")
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
@@ -130,7 +129,7 @@ def test_sigterm_in_test_scoring_keeps_the_trained_run_and_the_resume_scores_it(
     run = tmp_path / "run"
     args = ("trainer.epochs=1", "trainer.test_after_training=true", "decoding.max_len=5")
     with monkeypatch.context() as patch:
-        _sigterm_on_call(patch, trainer_module, "evaluate_checkpoint")
+        _sigterm_on_call(patch, run_eval, "evaluate_checkpoint")
         summary = fit(small_cfg(shapes_root, *args), run_dir=run)
     assert (summary["interrupted"], summary["phase"]) == ("SIGTERM", "test")
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1

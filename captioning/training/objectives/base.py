@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from captioning.data.captions import TokenizedCaptions
 from captioning.data.loader import CaptionBatch
 from captioning.decoding.settings import DecodingSettings
 from captioning.errors import CaptioningError
@@ -54,6 +55,8 @@ class ObjectiveContext:
         device: where training runs.
         decoding: the run's decoding settings (``max_len``, ...).
         attention: whether the model's decoder attends (and so has the attention regulariser).
+        train_tokens: ``train_records``' captions as the run tokenized them once (vocabulary,
+            encoded captions), for an objective that needs their words; None: not given.
     """
 
     vocab: Any
@@ -61,6 +64,7 @@ class ObjectiveContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     decoding: DecodingSettings = field(default_factory=DecodingSettings)
     attention: bool = False
+    train_tokens: TokenizedCaptions | None = None
 
 
 class Objective:

@@ -19,8 +19,10 @@ image are drawn with :func:`captioning.decoding.generate` (``sample=True``: temp
 global generator, so exact resume holds) under ``no_grad``; their rewards (and the greedy captions' with
 ``baseline=greedy``) are computed on the CPU (:class:`~captioning.rewards.SelfCriticalReward`:
 CIDEr-D with `<end>`, as self-critical.pytorch computes it, document frequencies of the
-training references); then the sampled words are teacher-forced through the
-decoder's fused ``forward`` to get their log-probabilities with gradients.
+training references, which it takes as the run tokenized them for the vocabulary:
+``ObjectiveContext.train_tokens``, the same :func:`captioning.text.tokenize`); then the sampled
+words are teacher-forced through the decoder's fused ``forward`` to get their log-probabilities
+with gradients.
 
 Host synchronisations (a GPU stall each; counted by a test): sampling reads one value per
 generated word (how many rows go on: decoding ends when every row has ended, which only the host
@@ -187,6 +189,19 @@ def _image_ids(batch: CaptionBatch, n: int) -> list[int]:
     return ids.tolist()
 
 
+def _references(context: ObjectiveContext) -> dict[Any, Any]:
+    """The training references by image id: the run's tokens of them where given (the reward's
+    tokenizer, :func:`captioning.text.tokenize`, gives the same), else the raw captions."""
+    records, tokens = context.train_records, context.train_tokens
+    if tokens is None:
+        return {r.image_id: r.captions for r in records if r.captions}
+    if not tokens.matches(records):
+        raise ValueError("train_tokens were made from other records than train_records")
+    return {
+        r.image_id: refs for r, refs in zip(records, tokens.by_record(), strict=True) if r.captions
+    }
+
+
 class SelfCriticalObjective(Objective):
     """Self-critical sequence training (``objective=scst``); see the module docstring.
 
@@ -231,8 +246,8 @@ class SelfCriticalObjective(Objective):
             max_len=self.max_len, sample=True, num_samples=self.num_samples
         ).checked()
         self.greedy = DecodingSettings(max_len=self.max_len).checked()
-        references = {r.image_id: r.captions for r in context.train_records if r.captions}
         start = time.perf_counter()
+        references = _references(context)
         self.reward = SelfCriticalReward(
             references, vocab=vocab, cider_weight=self.weights[0], bleu_weight=self.weights[1]
         )

@@ -4,32 +4,38 @@ exact resume, DDP) and the presets. Warm starts (``trainer.init_from``): test_wa
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import HostSyncs, fit, small_cfg, tiny_model_config
+from helpers import HostSyncs, count_tokenizations, fit, small_cfg, tiny_model_config
 from torch import nn
 
 from captioning.checkpoint import load_checkpoint
 from captioning.contracts import EncoderOutput
+from captioning.data.captions import TokenizedCaptions
 from captioning.data.loader import CaptionBatch
 from captioning.data.records import ImageRecord
 from captioning.decoding import DecodingSettings
+from captioning.distributed import DistContext
 from captioning.errors import CaptioningError
 from captioning.models.caption_model import build_model
+from captioning.rewards import SelfCriticalReward
 from captioning.training import parse_config
 from captioning.training.objectives import (
     CrossEntropyObjective,
     ObjectiveContext,
     SelfCriticalObjective,
+    build_objective,
     leave_one_out_baseline,
     sampled_lengths,
     sequence_logprobs,
 )
 from captioning.training.objectives import scst as scst_module
 from captioning.training.run_log import read_metrics_csv
+from captioning.training.setup import set_up_run
 from captioning.vocab import Vocabulary
 
 DECODERS = {
@@ -269,6 +275,67 @@ def test_a_tiny_models_reward_rises_under_self_critical_training(name):
 
 
 # -- in the trainer ------------------------------------------------------------------------------
+
+
+def test_a_self_critical_run_set_up_tokenizes_each_training_caption_once(
+    shapes_root, tmp_path, monkeypatch
+):
+    """The reward takes the training references as the run tokenized them for the vocabulary
+    (fails if it tokenizes them again), and they are what it made of the raw captions."""
+    seen = count_tokenizations(monkeypatch)
+    config = parse_config(small_cfg(shapes_root, "data.feature_cache=false", "objective=scst"))
+    scst = build_objective(config.objective)
+    run = set_up_run(
+        config,
+        run_dir=tmp_path / "run",
+        resume=None,
+        device=torch.device("cpu"),
+        ctx=DistContext(),
+        objective=scst,
+    )
+    assert run is not None and scst.reward is not None
+    train = Counter(c for r in run.records["train"] for c in r.captions)
+    assert sum(train.values()) > 100
+    assert {c: seen[c] for c in train} == dict(train)  # each caption once (repeats: as often)
+    raw = SelfCriticalReward(
+        {r.image_id: r.captions for r in run.records["train"]}, vocab=run.vocab
+    )
+    ids = [r.image_id for r in run.records["train"]]
+    assert all(scst.reward.cider.references(i) == raw.cider.references(i) for i in ids)
+    rows = torch.randint(
+        0, len(run.vocab), (len(ids), 3, 9), generator=torch.Generator().manual_seed(0)
+    )
+    np.testing.assert_array_equal(scst.reward(rows, ids), raw(rows, ids))
+
+
+def test_the_reward_from_the_runs_tokens_equals_the_reward_from_the_raw_captions():
+    """Given the run's tokens, the objective builds the reward it builds from the raw captions:
+    the same references (also for non-ASCII, punctuation-only and empty captions, and a record
+    without captions), the same rewards; tokens of other records are refused."""
+    records = [
+        *RECORDS,
+        ImageRecord(5, Path("5.png"), ("Naïve café, très bien!", "?!", "", "a red circle.")),
+        ImageRecord(6, Path("6.png"), ()),
+        ImageRecord(7, Path("7.png"), ("A man's t-shirt <end>", "one __ under_score")),
+    ]
+    vocab = Vocabulary.build(c for r in records for c in r.captions)
+    built = []
+    for tokens in (None, TokenizedCaptions(records)):
+        obj = SelfCriticalObjective(bleu_weight=0.5)
+        obj.setup(ObjectiveContext(vocab, records, train_tokens=tokens))
+        built.append(obj.reward)
+    raw, tokenized = built
+    ids = [r.image_id for r in records if r.captions]
+    assert 6 not in tokenized.cider and 6 not in raw.cider
+    assert [tokenized.cider.references(i) for i in ids] == [raw.cider.references(i) for i in ids]
+    rows = torch.randint(
+        0, len(vocab), (len(ids), 4, 8), generator=torch.Generator().manual_seed(1)
+    )
+    np.testing.assert_array_equal(tokenized(rows, ids), raw(rows, ids))
+    with pytest.raises(ValueError, match="other records"):
+        SelfCriticalObjective().setup(
+            ObjectiveContext(vocab, records[:2], train_tokens=TokenizedCaptions(records))
+        )
 
 
 def test_trainer_logs_the_rewards_and_switches_from_cross_entropy(shapes_root, tmp_path):
