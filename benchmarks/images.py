@@ -15,8 +15,12 @@ encoder inputs, both ways side by side in one process (interleaved rounds, best 
 Rates are per CPU second of the one worker thread (torch at 1 thread, as in a loader worker), so
 other processes on a shared machine do not count. The difference column is the mean absolute
 difference between the two paths' transformed tensors, un-normalised to pixel units (/255), with
-the same random crop and jitter on both sides (same seed). ``python -m benchmarks images
-[--quick]``; ``run(quick)`` returns ``rows`` and ``markdown``.
+the same random crop and jitter on both sides (same seed). A second table times what training does with ``data.image_cache`` after its first epoch: a
+training item from memory (:class:`~captioning.data.image_cache.ImageCache`: the resized ``uint8``
+pixels, normalised) against reading and decoding it again, for the shapes data's 128-px PNGs at
+``vgg_tiny``'s 64 px and for the COCO-sized JPEGs, with the check that both give the same tensor
+bit for bit. ``python -m benchmarks images [--quick]``; ``run(quick)`` returns ``rows``,
+``memory_rows`` and ``markdown``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from captioning.data.image_cache import ImageCache
 from captioning.data.images import load_image, reduced_decode
+from captioning.data.shapes import render_scene, sample_scene
 from captioning.data.transforms import (
     ImageTransform,
     Preprocess,
@@ -127,14 +133,61 @@ def _row(label: str, kind: str, paths: list[Path], rounds: int) -> dict:
     }
 
 
+def _memory_row(label: str, source: str, paths: list[Path], rounds: int) -> dict:
+    """Items per CPU second decoded again vs from the in-memory cache (after its first fill)."""
+    transform = eval_transform(INPUTS[label])
+    cache = ImageCache(transform, len(paths))
+    loads = [lambda p=p: load_image(p, min_side=transform.decode_min_side) for p in paths]
+    for index, load in enumerate(loads):  # the first epoch fills it
+        cache.get(index, load)
+    best = {"decoded": float("inf"), "memory": float("inf")}
+    for _ in range(rounds):
+        start = time.process_time()
+        for load in loads:
+            transform(load())
+        best["decoded"] = min(best["decoded"], time.process_time() - start)
+        start = time.process_time()
+        for index, load in enumerate(loads):
+            cache.get(index, load)
+        best["memory"] = min(best["memory"], time.process_time() - start)
+    identical = all(
+        torch.equal(cache.get(i, load), transform(load())) for i, load in enumerate(loads)
+    )
+    decoded, memory = len(paths) / best["decoded"], len(paths) / best["memory"]
+    return {
+        "input": label,
+        "source": source,
+        "decoded_img_s": round(decoded, 1),
+        "memory_img_s": round(memory, 1),
+        "speedup": round(memory / decoded, 2),
+        "kb_per_image": round(ImageCache.bytes_per_image(transform) / 1024, 1),
+        "identical": identical,
+    }
+
+
+def _shapes_pngs(folder: Path, n: int) -> list[Path]:
+    """`n` shapes scenes written as the generator writes them (128 px PNG)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(n):
+        path = folder / f"shapes_{k}.png"
+        render_scene(sample_scene(rng), rng).save(path, format="PNG", compress_level=1)
+        paths.append(path)
+    return paths
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     """Time both decodings for every input, transform and source size; see the module doc."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what a DataLoader worker runs with
     n, rounds = (6, 2) if quick else (16, 3)
-    rows = []
+    rows, memory_rows = [], []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-images-") as folder:
+            shapes = _shapes_pngs(Path(folder), 4 * n)
+            memory_rows.append(
+                _memory_row("vgg_tiny: 64 whole image", "shapes 128x128 PNG", shapes, rounds)
+            )
             for width, height, noise in SOURCES:
                 paths = []
                 for k in range(n):
@@ -146,9 +199,34 @@ def run(quick: bool = False) -> dict[str, Any]:
                 for label in INPUTS:
                     for kind in ("eval", "train"):
                         rows.append(_row(label, kind, paths, rounds) | source)
+                if noise == SOURCES[-1][2] and (width, height) == SOURCES[0][:2]:
+                    for label in ("vgg_tiny: 64 whole image", "224 whole image (crop=false)"):
+                        jpeg = f"{width}x{height} JPEG ({kbytes} KB)"
+                        memory_rows.append(_memory_row(label, jpeg, paths, rounds))
     finally:
         torch.set_num_threads(threads)
-    return {"rows": rows, "markdown": _markdown(rows)}
+    markdown = _markdown(rows) + "\n\n" + _memory_markdown(memory_rows)
+    return {"rows": rows, "memory_rows": memory_rows, "markdown": markdown}
+
+
+def _memory_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| encoder input | source | decoded again (items/s) | from memory (items/s) | speedup "
+        "| memory per image | same tensor |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['input']} | {r['source']} | {r['decoded_img_s']} | {r['memory_img_s']} "
+            f"| {r['speedup']:.2f}x | {r['kb_per_image']} KiB | {'yes' if r['identical'] else 'NO'} |"
+        )
+    lines.append(
+        "\nA training item's image after the first epoch, per CPU second of one thread: read, "
+        "decoded and transformed again (the loader without `data.image_cache`) vs normalised from "
+        "the resized `uint8` pixels kept in memory (`ImageCache.get`; reduced-size JPEG decoding "
+        "on both sides). Same tensor: `torch.equal` on every image."
+    )
+    return "\n".join(lines)
 
 
 def _markdown(rows: list[dict]) -> str:

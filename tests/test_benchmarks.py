@@ -48,6 +48,8 @@ def test_data_benchmark_quick_mode(tmp_path):
 
 @pytest.mark.slow
 def test_images_benchmark_reports_each_input_with_its_scale_speedup_and_difference(tmp_path):
+    """``python -m benchmarks images --quick``: reduced-size decoding per input, and items from
+    the in-memory image cache against decoding again."""
     done = subprocess.run(  # python -m benchmarks images --quick, from the repository root
         [sys.executable, "-m", "benchmarks", "images", "--quick", "--out", str(tmp_path)],
         cwd=ROOT,
@@ -63,6 +65,11 @@ def test_images_benchmark_reports_each_input_with_its_scale_speedup_and_differen
         assert row["decoded_at"] == ("1/4" if row["needs"] == 64 else row["decoded_at"])
         assert row["mad_255"] < 2.0 and (row["mad_255"] > 0) == reduced
     assert "| 1/4 |" in (tmp_path / "images.md").read_text()
+    # data.image_cache after its first epoch: the same tensors, from memory, faster
+    memory = json.loads((tmp_path / "images.json").read_text())["memory_rows"]
+    assert [r["source"].split()[0] for r in memory] == ["shapes", "640x480", "640x480"]
+    assert all(r["identical"] and r["speedup"] > 1.0 for r in memory), memory
+    assert [r["kb_per_image"] for r in memory] == [12.0, 12.0, 147.0]
 
 
 @pytest.mark.slow  # VGG-16 and ResNet-50 forwards at 224 px beside 2048^3 GEMMs: about 30 s
