@@ -42,28 +42,11 @@ from captioning.models.attention import (
     region_mean,
     zero_padding,
 )
+from captioning.models.stepping import LengthSchedule, cat_steps, step_log_softmax
 
 __all__ = ["AttentionDecoder", "AttentionState"]
 
 CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
-
-
-def _cat(parts: list[Tensor], empty: tuple[int, int], like: Tensor) -> Tensor:
-    """``torch.cat(parts)``, or an `empty`-shaped tensor like `like` when there are none."""
-    return torch.cat(parts) if parts else like.new_zeros(empty)
-
-
-def _scatter(rows: Tensor, index: Tensor, total: int) -> Tensor:
-    """(total, D) zeros with ``rows`` (P, D) at ``index`` (P,); differentiable in `rows`."""
-    return rows.new_zeros(total, rows.size(-1)).index_copy(0, index, rows)  # (total, D)
-
-
-def _log_softmax(logits: Tensor) -> Tensor:
-    """Log-probabilities (N, V); in place when no gradient is needed (decoding), which saves a
-    (N, V) buffer per step."""
-    if torch.is_grad_enabled():
-        return logits.log_softmax(dim=-1)
-    return torch.log_softmax(logits, -1, out=logits)
 
 
 def _first_rows(state: AttentionState, n: int) -> AttentionState:
@@ -222,7 +205,7 @@ class AttentionDecoder(nn.Module):
         embedded = self.embed(tokens)  # (N, E)
         state, context, alpha = self._advance(embedded, state)
         logits = self._logits(embedded, state.h, context)  # (N, V)
-        return _log_softmax(logits), state, {"alpha": alpha}
+        return step_log_softmax(logits), state, {"alpha": alpha}
 
     # -- teacher forcing -----------------------------------------------------------------------
 
@@ -252,44 +235,30 @@ class AttentionDecoder(nn.Module):
         Returns:
             logits (B, T, V), or (logits, alphas (B, T, L)), both zero at padded positions.
         """
-        b, t_max = inputs.shape
-        lengths = lengths.cpu()  # the schedule is worked out on the host: no read from a GPU
-        order = torch.sort(lengths, descending=True, stable=True).indices  # (B,) longest first
-        if not bool((order == torch.arange(b)).all()):
-            on_device = order.to(inputs.device, non_blocking=True)
-            features, inputs = features.select(on_device), inputs.index_select(0, on_device)
-        steps = torch.arange(t_max)  # (T,)
-        running = (lengths.unsqueeze(1) > steps).sum(0).tolist()  # n_t: rows running at step t
-        running = [n for n in running if n > 0]
+        schedule = LengthSchedule(lengths, inputs.size(1))
+        features, inputs = schedule.sort_rows(features, inputs)
         embedded = self.embed(inputs)  # (B, T, E), rows sorted
         state = self.init_state(features)
         hiddens, contexts, alphas = [], [], []
-        for t, n in enumerate(running):
+        for t, n in enumerate(schedule.running):
             state = _first_rows(state, n)
             state, context, alpha = self._advance(embedded[:n, t], state)
             hiddens.append(state.h)  # (n_t, H)
             contexts.append(context)  # (n_t, D_g)
             alphas.append(alpha)  # (n_t, L)
-        if running and len(running) == t_max and running[-1] == b:  # no padding: no gathering
+        if schedule.full:  # no padding: no gathering
             hidden, context = torch.stack(hiddens, dim=1), torch.stack(contexts, dim=1)
             logits = self._logits(embedded, hidden, context)  # (B, T, V)
             return (logits, torch.stack(alphas, dim=1)) if return_alphas else logits  # (B, T, L)
-        # the P real positions, step by step: row i < n_t of the sorted batch at step t
-        rows = torch.arange(b)  # (B,)
-        src = torch.cat(
-            [rows[:0]] + [rows[:n] * t_max + t for t, n in enumerate(running)]
-        )  # (P,) in the sorted (B * T) layout
-        dst = order[src // t_max] * t_max + src % t_max  # (P,) the same, in the caller's order
-        src, dst = (i.to(inputs.device, non_blocking=True) for i in (src, dst))
+        src, dst = schedule.positions(inputs.device)  # (P,) each
         emb = embedded.flatten(0, 1).index_select(0, src)  # (P, E)
-        hidden = _cat(hiddens, (0, self.cell.hidden_size), emb)  # (P, H)
-        context = _cat(contexts, (0, features.grid.size(-1)), emb)  # (P, D_g)
-        logits = self._logits(emb, hidden, context)  # (P, V)
-        logits = _scatter(logits, dst, b * t_max).view(b, t_max, -1)  # (B, T, V)
+        hidden = cat_steps(hiddens, self.cell.hidden_size, emb)  # (P, H)
+        context = cat_steps(contexts, features.grid.size(-1), emb)  # (P, D_g)
+        logits = schedule.scatter(self._logits(emb, hidden, context), dst)  # (B, T, V)
         if not return_alphas:
             return logits
-        alpha = _cat(alphas, (0, features.grid.size(1)), emb)  # (P, L)
-        return logits, _scatter(alpha, dst, b * t_max).view(b, t_max, -1)  # (B, T, L)
+        alpha = cat_steps(alphas, features.grid.size(1), emb)  # (P, L)
+        return logits, schedule.scatter(alpha, dst)  # (B, T, L)
 
     def attention_penalty(
         self, alphas: Tensor, lengths: Tensor, mask: Tensor | None = None

@@ -39,6 +39,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from captioning.contracts import EncoderOutput
 from captioning.errors import CaptioningError
 from captioning.models.cells import stacked_step
+from captioning.models.stepping import step_log_softmax
 
 __all__ = ["CELLS", "INJECTIONS", "ImageTermState", "RNNDecoder", "State", "reorder_state"]
 
@@ -231,9 +232,7 @@ class RNNDecoder(nn.Module):
             out, state = self.rnn(x, state)  # (N, 1, H)
             out = out.squeeze(1)
         logits = self.out(self.drop(out))  # (N, V)
-        if torch.is_grad_enabled():
-            return logits.log_softmax(dim=-1), state, {}
-        return torch.log_softmax(logits, -1, out=logits), state, {}  # in place: one buffer less
+        return step_log_softmax(logits), state, {}  # (in place when decoding: one buffer less)
 
     def forward(
         self,

@@ -53,7 +53,7 @@ from captioning.models.attention import (
     region_mean,
     zero_padding,
 )
-from captioning.models.attention_decoder import _cat, _log_softmax, _scatter
+from captioning.models.stepping import LengthSchedule, cat_steps, step_log_softmax
 
 __all__ = ["UpDownDecoder", "UpDownState"]
 
@@ -210,7 +210,7 @@ class UpDownDecoder(nn.Module):
         """
         state, alpha = self._advance(self._words(tokens), state)
         logits = self.out(self.drop(state.h2))  # (N, V)
-        return _log_softmax(logits), state, {"alpha": alpha}
+        return step_log_softmax(logits), state, {"alpha": alpha}
 
     # -- teacher forcing -----------------------------------------------------------------------
 
@@ -237,30 +237,22 @@ class UpDownDecoder(nn.Module):
         Returns:
             logits (B, T, V), or (logits, alphas (B, T, K)).
         """
-        b, t_max = inputs.shape
-        lengths = lengths.to(inputs.device)
-        order = torch.sort(lengths, descending=True, stable=True).indices  # (B,) longest first
-        if not bool((order == torch.arange(b, device=order.device)).all()):
-            features, inputs = features.select(order), inputs.index_select(0, order)
-        steps = torch.arange(t_max, device=lengths.device)  # (T,)
-        running = [n for n in (lengths.unsqueeze(1) > steps).sum(0).tolist() if n > 0]
+        schedule = LengthSchedule(lengths, inputs.size(1))
+        features, inputs = schedule.sort_rows(features, inputs)
         words = self._words(inputs)  # (B, T, E), rows sorted
         state = self.init_state(features)
         hiddens, alphas = [], []
-        for t, n in enumerate(running):
+        for t, n in enumerate(schedule.running):
             state, alpha = self._advance(words[:n, t], _first_rows(state, n))
             hiddens.append(state.h2)  # (n_t, H)
             alphas.append(alpha)  # (n_t, K)
-        rows = torch.arange(b, device=lengths.device)  # (B,)
-        src = torch.cat([rows[:0]] + [rows[:n] * t_max + t for t, n in enumerate(running)])
-        dst = order[src // t_max] * t_max + src % t_max  # (P,) real positions, caller's order
-        hidden = _cat(hiddens, (0, self.lang_lstm.hidden_size), words)  # (P, H)
-        logits = self.out(self.drop(hidden))  # (P, V)
-        logits = _scatter(logits, dst, b * t_max).view(b, t_max, -1)  # (B, T, V)
+        _, dst = schedule.positions(inputs.device)  # (P,)
+        hidden = cat_steps(hiddens, self.lang_lstm.hidden_size, words)  # (P, H)
+        logits = schedule.scatter(self.out(self.drop(hidden)), dst)  # (B, T, V)
         if not return_alphas:
             return logits
-        alpha = _cat(alphas, (0, features.grid.size(1)), words)  # (P, K)
-        return logits, _scatter(alpha, dst, b * t_max).view(b, t_max, -1)  # (B, T, K)
+        alpha = cat_steps(alphas, features.grid.size(1), words)  # (P, K)
+        return logits, schedule.scatter(alpha, dst)  # (B, T, K)
 
     def attention_penalty(
         self, alphas: Tensor, lengths: Tensor, mask: Tensor | None = None
