@@ -17,12 +17,12 @@ import argparse
 import logging
 import sys
 
-from captioning.cli.common import one_line_errors
+from captioning.cli.common import CommandParser, one_line_errors
 from captioning.data.bottom_up_tsv import convert_bottom_up_tsv
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(description=__doc__.splitlines()[0])
     parser.add_argument("tsv", nargs="+", help="the release's .tsv files (streamed in order)")
     parser.add_argument(
         "--out", required=True, help="output prefix: writes OUT_att/, OUT_fc/ and OUT_box/"

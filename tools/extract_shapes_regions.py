@@ -16,12 +16,12 @@ import logging
 import sys
 from pathlib import Path
 
-from captioning.cli.common import one_line_errors
+from captioning.cli.common import CommandParser, one_line_errors
 from captioning.data.shapes_regions import extract_shapes_regions
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="data/shapes", help="the shapes data (data/shapes)")
     parser.add_argument("--out", help="output folder (ROOT/regions): writes att/, fc/, box/")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -13,12 +13,12 @@ import logging
 import sys
 import time
 
+from captioning.cli.common import CommandParser, one_line_errors
 from captioning.data.shapes import SPLITS, generate_shapes
-from captioning.errors import CaptioningError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="data/shapes", help="output folder (data/shapes)")
     parser.add_argument("--train", type=int, default=6000, help="training images (6000)")
     parser.add_argument("--val", type=int, default=500, help="validation images (500)")
@@ -29,23 +29,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
-    try:
-        root = generate_shapes(
-            args.root,
-            train=args.train,
-            val=args.val,
-            test=args.test,
-            seed=args.seed,
-            image_size=args.image_size,
-            overwrite=args.overwrite,
-        )
-    except CaptioningError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    root = generate_shapes(
+        args.root,
+        train=args.train,
+        val=args.val,
+        test=args.test,
+        seed=args.seed,
+        image_size=args.image_size,
+        overwrite=args.overwrite,
+    )
     elapsed = time.perf_counter() - start
     print(f"shapes dataset in {root.resolve()} ({elapsed:.1f} s)")
     for split in SPLITS:

@@ -12,14 +12,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from captioning.cli.common import one_line_errors
+from captioning.cli.common import CommandParser, one_line_errors
 from captioning.errors import CaptioningError
 from captioning.training.run_log import read_metrics_csv
 from captioning.visualize.curves import best_epoch, plot_training_curves
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="run directory holding metrics.csv (or the CSV itself)")
     parser.add_argument("--out", "-o", help="image to write (default RUN_DIR/curves.png)")
     parser.add_argument(

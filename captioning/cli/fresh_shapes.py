@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from captioning.cli.common import (
+    CommandParser,
     add_captioner_arguments,
     add_decoding_arguments,
     decoding_overrides,
@@ -23,7 +24,7 @@ from captioning.inference import Captioner
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = CommandParser(description=__doc__.splitlines()[0])
     add_captioner_arguments(parser)
     parser.add_argument(
         "--per-count",

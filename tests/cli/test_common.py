@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT, TOOLS, run_tool
 
 from captioning.cli import common
@@ -68,3 +69,25 @@ def test_a_broken_pipe_inside_a_tool_is_status_141_with_its_output_sent_nowhere(
         raise BrokenPipeError(32, "Broken pipe")
 
     assert tool() == 141 and redirected == [sys.stdout.fileno()]
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [
+        "caption.py",
+        "evaluate.py",
+        "fresh_shapes.py",
+        "make_shapes.py",
+        "plot_run.py",
+        "convert_bottom_up_tsv.py",
+        "extract_shapes_regions.py",
+    ],
+)
+def test_every_tools_usage_error_is_one_line_naming_its_help(tool):
+    """A misspelt flag is one ``error: ... (see TOOL --help)`` line and status 2 in every tool
+    (they all parse with ``CommandParser``), not argparse's usage block."""
+    done = run_tool(tool, "--no-such-flag")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert done.stderr.startswith("error: "), done.stderr  # (a missing required one, or the flag)
+    assert f"(see {tool} --help)" in done.stderr
